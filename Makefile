@@ -1,0 +1,70 @@
+# auto-topup: every set-up step lives here, so that a fresh clone needs only `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STACK := deploy/local/stack.sh
+# Point the service and the tests at the local stack (unless the caller set these already).
+WITH_ENV = set -a; eval "$$($(STACK) env)"; set +a;
+
+.PHONY: help install up down env status run test test-unit test-integration test-e2e lint \
+        format schemas demo clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed ## Create .venv and install the project with its test tools
+
+up: install ## Start Kafka, PostgreSQL and localstripe on 127.0.0.1 and wait until they answer
+	$(STACK) up
+
+down: ## Stop the local stack
+	$(STACK) down
+
+env: ## Print the export lines that point a shell at the local stack
+	@$(STACK) env
+
+status: ## Show which parts of the local stack run
+	@$(STACK) status
+
+run: up ## Install, start the stack, run the service in the foreground
+	$(WITH_ENV) exec $(BIN)/auto-topup run
+
+test: up lint ## Install, start the stack, lint, run every tier of tests
+	$(WITH_ENV) $(BIN)/pytest tests/unit tests/integration tests/e2e
+
+test-unit: install ## Only the pure, fast tests
+	$(BIN)/pytest tests/unit
+
+test-integration: up
+	$(WITH_ENV) $(BIN)/pytest tests/integration
+
+test-e2e: up
+	$(WITH_ENV) $(BIN)/pytest tests/e2e
+
+lint: install ## ruff and mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+schemas: install ## Regenerate schemas/ from the models
+	$(BIN)/python -m service.contract.export schemas
+
+demo: install ## Publish example events to the running service and print what it publishes
+	$(WITH_ENV) $(BIN)/python -m service.entrypoints.demo
+
+clean: down
+	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache

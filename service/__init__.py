@@ -1,0 +1,1 @@
+"""auto-topup: tops up prepaid wallets the moment they run low."""

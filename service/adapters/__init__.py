@@ -1,0 +1,1 @@
+"""Adapters: PostgreSQL, Kafka and Stripe behind small interfaces."""

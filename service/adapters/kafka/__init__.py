@@ -1,0 +1,1 @@
+"""Kafka: topic provisioning and the outbox relay (producer side)."""

@@ -1,0 +1,1 @@
+"""PostgreSQL: migrations, the annotated queries, repositories and the unit of work."""

@@ -1,0 +1,82 @@
+-- Every SQL statement of the service, one named block each ("-- name: NAME" then a comment
+-- saying what it does). Loaded by service/adapters/postgres/sql.py.
+
+-- name: ensure_wallets
+-- Creates missing wallet rows so that the lock below also covers customers seen for the first
+-- time (two instances inserting one new customer serialize on the primary key).
+INSERT INTO wallets (customer_id)
+SELECT id FROM unnest($1::text[]) AS t(id) ORDER BY id
+ON CONFLICT (customer_id) DO NOTHING;
+
+-- name: lock_wallets
+-- Loads and locks the wallets of a batch, in one order so that instances do not deadlock.
+SELECT * FROM wallets WHERE customer_id = ANY($1::text[]) ORDER BY customer_id FOR UPDATE;
+
+-- name: recent_daily_keys
+-- Business dates already used by these customers, from the oldest date that can still trigger.
+SELECT customer_id, business_date FROM daily_keys
+WHERE customer_id = ANY($1::text[]) AND business_date >= $2::date;
+
+-- name: save_wallets
+-- Writes back the wallets a batch changed, in one statement (rows of the table's own type).
+UPDATE wallets AS w SET
+    payment_method = u.payment_method,
+    auto_trigger = u.auto_trigger,
+    trigger_amount = u.trigger_amount,
+    limit_threshold = u.limit_threshold,
+    settings_currency = u.settings_currency,
+    timezone = u.timezone,
+    partner_id = u.partner_id,
+    settings_origin = u.settings_origin,
+    settings_version = u.settings_version,
+    settings_occurred_at = u.settings_occurred_at,
+    settings_event_id = u.settings_event_id,
+    stripe_customer_id = u.stripe_customer_id,
+    stripe_payment_method_id = u.stripe_payment_method_id,
+    stripe_paused = u.stripe_paused,
+    balance = u.balance,
+    balance_currency = u.balance_currency,
+    balance_occurred_at = u.balance_occurred_at,
+    balance_sequence = u.balance_sequence,
+    balance_event_id = u.balance_event_id,
+    credits_out = u.credits_out,
+    updated_at = now()
+FROM unnest($1::wallet_state[]) AS u
+WHERE w.customer_id = u.customer_id;
+
+-- name: insert_daily_keys
+-- Claims daily keys. The unique (customer_id, business_date) is the last word: a row that is
+-- not returned was taken by someone else, and its decision must not be published.
+INSERT INTO daily_keys (
+    customer_id, business_date, payment_method, amount, currency, trigger_event_id,
+    balance_at_trigger, limit_threshold, partner_id, stripe_customer_id,
+    stripe_payment_method_id, phase, result, reason, detail, next_attempt_at)
+SELECT * FROM unnest(
+    $1::text[], $2::date[], $3::text[], $4::numeric[], $5::text[], $6::text[],
+    $7::numeric[], $8::numeric[], $9::text[], $10::text[],
+    $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::timestamptz[])
+ON CONFLICT (customer_id, business_date) DO NOTHING
+RETURNING customer_id, business_date;
+
+-- name: insert_outbox
+-- Queues outgoing records; a record already queued (same dedupe_key) is left as it is.
+INSERT INTO outbox (dedupe_key, topic, key, value, headers)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::jsonb[])
+ON CONFLICT (dedupe_key) DO NOTHING;
+
+-- name: lease_outbox
+-- Takes up to $1 unpublished records for $2 seconds. A relay that dies loses its lease and
+-- another relay publishes the same records again (same event ids: consumers de-duplicate).
+UPDATE outbox SET leased_until = now() + make_interval(secs => $2)
+WHERE id IN (
+    SELECT id FROM outbox
+    WHERE published_at IS NULL AND (leased_until IS NULL OR leased_until < now())
+    ORDER BY id LIMIT $1
+    FOR UPDATE SKIP LOCKED)
+RETURNING id, topic, key, value, headers;
+
+-- name: mark_published
+UPDATE outbox SET published_at = now(), leased_until = NULL WHERE id = ANY($1::bigint[]);
+
+-- name: outbox_backlog
+SELECT count(*) FROM outbox WHERE published_at IS NULL;

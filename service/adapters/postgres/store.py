@@ -1,0 +1,194 @@
+"""The unit of work and batch store on asyncpg."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from service.adapters.postgres.sql import q
+from service.domain.model import (
+    Balance,
+    Card,
+    Credit,
+    Origin,
+    PaymentMethod,
+    Settings,
+    Wallet,
+)
+from service.service_layer.ports import Claim, OutboxRecord
+
+Connection = asyncpg.Connection | PoolConnectionProxy
+
+
+def wallet_from_row(row: asyncpg.Record, attempt_dates: frozenset[date]) -> Wallet:
+    settings = None
+    if row["payment_method"] is not None:
+        settings = Settings(
+            payment_method=PaymentMethod(row["payment_method"]),
+            auto_trigger=row["auto_trigger"],
+            trigger_amount=row["trigger_amount"],
+            limit_threshold=row["limit_threshold"],
+            currency=row["settings_currency"],
+            timezone=row["timezone"],
+            partner_id=row["partner_id"],
+            origin=Origin(row["settings_origin"]),
+            version=row["settings_version"],
+            occurred_at=row["settings_occurred_at"],
+            event_id=row["settings_event_id"],
+        )
+    card = None
+    if row["stripe_customer_id"] is not None:
+        card = Card(row["stripe_customer_id"], row["stripe_payment_method_id"])
+    balance = None
+    if row["balance"] is not None:
+        balance = Balance(
+            row["balance"],
+            row["balance_currency"],
+            row["balance_occurred_at"],
+            row["balance_sequence"],
+            row["balance_event_id"],
+        )
+    credits = tuple(
+        Credit(datetime.fromisoformat(c["at"]), Decimal(c["amount"]))
+        for c in json.loads(row["credits_out"])
+    )
+    return Wallet(
+        row["customer_id"], settings, card, row["stripe_paused"], balance, credits, attempt_dates
+    )
+
+
+def wallet_to_state(w: Wallet) -> tuple[Any, ...]:
+    s, b, c = w.settings, w.balance, w.card
+    credits = json.dumps(
+        [{"at": x.issued_at.isoformat(), "amount": str(x.amount)} for x in w.credits_out]
+    )
+    return (
+        w.customer_id,
+        s.payment_method.value if s else None,
+        s.auto_trigger if s else None,
+        s.trigger_amount if s else None,
+        s.limit_threshold if s else None,
+        s.currency if s else None,
+        s.timezone if s else None,
+        s.partner_id if s else None,
+        s.origin.value if s else None,
+        s.version if s else None,
+        s.occurred_at if s else None,
+        s.event_id if s else None,
+        c.stripe_customer_id if c else None,
+        c.stripe_payment_method_id if c else None,
+        w.stripe_paused,
+        b.amount if b else None,
+        b.currency if b else None,
+        b.occurred_at if b else None,
+        b.sequence if b else None,
+        b.event_id if b else None,
+        credits,
+    )
+
+
+class PgBatchStore:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def lock_wallets(self, customer_ids: Collection[str], since: date) -> dict[str, Wallet]:
+        ids = sorted(customer_ids)
+        await self._conn.execute(q("ensure_wallets"), ids)
+        rows = await self._conn.fetch(q("lock_wallets"), ids)
+        taken: dict[str, set[date]] = defaultdict(set)
+        for r in await self._conn.fetch(q("recent_daily_keys"), ids, since):
+            taken[r["customer_id"]].add(r["business_date"])
+        return {
+            r["customer_id"]: wallet_from_row(r, frozenset(taken.get(r["customer_id"], ())))
+            for r in rows
+        }
+
+    async def save_wallets(self, wallets: Sequence[Wallet]) -> None:
+        await self._conn.execute(q("save_wallets"), [wallet_to_state(w) for w in wallets])
+
+    async def claim_daily_keys(self, claims: Sequence[Claim]) -> set[tuple[str, date]]:
+        columns: list[list[Any]] = [[] for _ in range(16)]
+        for c in claims:
+            t = c.topup
+            values = (
+                t.customer_id,
+                t.business_date,
+                t.payment_method.value,
+                t.amount,
+                t.currency,
+                t.trigger_event_id,
+                t.balance_at_trigger,
+                t.limit_threshold,
+                t.partner_id,
+                t.card.stripe_customer_id if t.card else None,
+                t.card.stripe_payment_method_id if t.card else None,
+                c.phase,
+                c.result,
+                c.reason,
+                c.detail,
+                c.next_attempt_at,
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        rows = await self._conn.fetch(q("insert_daily_keys"), *columns)
+        return {(r["customer_id"], r["business_date"]) for r in rows}
+
+    async def add_outbox(self, records: Sequence[OutboxRecord]) -> None:
+        await self._conn.execute(
+            q("insert_outbox"),
+            [r.dedupe_key for r in records],
+            [r.topic for r in records],
+            [r.key for r in records],
+            [r.value for r in records],
+            [json.dumps(list(r.headers)) for r in records],
+        )
+
+
+class PgUnitOfWork:
+    """One transaction on a pooled connection; rolled back unless committed."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._conn: PoolConnectionProxy | None = None
+        self._tx: Any = None
+        self._committed = False
+
+    @property
+    def store(self) -> PgBatchStore:
+        assert self._conn is not None, "use the unit of work in 'async with'"
+        return PgBatchStore(self._conn)
+
+    async def __aenter__(self) -> Self:
+        self._conn = await self._pool.acquire()
+        self._tx = self._conn.transaction()
+        await self._tx.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if not self._committed and not self._conn_closed():
+                await self._tx.rollback()
+        finally:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await self._pool.release(conn)
+
+    def _conn_closed(self) -> bool:
+        return self._conn is None or self._conn.is_closed()
+
+    async def commit(self) -> None:
+        await self._tx.commit()
+        self._committed = True

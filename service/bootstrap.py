@@ -1,0 +1,165 @@
+"""Wires configuration, adapters and handlers into a runnable application."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+
+from service.adapters.kafka.relay import OutboxRelay, make_producer
+from service.adapters.kafka.topics import ensure_topics
+from service.adapters.postgres.errors import is_transient
+from service.adapters.postgres.migrate import migrate
+from service.adapters.postgres.store import PgUnitOfWork
+from service.config import Settings
+from service.entrypoints.consumer import subscribe
+from service.service_layer.handlers import BatchHandler, BatchReport
+from service.service_layer.processor import BatchProcessor
+
+log = logging.getLogger("auto_topup")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def wait_for_postgres(dsn: str, *, attempts: int = 0, delay: float = 1.0) -> None:
+    """Waits until PostgreSQL answers, saying so in the log (attempts=0: for ever)."""
+    tried = 0
+    while True:
+        tried += 1
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+            await conn.close()
+            return
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            if attempts and tried >= attempts:
+                raise
+            log.warning("waiting for PostgreSQL (%s: %s)", type(exc).__name__, exc)
+            await asyncio.sleep(min(delay * tried, 5.0))
+
+
+async def wait_for_kafka(settings: Settings, *, attempts: int = 0) -> None:
+    tried = 0
+    while True:
+        tried += 1
+        try:
+            created = await ensure_topics(
+                settings.kafka_bootstrap_servers,
+                settings.topics.all,
+                settings.topic_partitions,
+                settings.topic_replication_factor,
+            )
+            if created:
+                log.info("created missing topics: %s", ", ".join(created))
+            return
+        except Exception as exc:
+            if attempts and tried >= attempts:
+                raise
+            log.warning(
+                "waiting for Kafka at %s (%s: %s)",
+                settings.kafka_bootstrap_servers,
+                type(exc).__name__,
+                exc,
+            )
+            await asyncio.sleep(min(1.0 * tried, 5.0))
+
+
+@dataclass
+class Service:
+    """The running pieces, for the lifecycle hooks and for tests."""
+
+    settings: Settings
+    broker: KafkaBroker
+    app: FastStream
+    pool: asyncpg.Pool | None = None
+    relay: OutboxRelay | None = None
+    processor: BatchProcessor | None = None
+    exit_code: int = 0
+    reports: list[BatchReport] = field(default_factory=list)
+
+
+def build(settings: Settings) -> Service:
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        graceful_timeout=settings.shutdown_timeout_seconds,
+        allow_auto_create_topics=False,
+        logger=logging.getLogger("auto_topup.kafka"),
+    )
+    app = FastStream(broker, logger=logging.getLogger("auto_topup.app"))
+    service = Service(settings, broker, app)
+
+    # The handler needs the pool, which exists only after start-up: bind lazily.
+    def uow() -> PgUnitOfWork:
+        assert service.pool is not None
+        return PgUnitOfWork(service.pool)
+
+    handler = BatchHandler(uow, utc_now, settings.policy, settings.topics)
+    processor = BatchProcessor(handler, is_transient)
+    service.processor = processor
+
+    def committed(report: BatchReport) -> None:
+        if report.outbox_rows and service.relay is not None:
+            service.relay.wake()
+
+    def fatal(exc: BaseException) -> None:
+        log.critical(
+            "unhandled failure while applying a batch; stopping without committing "
+            "it (it is redelivered on the next start)",
+            exc_info=exc,
+        )
+        service.exit_code = 1
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    subscribe(broker, settings, processor, committed, fatal)
+
+    @app.on_startup
+    async def start_dependencies() -> None:
+        await wait_for_postgres(settings.dsn)
+        conn = await asyncpg.connect(settings.dsn)
+        try:
+            applied = await migrate(conn)
+            if applied:
+                log.info("database migrated: %s", ", ".join(applied))
+        finally:
+            await conn.close()
+        service.pool = await asyncpg.create_pool(
+            settings.dsn, min_size=1, max_size=settings.db_pool_size
+        )
+        await wait_for_kafka(settings)
+        producer = make_producer(settings.kafka_bootstrap_servers)
+        await producer.start()
+        service.relay = OutboxRelay(service.pool, producer)
+        service.relay.start()
+
+    @app.after_startup
+    async def started() -> None:
+        log.info(
+            "auto-topup is consuming %s as group %s",
+            ", ".join(settings.topics.inputs),
+            settings.consumer_group,
+        )
+
+    @app.on_shutdown
+    async def stop_taking_work() -> None:
+        processor.stop()
+
+    @app.after_shutdown
+    async def flush_and_close() -> None:
+        if service.relay is not None:
+            await service.relay.stop(timeout=settings.shutdown_timeout_seconds)
+            await service.relay.close()
+        if service.pool is not None:
+            await service.pool.close()
+        log.info("auto-topup stopped")
+
+    return service

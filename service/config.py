@@ -1,0 +1,136 @@
+"""Configuration from the environment. A missing or malformed setting stops start-up."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import AliasChoices, BaseModel, Field, PostgresDsn, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.domain.calendar import is_valid_timezone
+from service.domain.rules import Policy
+
+
+class Topics(BaseModel):
+    wallet_balance_changed: str = "wallet-balance-changed"
+    settings_updated: str = "settings-updated"
+    invoice_requested: str = "invoice-requested"
+    credit_issued: str = "credit-issued"
+    top_up_failed: str = "top-up-failed"
+    dead_letter: str = "auto-topup-dead-letter"
+
+    @property
+    def inputs(self) -> tuple[str, str]:
+        return (self.wallet_balance_changed, self.settings_updated)
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return (
+            *self.inputs,
+            self.invoice_requested,
+            self.credit_issued,
+            self.top_up_failed,
+            self.dead_letter,
+        )
+
+
+def _topic(name: str, default: str) -> str:
+    return Field(
+        default=default,
+        validation_alias=f"AUTO_TOPUP_TOPIC_{name}",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", populate_by_name=False)
+
+    kafka_bootstrap_servers: str = Field(
+        "localhost:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS", min_length=1
+    )
+    database_url: PostgresDsn = Field(
+        PostgresDsn("postgresql://postgres@127.0.0.1:54320/auto_topup"),
+        validation_alias="DATABASE_URL",
+    )
+    stripe_api_key: SecretStr = Field(validation_alias="STRIPE_API_KEY")
+    stripe_api_base: str | None = Field(None, validation_alias="STRIPE_API_BASE")
+    default_timezone: str = Field("UTC", validation_alias="AUTO_TOPUP_DEFAULT_TIMEZONE")
+    consumer_group: str = Field(
+        "auto-topup", validation_alias="AUTO_TOPUP_CONSUMER_GROUP", min_length=1
+    )
+
+    topic_wallet_balance_changed: str = _topic("WALLET_BALANCE_CHANGED", "wallet-balance-changed")
+    topic_settings_updated: str = _topic("SETTINGS_UPDATED", "settings-updated")
+    topic_invoice_requested: str = _topic("INVOICE_REQUESTED", "invoice-requested")
+    topic_credit_issued: str = _topic("CREDIT_ISSUED", "credit-issued")
+    topic_top_up_failed: str = _topic("TOP_UP_FAILED", "top-up-failed")
+    topic_dead_letter: str = _topic("AUTO_TOPUP_DEAD_LETTER", "auto-topup-dead-letter")
+
+    # Rules of the contract that an operator may tune.
+    future_skew_seconds: float = Field(300, ge=0, validation_alias="AUTO_TOPUP_FUTURE_SKEW_SECONDS")
+    old_day_window_days: int = Field(1, ge=0, validation_alias="AUTO_TOPUP_OLD_DAY_WINDOW_DAYS")
+
+    # Operational knobs.
+    topic_partitions: int = Field(6, ge=1, validation_alias="AUTO_TOPUP_TOPIC_PARTITIONS")
+    topic_replication_factor: int = Field(
+        1, ge=1, validation_alias="AUTO_TOPUP_TOPIC_REPLICATION_FACTOR"
+    )
+    batch_max_records: int = Field(2000, ge=1, validation_alias="AUTO_TOPUP_BATCH_MAX_RECORDS")
+    batch_timeout_ms: int = Field(20, ge=0, validation_alias="AUTO_TOPUP_BATCH_TIMEOUT_MS")
+    db_pool_size: int = Field(4, ge=1, validation_alias="AUTO_TOPUP_DB_POOL_SIZE")
+    shutdown_timeout_seconds: float = Field(
+        20, gt=0, validation_alias=AliasChoices("AUTO_TOPUP_SHUTDOWN_TIMEOUT_SECONDS")
+    )
+    log_level: str = Field(
+        "INFO", validation_alias="AUTO_TOPUP_LOG_LEVEL", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$"
+    )
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        if not is_valid_timezone(value):
+            raise ValueError(f"unknown IANA timezone {value!r}")
+        return value
+
+    @field_validator("stripe_api_key")
+    @classmethod
+    def _non_empty_key(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(
+            wallet_balance_changed=self.topic_wallet_balance_changed,
+            settings_updated=self.topic_settings_updated,
+            invoice_requested=self.topic_invoice_requested,
+            credit_issued=self.topic_credit_issued,
+            top_up_failed=self.topic_top_up_failed,
+            dead_letter=self.topic_dead_letter,
+        )
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(
+            default_timezone=self.default_timezone,
+            future_skew=timedelta(seconds=self.future_skew_seconds),
+            old_day_window_days=self.old_day_window_days,
+        )
+
+    @property
+    def dsn(self) -> str:
+        return str(self.database_url)
+
+
+def describe_error(exc: Exception) -> str:
+    """One line per bad setting, naming the environment variable."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        name = ".".join(str(p) for p in err["loc"])
+        lines.append(f"configuration error: {name}: {err['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The wire contract: event models, decoding of input bytes, encoding of output events."""

@@ -1,0 +1,120 @@
+"""Input bytes to domain events (or a dead-letter reason); output events to bytes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+
+from service.contract.events import SettingsUpdated, WalletBalanceChanged
+from service.domain.model import BalanceChanged, Origin, PaymentMethod
+from service.domain.model import SettingsUpdated as SettingsCommand
+
+# Namespace of output event ids: uuid5(OUTPUT_NAMESPACE, f"{daily_key}|{event_type}").
+OUTPUT_NAMESPACE = uuid.UUID("6f1d3c1e-5a0e-4c52-9a53-8a4f0f5b2d17")
+
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """Why an input message can never be accepted (its dead-letter reason)."""
+
+    reason: str
+    detail: str
+
+
+def _no_constants(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a number")
+
+
+def _parse_json(raw: bytes) -> Any:
+    # parse_float=Decimal: a JSON number is parsed exactly, never through a binary float.
+    return json.loads(raw.decode("utf-8"), parse_float=Decimal, parse_constant=_no_constants)
+
+
+def _loads(raw: bytes | None, key: bytes | None) -> dict[str, Any] | Invalid:
+    if raw is None:
+        return Invalid("empty_value", "the message has no value (a tombstone?)")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        return Invalid("message_too_large", f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}")
+    try:
+        body = _parse_json(raw)
+    except UnicodeDecodeError as exc:
+        return Invalid("invalid_encoding", f"not UTF-8: {exc}")
+    except (ValueError, RecursionError) as exc:
+        return Invalid("invalid_json", str(exc)[:300])
+    if not isinstance(body, dict):
+        return Invalid("invalid_json", f"expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _schema_error(exc: ValidationError) -> Invalid:
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False)[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "message"
+        parts.append(f"{where}: {err['msg']}")
+    return Invalid("schema_violation", "; ".join(parts))
+
+
+def _key_error(key: bytes | None, customer_id: str) -> Invalid | None:
+    if key is None:
+        return Invalid("key_mismatch", "the message has no key; the key must be customer_id")
+    if key != customer_id.encode("utf-8"):
+        shown = key[:140].decode("utf-8", "replace")
+        return Invalid("key_mismatch", f"key {shown!r} is not customer_id {customer_id!r}")
+    return None
+
+
+def decode_balance(raw: bytes | None, key: bytes | None) -> BalanceChanged | Invalid:
+    body = _loads(raw, key)
+    if isinstance(body, Invalid):
+        return body
+    try:
+        wire = WalletBalanceChanged.model_validate(body)
+    except ValidationError as exc:
+        return _schema_error(exc)
+    return _key_error(key, wire.customer_id) or BalanceChanged(
+        event_id=wire.event_id,
+        occurred_at=wire.occurred_at,
+        customer_id=wire.customer_id,
+        currency=wire.currency,
+        balance=wire.balance,
+        sequence=wire.sequence,
+    )
+
+
+def decode_settings(raw: bytes | None, key: bytes | None) -> SettingsCommand | Invalid:
+    body = _loads(raw, key)
+    if isinstance(body, Invalid):
+        return body
+    try:
+        wire = SettingsUpdated.model_validate(body)
+    except ValidationError as exc:
+        return _schema_error(exc)
+    return _key_error(key, wire.customer_id) or SettingsCommand(
+        event_id=wire.event_id,
+        occurred_at=wire.occurred_at,
+        customer_id=wire.customer_id,
+        origin=Origin(wire.origin),
+        payment_method=PaymentMethod(wire.payment_method),
+        auto_trigger=wire.auto_trigger,
+        trigger_amount=wire.trigger_amount,
+        limit_threshold=wire.limit_threshold,
+        currency=wire.currency,
+        timezone=wire.timezone,
+        partner_id=wire.partner_id,
+        stripe_customer_id=wire.stripe_customer_id,
+        stripe_payment_method_id=wire.stripe_payment_method_id,
+        version=wire.version,
+    )
+
+
+def output_event_id(customer_id: str, business_date: date, event_type: str) -> str:
+    """Deterministic id: one daily key and one event type always give the same id."""
+    return str(uuid.uuid5(OUTPUT_NAMESPACE, f"{customer_id}/{business_date}|{event_type}"))

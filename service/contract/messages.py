@@ -1,0 +1,73 @@
+"""Building the outgoing records: output events and dead letters."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+from service.contract.codec import output_event_id
+from service.contract.events import CreditIssued, InvoiceRequested, OutputEvent, TopUpFailed
+from service.domain.model import TopUp
+from service.domain.money import format_amount
+
+INVOICE_REQUESTED: Final = "invoice-requested"
+CREDIT_ISSUED: Final = "credit-issued"
+TOP_UP_FAILED: Final = "top-up-failed"
+
+# Headers of a dead-letter record (its value and key are the original ones, unchanged).
+DLQ_TOPIC: Final = "dlq_original_topic"
+DLQ_PARTITION: Final = "dlq_original_partition"
+DLQ_OFFSET: Final = "dlq_original_offset"
+DLQ_REASON: Final = "dlq_reason"
+DLQ_DETAIL: Final = "dlq_detail"
+DLQ_AT: Final = "dlq_dead_lettered_at"
+
+
+def _common(topup: TopUp, event_type: str, now: datetime) -> dict[str, object]:
+    return {
+        "event_id": output_event_id(topup.customer_id, topup.business_date, event_type),
+        "customer_id": topup.customer_id,
+        "business_date": topup.business_date,
+        "idempotency_key": topup.idempotency_key,
+        "trigger_event_id": topup.trigger_event_id,
+        "balance_at_trigger": format_amount(topup.balance_at_trigger, topup.currency),
+        "limit_threshold": format_amount(topup.limit_threshold, topup.currency),
+        "amount": format_amount(topup.amount, topup.currency),
+        "currency": topup.currency,
+        "payment_method": topup.payment_method.value,
+        "emitted_at": now,
+    }
+
+
+def invoice_requested(topup: TopUp, now: datetime) -> InvoiceRequested:
+    return InvoiceRequested.model_validate(_common(topup, INVOICE_REQUESTED, now))
+
+
+def credit_from_partner(topup: TopUp, now: datetime) -> CreditIssued:
+    return CreditIssued.model_validate(
+        {
+            **_common(topup, CREDIT_ISSUED, now),
+            "funding_source": "master_account",
+            "partner_id": topup.partner_id,
+        }
+    )
+
+
+def credit_from_stripe(topup: TopUp, payment_intent_id: str, now: datetime) -> CreditIssued:
+    return CreditIssued.model_validate(
+        {
+            **_common(topup, CREDIT_ISSUED, now),
+            "funding_source": "stripe",
+            "stripe_payment_intent_id": payment_intent_id,
+        }
+    )
+
+
+def top_up_failed(topup: TopUp, reason: str, detail: str, now: datetime) -> TopUpFailed:
+    return TopUpFailed.model_validate(
+        {**_common(topup, TOP_UP_FAILED, now), "reason": reason, "detail": detail}
+    )
+
+
+def encode(event: OutputEvent) -> bytes:
+    return event.model_dump_json(exclude_none=True).encode("utf-8")

@@ -1,0 +1,125 @@
+"""Field types of the wire contract, with their JSON Schema."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import (
+    AwareDatetime,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    WithJsonSchema,
+)
+
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+POSITIVE_DECIMAL_PATTERN = r"^(?!0+(\.0+)?$)[0-9]+(\.[0-9]+)?$"
+RFC3339_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+_DECIMAL_RE = re.compile(DECIMAL_PATTERN)
+
+Id = Annotated[str, StringConstraints(strict=True, pattern=ID_PATTERN)]
+EventId = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=256)]
+Currency = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Z]{3}$")]
+Timezone = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+Count = Annotated[StrictInt, Field(ge=0)]
+Flag = StrictBool
+
+
+_MONEY_LIMIT = Decimal(10) ** 18
+_MONEY_MAX_DECIMALS = 18
+
+
+def _bounded(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise ValueError("money must be finite")
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if abs(value) >= _MONEY_LIMIT or -exponent > _MONEY_MAX_DECIMALS:
+        raise ValueError("money out of range (at most 18 digits before and after the point)")
+    return value
+
+
+def _money(value: Any) -> Decimal:
+    """A decimal string, or a JSON number already parsed exactly (never a binary float)."""
+    return _bounded(_money_value(value))
+
+
+def _money_value(value: Any) -> Decimal:
+    if isinstance(value, bool):
+        raise ValueError("money must be a decimal string or number, not a boolean")
+    if isinstance(value, str):
+        if len(value) > 64 or not _DECIMAL_RE.match(value):
+            raise ValueError(f"not a plain decimal string: {value[:40]!r}")
+        return Decimal(value)
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, Decimal):
+        return value
+    raise ValueError(f"money must be a decimal string, got {type(value).__name__}")
+
+
+def _instant(value: Any) -> Any:
+    if not isinstance(value, str | datetime):
+        raise ValueError("a timestamp must be an RFC 3339 string")
+    return value
+
+
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_money),
+    WithJsonSchema(
+        {
+            "type": ["string", "number"],
+            "pattern": DECIMAL_PATTERN,
+            "description": "exact decimal; a string is preferred",
+        }
+    ),
+]
+PositiveMoney = Annotated[
+    Decimal,
+    BeforeValidator(_money),
+    Field(gt=0),
+    WithJsonSchema(
+        {
+            "type": ["string", "number"],
+            "pattern": POSITIVE_DECIMAL_PATTERN,
+            "exclusiveMinimum": 0,
+            "description": "exact decimal > 0; a string is preferred",
+        }
+    ),
+]
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_instant),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "pattern": RFC3339_PATTERN,
+            "description": "RFC 3339 with an offset",
+        }
+    ),
+]
+
+
+def _format_instant(value: datetime) -> str:
+    text = value.isoformat(timespec="microseconds")
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+OutTimestamp = Annotated[
+    datetime,
+    PlainSerializer(_format_instant, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+OutAmount = Annotated[
+    str,
+    StringConstraints(pattern=DECIMAL_PATTERN),
+]

@@ -1,0 +1,1 @@
+"""The pure domain: plain data in, decisions out, no I/O."""

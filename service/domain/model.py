@@ -1,0 +1,135 @@
+"""Plain data of the domain: what came in, what we know of a wallet, what we decided."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+
+
+class PaymentMethod(StrEnum):
+    CHEQUE_TT = "cheque_tt"
+    STRIPE = "stripe"
+    MASTER_ACCOUNT = "master_account"
+
+
+class Origin(StrEnum):
+    FINANCE_APP = "finance_app"
+    ONLINE_TOP_UP = "online_top_up"
+
+
+# --- input events, already validated against the wire contract ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceChanged:
+    event_id: str
+    occurred_at: datetime
+    customer_id: str
+    currency: str
+    balance: Decimal
+    sequence: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsUpdated:
+    event_id: str
+    occurred_at: datetime
+    customer_id: str
+    origin: Origin
+    payment_method: PaymentMethod
+    auto_trigger: bool
+    trigger_amount: Decimal
+    limit_threshold: Decimal
+    currency: str
+    timezone: str | None = None
+    partner_id: str | None = None
+    stripe_customer_id: str | None = None
+    stripe_payment_method_id: str | None = None
+    version: int | None = None
+
+
+# --- state of one wallet (a customer's or a partner's) ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """The card saved during an online top-up."""
+
+    stripe_customer_id: str
+    stripe_payment_method_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    payment_method: PaymentMethod
+    auto_trigger: bool
+    trigger_amount: Decimal
+    limit_threshold: Decimal
+    currency: str
+    timezone: str | None
+    partner_id: str | None
+    origin: Origin
+    version: int | None
+    occurred_at: datetime
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    amount: Decimal
+    currency: str
+    occurred_at: datetime
+    sequence: int | None
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """Credit this service issued from a wallet (as a partner's master account)."""
+
+    issued_at: datetime
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Wallet:
+    customer_id: str
+    settings: Settings | None = None
+    card: Card | None = None
+    # After a hard card failure, Stripe top-ups wait for new card details.
+    stripe_paused: bool = False
+    balance: Balance | None = None
+    # Credit issued from this wallet since its last known balance.
+    credits_out: tuple[Credit, ...] = ()
+    # Business dates whose daily key is taken (only the recent ones matter).
+    attempt_dates: frozenset[date] = field(default_factory=frozenset)
+
+
+# --- decisions --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TopUp:
+    """A top-up that is due and holds its daily key."""
+
+    customer_id: str
+    business_date: date
+    trigger_event_id: str
+    balance_at_trigger: Decimal
+    limit_threshold: Decimal
+    amount: Decimal
+    currency: str
+    payment_method: PaymentMethod
+    partner_id: str | None = None
+    card: Card | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        return daily_key(self.customer_id, self.business_date)
+
+
+def daily_key(customer_id: str, business_date: date) -> str:
+    """String form of the daily key. '/' never occurs in an id, so the form is unambiguous."""
+    return f"{customer_id}/{business_date.isoformat()}"

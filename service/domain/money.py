@@ -1,0 +1,43 @@
+"""Money: exact decimals, ISO 4217 minor units."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+
+# ISO 4217 minor-unit exponents that differ from 2. Every other code uses 2.
+_EXPONENTS: dict[str, int] = {
+    # zero-decimal
+    "BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0,
+    "PYG": 0, "RWF": 0, "UGX": 0, "UYI": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0,
+    "XPF": 0,
+    # three-decimal
+    "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
+    # four-decimal
+    "CLF": 4, "UYW": 4,
+}  # fmt: skip
+
+
+def minor_unit_exponent(currency: str) -> int:
+    """Number of decimal places of the currency's minor unit (USD 2, JPY 0, KWD 3)."""
+    return _EXPONENTS.get(currency, 2)
+
+
+def fits_minor_units(amount: Decimal, currency: str) -> bool:
+    """True when the amount has no more decimals than the currency allows."""
+    return amount == quantize(amount, currency)
+
+
+def quantize(amount: Decimal, currency: str) -> Decimal:
+    """The amount at the currency's scale, rounded half-even where it has more decimals."""
+    return amount.quantize(Decimal(1).scaleb(-minor_unit_exponent(currency)), ROUND_HALF_EVEN)
+
+
+def format_amount(amount: Decimal, currency: str) -> str:
+    """Wire form of an output amount: a plain string at the currency's scale ("-0.00" is "0.00")."""
+    scaled = quantize(amount, currency)
+    return f"{scaled.copy_abs() if scaled.is_zero() else scaled:f}"
+
+
+def to_minor_units(amount: Decimal, currency: str) -> int:
+    """Integer amount in the currency's minor units, as Stripe wants it."""
+    return int(quantize(amount, currency).scaleb(minor_unit_exponent(currency)))

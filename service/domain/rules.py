@@ -1,0 +1,309 @@
+"""The threshold rule and the once-a-day rule, as pure functions.
+
+Every function takes the wallet state and an event (plus `now` and the policy) and returns the
+new state with what was decided. Nothing here reads a clock, a database or a broker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+
+from service.domain.calendar import business_date, is_valid_timezone
+from service.domain.model import (
+    Balance,
+    BalanceChanged,
+    Card,
+    Credit,
+    Origin,
+    PaymentMethod,
+    Settings,
+    SettingsUpdated,
+    TopUp,
+    Wallet,
+)
+from service.domain.money import fits_minor_units
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    default_timezone: str = "UTC"
+    future_skew: timedelta = timedelta(minutes=5)
+    # Events whose business date is older than `today - old_day_window_days` trigger nothing.
+    old_day_window_days: int = 1
+
+
+class Status(StrEnum):
+    APPLIED = "applied"  # state changed (and maybe a top-up decided)
+    STALE = "stale"  # older than, or the same as, what we know: no change
+    REJECTED = "rejected"  # can never be applied: dead-lettered
+
+
+class Decision(StrEnum):
+    TRIGGERED = "triggered"
+    SUPPRESSED = "suppressed"  # due, but today's daily key is taken
+    BLOCKED = "blocked"  # would be due, but a rule stops it
+    NOT_DUE = "not_due"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    wallet: Wallet
+    status: Status
+    decision: Decision = Decision.NOT_DUE
+    reason: str | None = None  # reject reason, or why not triggered
+    detail: str = ""
+    topup: TopUp | None = None
+
+
+def _future_dated(at: datetime, now: datetime, policy: Policy) -> bool:
+    return at > now + policy.future_skew
+
+
+def _reject(wallet: Wallet, reason: str, detail: str) -> Outcome:
+    return Outcome(wallet, Status.REJECTED, reason=reason, detail=detail)
+
+
+# --- balances ---------------------------------------------------------------------------------
+
+
+def _is_stale_balance(last: Balance | None, event: BalanceChanged) -> bool:
+    return last is not None and _is_stale(
+        (last.event_id, last.sequence, last.occurred_at),
+        (event.event_id, event.sequence, event.occurred_at),
+    )
+
+
+def _is_stale(
+    last: tuple[str, int | None, datetime], new: tuple[str, int | None, datetime]
+) -> bool:
+    """Same event, or not newer: by counter (sequence/version) when both have one, else time."""
+    (last_id, last_counter, last_at), (new_id, new_counter, new_at) = last, new
+    if new_id == last_id:
+        return True
+    if new_counter is not None and last_counter is not None:
+        return new_counter <= last_counter
+    return new_at < last_at
+
+
+def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: Policy) -> Outcome:
+    if _future_dated(event.occurred_at, now, policy):
+        return _reject(
+            wallet,
+            "future_dated",
+            f"occurred_at {event.occurred_at.isoformat()} "
+            f"is more than {policy.future_skew} ahead of {now.isoformat()}",
+        )
+    if _is_stale_balance(wallet.balance, event):
+        return Outcome(wallet, Status.STALE, reason="stale_balance")
+    balance = Balance(
+        event.balance, event.currency, event.occurred_at, event.sequence, event.event_id
+    )
+    # Credit issued before this balance is already reflected in it.
+    credits = tuple(c for c in wallet.credits_out if c.issued_at > event.occurred_at)
+    updated = replace(wallet, balance=balance, credits_out=credits)
+    return _evaluate(
+        updated,
+        trigger_event_id=event.event_id,
+        occurred_at=event.occurred_at,
+        now=now,
+        policy=policy,
+    )
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def _is_stale_settings(last: Settings | None, event: SettingsUpdated) -> bool:
+    return last is not None and _is_stale(
+        (last.event_id, last.version, last.occurred_at),
+        (event.event_id, event.version, event.occurred_at),
+    )
+
+
+def _settings_error(wallet: Wallet, event: SettingsUpdated) -> tuple[str, str] | None:
+    """Checks that need the wallet's state or facts the wire schema cannot express."""
+    if not fits_minor_units(event.trigger_amount, event.currency):
+        return (
+            "invalid_amount_scale",
+            f"trigger_amount {event.trigger_amount} has more decimals than {event.currency}",
+        )
+    if not fits_minor_units(event.limit_threshold, event.currency):
+        return (
+            "invalid_amount_scale",
+            f"limit_threshold {event.limit_threshold} has more decimals than {event.currency}",
+        )
+    if event.timezone is not None and not is_valid_timezone(event.timezone):
+        return ("invalid_timezone", f"unknown IANA timezone {event.timezone!r}")
+    if (
+        event.partner_id is not None
+        and event.partner_id == event.customer_id
+        and (event.payment_method is PaymentMethod.MASTER_ACCOUNT)
+    ):
+        return ("partner_is_customer", "a wallet cannot fund itself")
+    if wallet.balance is not None and wallet.balance.currency != event.currency:
+        return (
+            "currency_mismatch",
+            f"settings in {event.currency} for a wallet in {wallet.balance.currency}",
+        )
+    if event.origin is Origin.FINANCE_APP and event.payment_method is PaymentMethod.STRIPE:
+        card = wallet.card
+        if card is None:
+            return (
+                "stripe_card_missing",
+                "the Finance app may choose Stripe only for a customer whose card is on "
+                "record (saved during an online top-up)",
+            )
+        current = wallet.settings
+        if (
+            current is not None
+            and current.payment_method is PaymentMethod.STRIPE
+            and (
+                event.trigger_amount != current.trigger_amount
+                or event.limit_threshold != current.limit_threshold
+            )
+        ):
+            return (
+                "stripe_settings_locked",
+                "Trigger Amount and Limit Threshold of a Stripe customer are set during "
+                "online top-up; the Finance app cannot change them",
+            )
+    return None
+
+
+def apply_settings(
+    wallet: Wallet, event: SettingsUpdated, now: datetime, policy: Policy
+) -> Outcome:
+    if _future_dated(event.occurred_at, now, policy):
+        return _reject(
+            wallet,
+            "future_dated",
+            f"occurred_at {event.occurred_at.isoformat()} "
+            f"is more than {policy.future_skew} ahead of {now.isoformat()}",
+        )
+    previous = wallet.settings
+    if _is_stale_settings(previous, event):
+        return Outcome(wallet, Status.STALE, reason="stale_settings")
+    error = _settings_error(wallet, event)
+    if error is not None:
+        return _reject(wallet, *error)
+
+    settings = Settings(
+        payment_method=event.payment_method,
+        auto_trigger=event.auto_trigger,
+        trigger_amount=event.trigger_amount,
+        limit_threshold=event.limit_threshold,
+        currency=event.currency,
+        timezone=event.timezone,
+        partner_id=event.partner_id,
+        origin=event.origin,
+        version=event.version,
+        occurred_at=event.occurred_at,
+        event_id=event.event_id,
+    )
+    card, paused = wallet.card, wallet.stripe_paused
+    if event.origin is Origin.ONLINE_TOP_UP:
+        assert event.stripe_customer_id is not None
+        assert event.stripe_payment_method_id is not None
+        card = Card(event.stripe_customer_id, event.stripe_payment_method_id)
+        paused = False  # new card details: Stripe top-ups may go again
+    updated = replace(wallet, settings=settings, card=card, stripe_paused=paused)
+
+    turned_on = event.auto_trigger and (previous is None or not previous.auto_trigger)
+    raised = previous is not None and event.limit_threshold > previous.limit_threshold
+    if not (turned_on or raised):
+        return Outcome(updated, Status.APPLIED)
+    return _evaluate(
+        updated,
+        trigger_event_id=event.event_id,
+        occurred_at=event.occurred_at,
+        now=now,
+        policy=policy,
+    )
+
+
+# --- the rule ---------------------------------------------------------------------------------
+
+
+def _blocked(wallet: Wallet, reason: str, decision: Decision = Decision.BLOCKED) -> Outcome:
+    return Outcome(wallet, Status.APPLIED, decision=decision, reason=reason)
+
+
+def _evaluate(
+    wallet: Wallet, *, trigger_event_id: str, occurred_at: datetime, now: datetime, policy: Policy
+) -> Outcome:
+    settings, balance = wallet.settings, wallet.balance
+    if settings is None:
+        return _blocked(wallet, "no_settings", Decision.NOT_DUE)
+    if balance is None:
+        return _blocked(wallet, "balance_unknown", Decision.NOT_DUE)
+    if balance.amount > settings.limit_threshold:
+        return _blocked(wallet, "above_threshold", Decision.NOT_DUE)
+    if not settings.auto_trigger:
+        return _blocked(wallet, "auto_trigger_off")
+    if balance.currency != settings.currency:
+        return _blocked(wallet, "currency_mismatch")
+    timezone = settings.timezone or policy.default_timezone
+    day = business_date(occurred_at, timezone)
+    if day < business_date(now, timezone) - timedelta(days=policy.old_day_window_days):
+        return _blocked(wallet, "old_business_date")
+    if settings.payment_method is PaymentMethod.STRIPE and wallet.stripe_paused:
+        return _blocked(wallet, "stripe_paused")
+    if day in wallet.attempt_dates:
+        return _blocked(wallet, "daily_key_taken", Decision.SUPPRESSED)
+    topup = TopUp(
+        customer_id=wallet.customer_id,
+        business_date=day,
+        trigger_event_id=trigger_event_id,
+        balance_at_trigger=balance.amount,
+        limit_threshold=settings.limit_threshold,
+        amount=settings.trigger_amount,
+        currency=settings.currency,
+        payment_method=settings.payment_method,
+        partner_id=settings.partner_id,
+        card=wallet.card,
+    )
+    claimed = replace(wallet, attempt_dates=wallet.attempt_dates | {day})
+    return Outcome(claimed, Status.APPLIED, decision=Decision.TRIGGERED, topup=topup)
+
+
+# --- master account ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Funding:
+    partner: Wallet | None  # the partner's wallet after the credit (unchanged on failure)
+    failure: str | None = None
+    detail: str = ""
+
+
+def available_funds(partner: Wallet) -> Decimal | None:
+    """The partner's last known balance minus what we issued from it since that balance."""
+    if partner.balance is None:
+        return None
+    return partner.balance.amount - sum((c.amount for c in partner.credits_out), Decimal(0))
+
+
+def fund_from_partner(partner: Wallet | None, topup: TopUp, now: datetime) -> Funding:
+    if partner is None or partner.balance is None:
+        return Funding(
+            partner, "partner_balance_unknown", f"no balance known for partner {topup.partner_id}"
+        )
+    if partner.balance.currency != topup.currency:
+        return Funding(
+            partner,
+            "partner_currency_mismatch",
+            f"partner wallet is in {partner.balance.currency}, top-up in {topup.currency}",
+        )
+    available = available_funds(partner)
+    assert available is not None
+    if available < topup.amount:
+        return Funding(
+            partner,
+            "partner_insufficient_funds",
+            f"partner {topup.partner_id} can cover {available}, top-up needs {topup.amount}",
+        )
+    credited = replace(partner, credits_out=(*partner.credits_out, Credit(now, topup.amount)))
+    return Funding(credited)

@@ -1,0 +1,1 @@
+"""Thin entrypoints: the command line and the Kafka consumer."""

@@ -1,0 +1,273 @@
+"""Applies a batch of input records in one transaction: state, daily keys and outbox rows."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+
+from service.config import Topics
+from service.contract import messages
+from service.contract.codec import Invalid, decode_balance, decode_settings
+from service.contract.events import OutputEvent
+from service.domain import rules
+from service.domain.model import BalanceChanged, PaymentMethod, SettingsUpdated, TopUp, Wallet
+from service.service_layer.ports import (
+    Claim,
+    Clock,
+    InputRecord,
+    OutboxRecord,
+    UnitOfWorkFactory,
+)
+
+log = logging.getLogger(__name__)
+
+Event = BalanceChanged | SettingsUpdated
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionLog:
+    """One line of the decision log: what one input record came to, and why."""
+
+    topic: str
+    partition: int
+    offset: int
+    customer_id: str | None
+    event_id: str | None
+    outcome: str  # applied | stale | dead_lettered | triggered | suppressed | blocked | failed
+    reason: str | None = None
+    detail: str = ""
+    method: str | None = None
+    business_date: date | None = None
+
+    @classmethod
+    def of(
+        cls, record: InputRecord, event: Event | None, outcome: str, reason: str | None
+    ) -> DecisionLog:
+        return cls(
+            record.topic,
+            record.partition,
+            record.offset,
+            event.customer_id if event else None,
+            event.event_id if event else None,
+            outcome,
+            reason,
+        )
+
+
+@dataclass(slots=True)
+class BatchReport:
+    counts: Counter[str] = field(default_factory=Counter)
+    log: list[DecisionLog] = field(default_factory=list)
+    stripe_claims: int = 0
+    outbox_rows: int = 0
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one batch collects before it is written in one transaction."""
+
+    wallets: dict[str, Wallet]
+    now: datetime
+    changed: set[str] = field(default_factory=set)
+    claims: list[Claim] = field(default_factory=list)
+    outbox: list[OutboxRecord] = field(default_factory=list)
+    report: BatchReport = field(default_factory=BatchReport)
+
+
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+class BatchHandler:
+    """Turns consumed records into one transaction; I/O only through the unit of work."""
+
+    def __init__(
+        self, uow: UnitOfWorkFactory, clock: Clock, policy: rules.Policy, topics: Topics
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._policy = policy
+        self._topics = topics
+
+    def decode(self, record: InputRecord) -> Event | Invalid:
+        if record.topic == self._topics.wallet_balance_changed:
+            return decode_balance(record.value, record.key)
+        if record.topic == self._topics.settings_updated:
+            return decode_settings(record.value, record.key)
+        return Invalid("unknown_topic", f"no handler for topic {record.topic!r}")
+
+    async def handle(self, records: Sequence[InputRecord]) -> BatchReport:
+        now = self._clock()
+        decoded = [(record, self.decode(record)) for record in records]
+        ids = {e.customer_id for _, e in decoded if not isinstance(e, Invalid)}
+        # The oldest business date that can still trigger, wherever the customer lives.
+        since = now.date() - timedelta(days=self._policy.old_day_window_days + 2)
+
+        async with self._uow() as uow:
+            wallets = await uow.store.lock_wallets(ids, since) if ids else {}
+            partner_ids = self._partner_ids(decoded, wallets) - wallets.keys()
+            if partner_ids:
+                wallets.update(await uow.store.lock_wallets(partner_ids, since))
+            batch = _Batch(wallets, now)
+            for record, event in decoded:
+                self._apply(batch, record, event)
+
+            if batch.changed:
+                await uow.store.save_wallets([wallets[i] for i in sorted(batch.changed)])
+            if batch.claims:
+                taken = await uow.store.claim_daily_keys(batch.claims)
+                wanted = {(c.topup.customer_id, c.topup.business_date) for c in batch.claims}
+                if wanted - taken:
+                    # Only possible if the row lock was bypassed: never publish a second
+                    # decision for a daily key.
+                    raise DailyKeyConflict(sorted(wanted - taken))
+            if batch.outbox:
+                await uow.store.add_outbox(batch.outbox)
+            await uow.commit()
+        batch.report.outbox_rows = len(batch.outbox)
+        return batch.report
+
+    def _apply(self, batch: _Batch, record: InputRecord, event: Event | Invalid) -> None:
+        """One record: the rule decides, the batch collects state, claims and outbox rows."""
+        if isinstance(event, Invalid):
+            self._reject(batch, record, event)
+            return
+        wallet = batch.wallets.get(event.customer_id) or Wallet(event.customer_id)
+        if isinstance(event, BalanceChanged):
+            outcome = rules.apply_balance(wallet, event, batch.now, self._policy)
+        else:
+            outcome = rules.apply_settings(wallet, event, batch.now, self._policy)
+        if outcome.status is rules.Status.REJECTED:
+            assert outcome.reason is not None
+            self._reject(batch, record, Invalid(outcome.reason, outcome.detail), event)
+            return
+        report = batch.report
+        report.counts[f"{record.topic}.{outcome.status.value}"] += 1
+        logged = DecisionLog.of(record, event, outcome.status.value, outcome.reason)
+        if outcome.status is rules.Status.STALE:
+            report.log.append(logged)
+            return
+        batch.wallets[event.customer_id] = outcome.wallet
+        batch.changed.add(event.customer_id)
+        if outcome.decision is not rules.Decision.NOT_DUE:
+            report.counts[f"decision.{outcome.decision.value}"] += 1
+        if outcome.topup is None:
+            if outcome.decision is not rules.Decision.NOT_DUE:
+                report.log.append(replace(logged, outcome=outcome.decision.value))
+            return
+        claim, row = self._settle(outcome.topup, batch)
+        batch.claims.append(claim)
+        if row is None:
+            report.stripe_claims += 1
+        else:
+            batch.outbox.append(row)
+        report.log.append(
+            replace(
+                logged,
+                outcome="failed" if claim.result == "failed" else "triggered",
+                reason=claim.reason,
+                detail=claim.detail or "",
+                method=outcome.topup.payment_method.value,
+                business_date=outcome.topup.business_date,
+            )
+        )
+
+    def _reject(
+        self, batch: _Batch, record: InputRecord, why: Invalid, event: Event | None = None
+    ) -> None:
+        batch.outbox.append(self._dead_letter(record, why, batch.now))
+        batch.report.counts[f"dead_letter.{why.reason}"] += 1
+        batch.report.log.append(
+            replace(DecisionLog.of(record, event, "dead_lettered", why.reason), detail=why.detail)
+        )
+
+    async def dead_letter_only(self, record: InputRecord, why: Invalid) -> BatchReport:
+        """Dead-letters one record in a transaction of its own (it could not be processed)."""
+        batch = _Batch({}, self._clock())
+        self._reject(batch, record, why)
+        async with self._uow() as uow:
+            await uow.store.add_outbox(batch.outbox)
+            await uow.commit()
+        batch.report.outbox_rows = len(batch.outbox)
+        return batch.report
+
+    @staticmethod
+    def _partner_ids(
+        decoded: Sequence[tuple[InputRecord, Event | Invalid]], wallets: dict[str, Wallet]
+    ) -> set[str]:
+        ids = {
+            w.settings.partner_id
+            for w in wallets.values()
+            if w.settings is not None and w.settings.partner_id is not None
+        }
+        ids.update(
+            e.partner_id
+            for _, e in decoded
+            if isinstance(e, SettingsUpdated) and e.partner_id is not None
+        )
+        return ids
+
+    def _settle(self, topup: TopUp, batch: _Batch) -> tuple[Claim, OutboxRecord | None]:
+        """What a due top-up does, by payment method."""
+        now = batch.now
+        if topup.payment_method is PaymentMethod.CHEQUE_TT:
+            event = messages.invoice_requested(topup, now)
+            return (
+                Claim(topup, "done", "invoice_requested"),
+                self._output(self._topics.invoice_requested, event),
+            )
+        if topup.payment_method is PaymentMethod.MASTER_ACCOUNT:
+            assert topup.partner_id is not None
+            funding = rules.fund_from_partner(batch.wallets.get(topup.partner_id), topup, now)
+            if funding.failure is not None:
+                failed = messages.top_up_failed(topup, funding.failure, funding.detail, now)
+                return (
+                    Claim(topup, "done", "failed", funding.failure, funding.detail),
+                    self._output(self._topics.top_up_failed, failed),
+                )
+            assert funding.partner is not None
+            batch.wallets[topup.partner_id] = funding.partner
+            batch.changed.add(topup.partner_id)
+            credit = messages.credit_from_partner(topup, now)
+            return (
+                Claim(topup, "done", "credit_issued"),
+                self._output(self._topics.credit_issued, credit),
+            )
+        # Stripe: the charge happens outside this transaction, driven by the claim's phases.
+        return Claim(topup, "claimed", next_attempt_at=now), None
+
+    @staticmethod
+    def _output(topic: str, event: OutputEvent) -> OutboxRecord:
+        return OutboxRecord(
+            dedupe_key=event.event_id,
+            topic=topic,
+            key=event.customer_id.encode("utf-8"),
+            value=messages.encode(event),
+            headers=(("content-type", _b64(b"application/json")),),
+        )
+
+    def _dead_letter(self, record: InputRecord, why: Invalid, now: datetime) -> OutboxRecord:
+        headers = [(name, _b64(value)) for name, value in record.headers]
+        headers += [
+            (messages.DLQ_TOPIC, _b64(record.topic.encode())),
+            (messages.DLQ_PARTITION, _b64(str(record.partition).encode())),
+            (messages.DLQ_OFFSET, _b64(str(record.offset).encode())),
+            (messages.DLQ_REASON, _b64(why.reason.encode())),
+            (messages.DLQ_DETAIL, _b64(why.detail[:1000].encode("utf-8", "replace"))),
+            (messages.DLQ_AT, _b64(now.isoformat().encode())),
+        ]
+        return OutboxRecord(
+            dedupe_key=f"dlq/{record.topic}/{record.partition}/{record.offset}",
+            topic=self._topics.dead_letter,
+            key=record.key,
+            value=record.value,
+            headers=tuple(headers),
+        )
+
+
+class DailyKeyConflict(RuntimeError):
+    """A daily key was taken by another transaction: the batch must be retried."""

@@ -1,0 +1,82 @@
+"""What the service layer needs from the outside world (adapters implement these)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from service.domain.model import TopUp, Wallet
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """One consumed Kafka record, independent of the client library."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A daily key to take, with what became of the attempt so far."""
+
+    topup: TopUp
+    phase: str  # claimed | done
+    result: str | None = None  # invoice_requested | credit_issued | failed
+    reason: str | None = None
+    detail: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    dedupe_key: str
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, str], ...] = field(default=())
+
+
+class BatchStore(Protocol):
+    async def lock_wallets(self, customer_ids: Collection[str], since: date) -> dict[str, Wallet]:
+        """Loads (creating empty ones) and locks wallets, with their daily keys since `since`."""
+
+    async def save_wallets(self, wallets: Sequence[Wallet]) -> None: ...
+
+    async def claim_daily_keys(self, claims: Sequence[Claim]) -> set[tuple[str, date]]:
+        """Inserts the claims; returns the (customer_id, business_date) pairs actually taken."""
+
+    async def add_outbox(self, records: Sequence[OutboxRecord]) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    """One database transaction. Leaving it without commit() rolls back."""
+
+    @property
+    def store(self) -> BatchStore: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self) -> UnitOfWork: ...
+
+
+class Clock(Protocol):
+    def __call__(self) -> datetime: ...

@@ -1,0 +1,129 @@
+"""Builders of contract events (wire dicts) and domain events for tests."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from service.domain.model import (
+    BalanceChanged,
+    Origin,
+    PaymentMethod,
+    SettingsUpdated,
+)
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+_seq = itertools.count(1)
+
+
+def eid() -> str:
+    return str(uuid.uuid4())
+
+
+def balance(
+    customer_id: str = "cust-1",
+    amount: str = "5.00",
+    *,
+    at: datetime = NOW,
+    currency: str = "USD",
+    sequence: int | None = None,
+    event_id: str | None = None,
+) -> BalanceChanged:
+    return BalanceChanged(event_id or eid(), at, customer_id, currency, Decimal(amount), sequence)
+
+
+def settings(
+    customer_id: str = "cust-1",
+    *,
+    method: PaymentMethod = PaymentMethod.CHEQUE_TT,
+    trigger: str = "100.00",
+    threshold: str = "10.00",
+    auto: bool = True,
+    currency: str = "USD",
+    at: datetime = NOW,
+    origin: Origin = Origin.FINANCE_APP,
+    timezone: str | None = None,
+    partner_id: str | None = None,
+    card: tuple[str, str] | None = None,
+    version: int | None = None,
+    event_id: str | None = None,
+) -> SettingsUpdated:
+    return SettingsUpdated(
+        event_id=event_id or eid(),
+        occurred_at=at,
+        customer_id=customer_id,
+        origin=origin,
+        payment_method=method,
+        auto_trigger=auto,
+        trigger_amount=Decimal(trigger),
+        limit_threshold=Decimal(threshold),
+        currency=currency,
+        timezone=timezone,
+        partner_id=partner_id,
+        stripe_customer_id=card[0] if card else None,
+        stripe_payment_method_id=card[1] if card else None,
+        version=version,
+    )
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+def balance_wire(
+    customer_id: str,
+    balance: str,
+    *,
+    at: datetime | None = None,
+    currency: str = "USD",
+    sequence: int | None = None,
+    event_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "event_id": event_id or eid(),
+        "occurred_at": iso(at or datetime.now(UTC)),
+        "customer_id": customer_id,
+        "currency": currency,
+        "balance": balance,
+    }
+    if sequence is not None:
+        body["sequence"] = sequence
+    body.update(extra)
+    return body
+
+
+def settings_wire(
+    customer_id: str,
+    *,
+    method: str = "cheque_tt",
+    trigger: str = "100.00",
+    threshold: str = "10.00",
+    auto: object = True,
+    currency: str = "USD",
+    origin: str = "finance_app",
+    at: datetime | None = None,
+    event_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "event_id": event_id or eid(),
+        "occurred_at": iso(at or datetime.now(UTC)),
+        "customer_id": customer_id,
+        "origin": origin,
+        "payment_method": method,
+        "auto_trigger": auto,
+        "trigger_amount": trigger,
+        "limit_threshold": threshold,
+        "currency": currency,
+    }
+    body.update(extra)
+    return body
+
+
+def dumps(body: dict[str, Any]) -> bytes:
+    return json.dumps(body).encode("utf-8")

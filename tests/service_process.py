@@ -1,0 +1,127 @@
+"""Runs `auto-topup run` as a subprocess, the way an operator would."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TOPIC_NAMES = {
+    "WALLET_BALANCE_CHANGED": "wallet-balance-changed",
+    "SETTINGS_UPDATED": "settings-updated",
+    "INVOICE_REQUESTED": "invoice-requested",
+    "CREDIT_ISSUED": "credit-issued",
+    "TOP_UP_FAILED": "top-up-failed",
+    "AUTO_TOPUP_DEAD_LETTER": "auto-topup-dead-letter",
+}
+
+
+def command() -> list[str]:
+    exe = shutil.which("auto-topup", path=str(Path(sys.executable).parent))
+    return [exe, "run"] if exe else [sys.executable, "-m", "service.entrypoints.cli", "run"]
+
+
+@dataclass
+class Topics:
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def __getitem__(self, name: str) -> str:
+        return f"{TOPIC_NAMES[name]}.{self.suffix}"
+
+    def env(self) -> dict[str, str]:
+        return {f"AUTO_TOPUP_TOPIC_{k}": self[k] for k in TOPIC_NAMES}
+
+
+class ServiceProcess:
+    def __init__(self, env: dict[str, str], name: str = "svc") -> None:
+        self.env = env
+        self.name = name
+        self.lines: list[str] = []
+        self._proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+        self._changed = threading.Condition()
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.lines = []
+        self._proc = subprocess.Popen(
+            command(),
+            env={**os.environ, **self.env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.wait_for_log("auto-topup is consuming", timeout)
+
+    def _read(self) -> None:
+        assert self._proc is not None
+        assert self._proc.stderr is not None
+        for line in self._proc.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines:
+                    if text in line:
+                        return line
+                if self._proc is not None and self._proc.poll() is not None:
+                    raise AssertionError(
+                        f"{self.name} exited ({self._proc.returncode}) before "
+                        f"logging {text!r}:\n" + "\n".join(self.lines[-30:])
+                    )
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"{self.name} did not log {text!r} within {timeout}s:\n"
+                        + "\n".join(self.lines[-30:])
+                    )
+                self._changed.wait(left)
+
+    def logs(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, then wait for a clean exit; returns the exit code."""
+        assert self._proc is not None
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+        try:
+            code = self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+            raise AssertionError(f"{self.name} did not stop within {timeout}s") from None
+        if self._reader is not None:
+            self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        assert self._proc is not None
+        self._proc.kill()
+        self._proc.wait()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None

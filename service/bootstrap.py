@@ -15,11 +15,14 @@ from faststream.kafka import KafkaBroker
 
 from service.adapters.kafka.relay import OutboxRelay, make_producer
 from service.adapters.kafka.topics import ensure_topics
+from service.adapters.postgres.charges import PgChargeStore
 from service.adapters.postgres.errors import is_transient
 from service.adapters.postgres.migrate import migrate
 from service.adapters.postgres.store import PgUnitOfWork
+from service.adapters.stripe_gateway import StripeGateway
 from service.config import Settings
 from service.entrypoints.consumer import subscribe
+from service.service_layer.charger import Charger
 from service.service_layer.handlers import BatchHandler, BatchReport
 from service.service_layer.processor import BatchProcessor
 
@@ -81,6 +84,7 @@ class Service:
     app: FastStream
     pool: asyncpg.Pool | None = None
     relay: OutboxRelay | None = None
+    charger: Charger | None = None
     processor: BatchProcessor | None = None
     exit_code: int = 0
     reports: list[BatchReport] = field(default_factory=list)
@@ -110,6 +114,8 @@ def build(settings: Settings) -> Service:
     def committed(report: BatchReport) -> None:
         if report.outbox_rows and service.relay is not None:
             service.relay.wake()
+        if report.stripe_claims and service.charger is not None:
+            service.charger.wake()
 
     def fatal(exc: BaseException) -> None:
         log.critical(
@@ -138,8 +144,24 @@ def build(settings: Settings) -> Service:
         await wait_for_kafka(settings)
         producer = make_producer(settings.kafka_bootstrap_servers)
         await producer.start()
-        service.relay = OutboxRelay(service.pool, producer)
-        service.relay.start()
+        service.relay = relay = OutboxRelay(service.pool, producer)
+        relay.start()
+        gateway = StripeGateway(
+            settings.stripe_api_key.get_secret_value(),
+            settings.stripe_api_base,
+            timeout_seconds=settings.stripe_timeout_seconds,
+        )
+        service.charger = Charger(
+            PgChargeStore(service.pool),
+            gateway,
+            utc_now,
+            settings.topics,
+            concurrency=settings.stripe_concurrency,
+            lease_seconds=settings.stripe_timeout_seconds * 2,
+            retry_max_seconds=settings.stripe_retry_max_seconds,
+            on_published=relay.wake,
+        )
+        service.charger.start()
 
     @app.after_startup
     async def started() -> None:
@@ -155,6 +177,8 @@ def build(settings: Settings) -> Service:
 
     @app.after_shutdown
     async def flush_and_close() -> None:
+        if service.charger is not None:
+            await service.charger.stop(timeout=settings.shutdown_timeout_seconds)
         if service.relay is not None:
             await service.relay.stop(timeout=settings.shutdown_timeout_seconds)
             await service.relay.close()

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: float = Field(
         20, gt=0, validation_alias=AliasChoices("AUTO_TOPUP_SHUTDOWN_TIMEOUT_SECONDS")
     )
+    stripe_timeout_seconds: float = Field(
+        30, gt=0, validation_alias="AUTO_TOPUP_STRIPE_TIMEOUT_SECONDS"
+    )
+    stripe_retry_max_seconds: float = Field(
+        300, gt=0, validation_alias="AUTO_TOPUP_STRIPE_RETRY_MAX_SECONDS"
+    )
+    stripe_concurrency: int = Field(8, ge=1, validation_alias="AUTO_TOPUP_STRIPE_CONCURRENCY")
     log_level: str = Field(
         "INFO", validation_alias="AUTO_TOPUP_LOG_LEVEL", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$"
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from service.contract.codec import Invalid, decode_balance, decode_settings
 from service.contract.events import OutputEvent
 from service.domain import rules
 from service.domain.model import BalanceChanged, PaymentMethod, SettingsUpdated, TopUp, Wallet
+from service.service_layer.outbox import dead_letter_record, output_record
 from service.service_layer.ports import (
     Claim,
     Clock,
@@ -76,10 +76,6 @@ class _Batch:
     claims: list[Claim] = field(default_factory=list)
     outbox: list[OutboxRecord] = field(default_factory=list)
     report: BatchReport = field(default_factory=BatchReport)
-
-
-def _b64(value: bytes) -> str:
-    return base64.b64encode(value).decode("ascii")
 
 
 class BatchHandler:
@@ -240,33 +236,11 @@ class BatchHandler:
         # Stripe: the charge happens outside this transaction, driven by the claim's phases.
         return Claim(topup, "claimed", next_attempt_at=now), None
 
-    @staticmethod
-    def _output(topic: str, event: OutputEvent) -> OutboxRecord:
-        return OutboxRecord(
-            dedupe_key=event.event_id,
-            topic=topic,
-            key=event.customer_id.encode("utf-8"),
-            value=messages.encode(event),
-            headers=(("content-type", _b64(b"application/json")),),
-        )
+    def _output(self, topic: str, event: OutputEvent) -> OutboxRecord:
+        return output_record(topic, event)
 
     def _dead_letter(self, record: InputRecord, why: Invalid, now: datetime) -> OutboxRecord:
-        headers = [(name, _b64(value)) for name, value in record.headers]
-        headers += [
-            (messages.DLQ_TOPIC, _b64(record.topic.encode())),
-            (messages.DLQ_PARTITION, _b64(str(record.partition).encode())),
-            (messages.DLQ_OFFSET, _b64(str(record.offset).encode())),
-            (messages.DLQ_REASON, _b64(why.reason.encode())),
-            (messages.DLQ_DETAIL, _b64(why.detail[:1000].encode("utf-8", "replace"))),
-            (messages.DLQ_AT, _b64(now.isoformat().encode())),
-        ]
-        return OutboxRecord(
-            dedupe_key=f"dlq/{record.topic}/{record.partition}/{record.offset}",
-            topic=self._topics.dead_letter,
-            key=record.key,
-            value=record.value,
-            headers=tuple(headers),
-        )
+        return dead_letter_record(self._topics.dead_letter, record, why, now)
 
 
 class DailyKeyConflict(RuntimeError):

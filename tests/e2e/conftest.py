@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from tests.conftest import Infra
+from tests.factories import balance_wire, dumps, settings_wire
+from tests.kafka_tools import Record, TopicReader, produce
 from tests.service_process import ServiceProcess, Topics
 
 
@@ -37,3 +41,69 @@ def service(service_env: dict[str, str]) -> Iterator[ServiceProcess]:
     yield proc
     if proc.running:
         assert proc.stop() == 0, "\n".join(proc.lines[-30:])
+
+
+class Flow:
+    """Contract events in, contract events out, for one running service."""
+
+    def __init__(self, infra: Infra, topics: Topics, reader: TopicReader) -> None:
+        self.infra = infra
+        self.topics = topics
+        self.reader = reader
+
+    async def send(self, name: str, body: dict[str, Any] | bytes, key: str) -> None:
+        value = body if isinstance(body, bytes) else dumps(body)
+        await produce(self.infra.kafka, self.topics[name], [(key.encode(), value)])
+
+    async def settings(self, customer: str, **fields: Any) -> dict[str, Any]:
+        fields.setdefault("at", datetime.now(UTC) - timedelta(seconds=5))
+        body = settings_wire(customer, **fields)
+        await self.send("SETTINGS_UPDATED", body, customer)
+        return body
+
+    async def balance(self, customer: str, amount: str, **fields: Any) -> dict[str, Any]:
+        body = balance_wire(customer, amount, **fields)
+        await self.send("WALLET_BALANCE_CHANGED", body, customer)
+        return body
+
+    async def flush(self, customer: str) -> None:
+        """Waits until everything sent so far for this customer has been processed: a marker
+        on each input topic (same key, so same partition, after what came before) has come
+        out of the dead-letter topic."""
+        markers = []
+        for name in ("SETTINGS_UPDATED", "WALLET_BALANCE_CHANGED"):
+            marker = f"flush marker {uuid.uuid4()}".encode()
+            markers.append(marker)
+            await self.send(name, marker, customer)
+        await self.reader.wait_for(
+            lambda rs: all(any(r.value == m for r in rs) for m in markers),
+            what=f"flush markers of {customer}",
+        )
+        await self.reader.drain()
+
+    def out(self, name: str, customer: str) -> list[dict[str, Any]]:
+        return [r.json() for r in self.reader.on(self.topics[name]) if r.key == customer.encode()]
+
+    def dead(self, customer: str) -> list[Record]:
+        return [
+            r
+            for r in self.reader.on(self.topics["AUTO_TOPUP_DEAD_LETTER"])
+            if r.key == customer.encode() and not (r.value or b"").startswith(b"flush")
+        ]
+
+    async def wait_out(self, name: str, customer: str, count: int = 1) -> list[dict[str, Any]]:
+        await self.reader.wait_for(
+            lambda rs: len(self.out(name, customer)) >= count, what=f"{count} {name} for {customer}"
+        )
+        return self.out(name, customer)
+
+
+@pytest.fixture
+async def flow(infra: Infra, topics: Topics, service: ServiceProcess) -> AsyncIterator[Flow]:
+    names = ("INVOICE_REQUESTED", "CREDIT_ISSUED", "TOP_UP_FAILED", "AUTO_TOPUP_DEAD_LETTER")
+    async with TopicReader(infra.kafka, *(topics[n] for n in names)) as reader:
+        yield Flow(infra, topics, reader)
+
+
+def customer_id(prefix: str = "cust") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"

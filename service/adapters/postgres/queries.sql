@@ -80,3 +80,44 @@ UPDATE outbox SET published_at = now(), leased_until = NULL WHERE id = ANY($1::b
 
 -- name: outbox_backlog
 SELECT count(*) FROM outbox WHERE published_at IS NULL;
+
+-- name: lease_charges
+-- Takes up to $1 Stripe charges that are due (new, or waiting for a retry) and moves them to
+-- 'charging' with one more attempt; the lease ($2 seconds) makes a crashed worker's charge
+-- due again, for the next instance to resume under the same idempotency key.
+UPDATE daily_keys AS k SET
+    phase = 'charging',
+    attempts = k.attempts + 1,
+    next_attempt_at = now() + make_interval(secs => $2),
+    updated_at = now()
+FROM (
+    SELECT customer_id, business_date FROM daily_keys
+    WHERE phase IN ('claimed', 'charging') AND next_attempt_at <= now()
+    ORDER BY next_attempt_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+) AS due
+WHERE k.customer_id = due.customer_id AND k.business_date = due.business_date
+RETURNING k.*;
+
+-- name: finish_charge
+-- Records a charge's final result. Only a charge still in 'charging' is finished, so that two
+-- workers (a lease that ran out) never publish two results.
+UPDATE daily_keys SET
+    phase = 'done', result = $3, reason = $4, detail = $5, stripe_payment_intent_id = $6,
+    next_attempt_at = NULL, updated_at = now()
+WHERE customer_id = $1 AND business_date = $2 AND phase = 'charging'
+RETURNING customer_id;
+
+-- name: postpone_charge
+-- A charge whose outcome is not known yet: try again at $3 (same idempotency key).
+UPDATE daily_keys SET
+    next_attempt_at = $3, detail = $4,
+    stripe_payment_intent_id = coalesce($5, stripe_payment_intent_id), updated_at = now()
+WHERE customer_id = $1 AND business_date = $2 AND phase = 'charging';
+
+-- name: pause_stripe
+-- After a hard card failure, Stripe top-ups wait for new card details: only if the card on
+-- record is still the one that failed.
+UPDATE wallets SET stripe_paused = true, updated_at = now()
+WHERE customer_id = $1 AND stripe_payment_method_id = $2;

@@ -1,0 +1,84 @@
+"""Persistence of the Stripe charge phases, on the daily key's row."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from service.adapters.postgres.sql import q
+from service.adapters.postgres.store import PgBatchStore
+from service.domain.model import Card, PaymentMethod, TopUp
+from service.service_layer.charger import PendingCharge
+from service.service_layer.ports import OutboxRecord
+
+
+def _pending(row: asyncpg.Record) -> PendingCharge:
+    card = None
+    if row["stripe_customer_id"] is not None:
+        card = Card(row["stripe_customer_id"], row["stripe_payment_method_id"])
+    topup = TopUp(
+        customer_id=row["customer_id"],
+        business_date=row["business_date"],
+        trigger_event_id=row["trigger_event_id"],
+        balance_at_trigger=row["balance_at_trigger"],
+        limit_threshold=row["limit_threshold"],
+        amount=row["amount"],
+        currency=row["currency"],
+        payment_method=PaymentMethod(row["payment_method"]),
+        partner_id=row["partner_id"],
+        card=card,
+    )
+    return PendingCharge(topup, row["attempts"], row["stripe_payment_intent_id"], row["created_at"])
+
+
+class PgChargeStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def lease(self, limit: int, lease_seconds: float) -> list[PendingCharge]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(q("lease_charges"), limit, lease_seconds)
+        return [_pending(r) for r in rows]
+
+    async def finish(
+        self,
+        charge: PendingCharge,
+        result: str,
+        reason: str | None,
+        detail: str,
+        payment_intent_id: str | None,
+        record: OutboxRecord,
+        pause_card: str | None,
+    ) -> bool:
+        t = charge.topup
+        async with self._pool.acquire() as conn, conn.transaction():
+            done = await conn.fetchval(
+                q("finish_charge"),
+                t.customer_id,
+                t.business_date,
+                result,
+                reason,
+                detail,
+                payment_intent_id,
+            )
+            if done is None:
+                return False  # another worker finished it first
+            await PgBatchStore(conn).add_outbox([record])
+            if pause_card is not None:
+                await conn.execute(q("pause_stripe"), t.customer_id, pause_card)
+        return True
+
+    async def postpone(
+        self, charge: PendingCharge, until: datetime, detail: str, payment_intent_id: str | None
+    ) -> None:
+        t = charge.topup
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                q("postpone_charge"),
+                t.customer_id,
+                t.business_date,
+                until,
+                detail[:500],
+                payment_intent_id,
+            )

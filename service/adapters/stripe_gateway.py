@@ -1,0 +1,107 @@
+"""Stripe through its official SDK (async client): off-session PaymentIntents on a saved card."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import stripe
+
+from service.service_layer.payments import (
+    ChargeRequest,
+    ChargeResult,
+    ChargeStatus,
+    TransientChargeError,
+)
+
+
+def _failure_reason(error: Any) -> str:
+    """Stripe's most specific code: decline_code, else code, else a generic one."""
+    if error is None:
+        return "card_declined"
+    decline = getattr(error, "decline_code", None)
+    code = getattr(error, "code", None)
+    return str(decline or code or "card_declined")
+
+
+def _result(intent: Any) -> ChargeResult:
+    status = intent.status
+    if status in ("succeeded", "requires_capture"):
+        return ChargeResult(ChargeStatus.SUCCEEDED, intent.id)
+    if status == "processing":
+        return ChargeResult(ChargeStatus.PENDING, intent.id)
+    if status == "requires_action":
+        # Off-session there is nobody to authenticate: Stripe calls this authentication_required.
+        return ChargeResult(
+            ChargeStatus.FAILED,
+            intent.id,
+            "authentication_required",
+            "the card asks for authentication, impossible off-session",
+        )
+    error = getattr(intent, "last_payment_error", None)
+    return ChargeResult(
+        ChargeStatus.FAILED,
+        intent.id,
+        _failure_reason(error),
+        str(getattr(error, "message", "") or f"payment intent {status}"),
+    )
+
+
+class StripeGateway:
+    def __init__(
+        self, api_key: str, api_base: str | None = None, *, timeout_seconds: float = 30.0
+    ) -> None:
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base} if api_base else {},
+            http_client=stripe.HTTPXClient(timeout=timeout_seconds),
+            max_network_retries=0,  # the charger retries, recording each attempt
+        )
+
+    async def charge(self, request: ChargeRequest) -> ChargeResult:
+        params: dict[str, Any] = {
+            "amount": request.amount_minor,
+            "currency": request.currency.lower(),
+            "customer": request.customer,
+            "payment_method": request.payment_method,
+            "off_session": True,
+            "confirm": True,
+            "metadata": request.metadata,
+        }
+        try:
+            intent = await self._client.v1.payment_intents.create_async(
+                params,  # type: ignore[arg-type]
+                {"idempotency_key": request.idempotency_key},
+            )
+        except stripe.CardError as exc:
+            error = exc.error
+            intent_id = getattr(getattr(error, "payment_intent", None), "id", None)
+            return ChargeResult(
+                ChargeStatus.FAILED, intent_id, _failure_reason(error), exc.user_message or str(exc)
+            )
+        except stripe.StripeError as exc:
+            return self._classify(exc)
+        return _result(intent)
+
+    async def retrieve(self, payment_intent_id: str) -> ChargeResult:
+        try:
+            intent = await self._client.v1.payment_intents.retrieve_async(payment_intent_id)
+        except stripe.StripeError as exc:
+            return self._classify(exc)
+        return _result(intent)
+
+    @staticmethod
+    def _classify(exc: stripe.StripeError) -> ChargeResult:
+        status = exc.http_status
+        if isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError | stripe.APIError):
+            raise TransientChargeError(f"{type(exc).__name__}: {exc}") from exc
+        if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+            # Our key is wrong or revoked: an operator must act; the customer is not at fault.
+            raise TransientChargeError(f"Stripe refused our credentials: {exc}") from exc
+        if status is None or status >= 500 or status in (409, 429):
+            raise TransientChargeError(f"{type(exc).__name__} ({status}): {exc}") from exc
+        return ChargeResult(
+            ChargeStatus.FAILED,
+            None,
+            str(exc.code or "stripe_request_invalid"),
+            exc.user_message or str(exc),
+        )

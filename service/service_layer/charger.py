@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from service.service_layer.payments import (
     TransientChargeError,
 )
 from service.service_layer.ports import Clock, OutboxRecord
+from service.service_layer.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -97,30 +97,18 @@ class Charger:
         self._lease_seconds = lease_seconds
         self._retry_base = retry_base_seconds
         self._retry_max = retry_max_seconds
-        self._poll_interval = poll_interval
         self._on_published = on_published
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._worker = Worker("stripe-charger", self.run_once, poll_interval=poll_interval)
 
     def wake(self) -> None:
-        self._wake.set()
+        self._worker.wake()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="stripe-charger")
+        self._worker.start()
 
     async def stop(self, timeout: float) -> None:
         """Lets the charges in flight finish (within `timeout`); the rest resume later."""
-        self._stopping.set()
-        self._wake.set()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if not await self._worker.stop(timeout):
             log.warning(
                 "stopped with Stripe charges in flight; they resume under the same "
                 "idempotency key after their lease"
@@ -132,23 +120,6 @@ class Charger:
         if charges:
             await asyncio.gather(*(self._settle(c) for c in charges))
         return len(charges)
-
-    async def _run(self) -> None:
-        backoff = 0.2
-        while not self._stopping.is_set():
-            self._wake.clear()
-            try:
-                handled = await self.run_once()
-                backoff = 0.2
-            except Exception as exc:  # the database is away: the leases protect the rows
-                log.warning("charger: %s: %s; retrying in %.1fs", type(exc).__name__, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            if handled:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
 
     def _retry_at(self, attempts: int) -> datetime:
         delay = min(self._retry_base * 2 ** max(attempts - 1, 0), self._retry_max)

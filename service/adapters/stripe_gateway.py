@@ -36,6 +36,7 @@ def _result(intent: Any) -> ChargeResult:
             intent.id,
             "authentication_required",
             "the card asks for authentication, impossible off-session",
+            card_unusable=True,
         )
     error = getattr(intent, "last_payment_error", None)
     return ChargeResult(
@@ -43,6 +44,7 @@ def _result(intent: Any) -> ChargeResult:
         intent.id,
         _failure_reason(error),
         str(getattr(error, "message", "") or f"payment intent {status}"),
+        card_unusable=True,
     )
 
 
@@ -76,7 +78,11 @@ class StripeGateway:
             error = exc.error
             intent_id = getattr(getattr(error, "payment_intent", None), "id", None)
             return ChargeResult(
-                ChargeStatus.FAILED, intent_id, _failure_reason(error), exc.user_message or str(exc)
+                ChargeStatus.FAILED,
+                intent_id,
+                _failure_reason(error),
+                exc.user_message or str(exc),
+                card_unusable=True,
             )
         except stripe.StripeError as exc:
             return self._classify(exc)
@@ -99,9 +105,16 @@ class StripeGateway:
             raise TransientChargeError(f"Stripe refused our credentials: {exc}") from exc
         if status is None or status >= 500 or status in (409, 429):
             raise TransientChargeError(f"{type(exc).__name__} ({status}): {exc}") from exc
+        if isinstance(exc, stripe.IdempotencyError):
+            # The key was used with other parameters: the first request may have charged.
+            # Never settle this as a failure; keep it open for an operator, loudly.
+            raise TransientChargeError(f"idempotency conflict, needs an operator: {exc}") from exc
+        code = str(exc.code or "stripe_request_invalid")
         return ChargeResult(
             ChargeStatus.FAILED,
             None,
-            str(exc.code or "stripe_request_invalid"),
+            code,
             exc.user_message or str(exc),
+            # The saved customer or card is gone: as unusable as a declined card.
+            card_unusable=code == "resource_missing",
         )

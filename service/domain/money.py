@@ -41,3 +41,38 @@ def format_amount(amount: Decimal, currency: str) -> str:
 def to_minor_units(amount: Decimal, currency: str) -> int:
     """Integer amount in the currency's minor units, as Stripe wants it."""
     return int(quantize(amount, currency).scaleb(minor_unit_exponent(currency)))
+
+
+# Card payments (Stripe) count some currencies differently from ISO 4217:
+# - zero-decimal for Stripe, whatever ISO says (MGA is two-decimal in ISO);
+_CARD_ZERO_DECIMAL = frozenset({
+    "BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV",
+    "XAF", "XOF", "XPF",
+})  # fmt: skip
+# - zero-decimal in fact, but sent as two-decimal amounts whose decimals are always 00;
+_CARD_WHOLE_TWO_DECIMAL = frozenset({"ISK"})
+# - three-decimal, but the last digit must be 0.
+_CARD_THREE_DECIMAL = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
+
+
+def _card_exponent(currency: str) -> int:
+    if currency in _CARD_ZERO_DECIMAL:
+        return 0
+    if currency in _CARD_THREE_DECIMAL:
+        return 3
+    return 2
+
+
+def fits_card_amount(amount: Decimal, currency: str) -> bool:
+    """True when a card charge can carry exactly this amount."""
+    if currency in _CARD_ZERO_DECIMAL or currency in _CARD_WHOLE_TWO_DECIMAL:
+        step = Decimal(1)
+    else:
+        step = Decimal("0.01")  # two-decimal, and three-decimal ending in 0
+    return amount == amount.quantize(step, ROUND_HALF_EVEN) and fits_minor_units(amount, currency)
+
+
+def card_minor_units(amount: Decimal, currency: str) -> int:
+    """The integer amount a card charge (Stripe's `amount`) carries for this currency."""
+    exponent = _card_exponent(currency)
+    return int(amount.quantize(Decimal(1).scaleb(-exponent), ROUND_HALF_EVEN).scaleb(exponent))

@@ -24,7 +24,7 @@ from service.domain.model import (
     TopUp,
     Wallet,
 )
-from service.domain.money import fits_minor_units
+from service.domain.money import fits_card_amount, fits_minor_units
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +134,13 @@ def _settings_error(wallet: Wallet, event: SettingsUpdated) -> tuple[str, str] |
         return (
             "invalid_amount_scale",
             f"limit_threshold {event.limit_threshold} has more decimals than {event.currency}",
+        )
+    if event.payment_method is PaymentMethod.STRIPE and not fits_card_amount(
+        event.trigger_amount, event.currency
+    ):
+        return (
+            "invalid_amount_for_card",
+            f"a card cannot be charged exactly {event.trigger_amount} {event.currency}",
         )
     if event.timezone is not None and not is_valid_timezone(event.timezone):
         return ("invalid_timezone", f"unknown IANA timezone {event.timezone!r}")

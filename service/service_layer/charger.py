@@ -24,7 +24,7 @@ from typing import Protocol
 from service.config import Topics
 from service.contract import messages
 from service.domain.model import TopUp
-from service.domain.money import to_minor_units
+from service.domain.money import card_minor_units
 from service.service_layer.outbox import output_record
 from service.service_layer.payments import (
     ChargeRequest,
@@ -141,7 +141,7 @@ class Charger:
                 result = await self._gateway.charge(
                     ChargeRequest(
                         idempotency_key=stripe_idempotency_key(topup),
-                        amount_minor=to_minor_units(topup.amount, topup.currency),
+                        amount_minor=card_minor_units(topup.amount, topup.currency),
                         currency=topup.currency,
                         customer=card.stripe_customer_id,
                         payment_method=card.stripe_payment_method_id,
@@ -186,7 +186,9 @@ class Charger:
             reason = result.reason or "card_declined"
             failed = messages.top_up_failed(topup, reason, result.detail, now)
             record = output_record(self._topics.top_up_failed, failed)
-            card = topup.card.stripe_payment_method_id if topup.card else None
+            # Only a failure of the card itself pauses Stripe top-ups for this customer.
+            unusable = topup.card is not None and result.card_unusable
+            card = topup.card.stripe_payment_method_id if unusable and topup.card else None
             done = await self._store.finish(
                 charge, "failed", reason, result.detail, result.payment_intent_id, record, card
             )

@@ -29,6 +29,9 @@ class ChargeResult:
     payment_intent_id: str | None = None
     reason: str | None = None  # stable snake_case code on failure
     detail: str = ""
+    # The card itself failed (declined, needs authentication, gone): Stripe top-ups pause
+    # until the customer saves new card details. Other failures do not pause.
+    card_unusable: bool = False
 
 
 class TransientChargeError(Exception):

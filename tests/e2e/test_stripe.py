@@ -39,7 +39,7 @@ def stripe_base(infra: Infra) -> str:
     [
         ("USD", "150.00", "20.00", "19.50", 15000),
         ("JPY", "5000", "1000", "999", 5000),
-        ("KWD", "12.345", "2.000", "1.999", 12345),
+        ("KWD", "12.340", "2.000", "1.999", 12340),
     ],
 )
 async def test_card_is_charged_off_session_in_minor_units(

@@ -4,7 +4,13 @@ from decimal import Decimal
 import pytest
 
 from service.domain.calendar import business_date, is_valid_timezone
-from service.domain.money import fits_minor_units, format_amount, to_minor_units
+from service.domain.money import (
+    card_minor_units,
+    fits_card_amount,
+    fits_minor_units,
+    format_amount,
+    to_minor_units,
+)
 
 
 @pytest.mark.parametrize(
@@ -88,3 +94,33 @@ def test_timezone_names() -> None:
     assert is_valid_timezone("Europe/Paris")
     assert not is_valid_timezone("Mars/Olympus")
     assert not is_valid_timezone("../../etc/passwd")
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "minor"),
+    [
+        ("100.00", "USD", 10000),
+        ("5000", "JPY", 5000),
+        ("1000", "MGA", 1000),
+        ("500", "ISK", 50000),
+        ("12.340", "KWD", 12340),
+        ("7", "UGX", 7),
+    ],
+)
+def test_card_amounts_in_stripe_units(amount: str, currency: str, minor: int) -> None:
+    assert card_minor_units(Decimal(amount), currency) == minor
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "ok"),
+    [
+        ("12.340", "KWD", True),
+        ("12.345", "KWD", False),
+        ("500", "ISK", True),
+        ("10.50", "MGA", False),
+        ("10.5", "USD", True),
+        ("10.005", "USD", False),
+    ],
+)
+def test_what_a_card_can_be_charged(amount: str, currency: str, ok: bool) -> None:
+    assert fits_card_amount(Decimal(amount), currency) is ok

@@ -260,6 +260,16 @@ def test_online_top_up_unpauses_stripe() -> None:
         ({"trigger": "10.5", "currency": "JPY"}, "invalid_amount_scale"),
         ({"threshold": "1.0001", "currency": "KWD"}, "invalid_amount_scale"),
         ({"timezone": "Mars/Olympus"}, "invalid_timezone"),
+        (
+            {
+                "method": PaymentMethod.STRIPE,
+                "origin": Origin.ONLINE_TOP_UP,
+                "card": CARD,
+                "trigger": "12.345",
+                "currency": "KWD",
+            },
+            "invalid_amount_for_card",
+        ),
         ({"method": PaymentMethod.MASTER_ACCOUNT, "partner_id": "cust-1"}, "partner_is_customer"),
     ],
 )

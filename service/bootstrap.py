@@ -6,10 +6,14 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
@@ -27,52 +31,63 @@ from service.service_layer.handlers import BatchHandler, BatchReport
 from service.service_layer.processor import BatchProcessor
 
 log = logging.getLogger("auto_topup")
+T = TypeVar("T")
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-async def wait_for_postgres(dsn: str, *, attempts: int = 0, delay: float = 1.0) -> None:
-    """Waits until PostgreSQL answers, saying so in the log (attempts=0: for ever)."""
-    tried = 0
+async def until_it_works(what: str, step: Callable[[], Awaitable[T]]) -> T:
+    """Start-up waits for its dependencies, saying so, instead of crashing in a loop."""
+    tries = 0
     while True:
-        tried += 1
+        tries += 1
         try:
-            conn = await asyncpg.connect(dsn, timeout=5)
-            await conn.close()
-            return
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            if attempts and tried >= attempts:
-                raise
-            log.warning("waiting for PostgreSQL (%s: %s)", type(exc).__name__, exc)
-            await asyncio.sleep(min(delay * tried, 5.0))
+            return await step()
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            KafkaError,
+        ) as exc:
+            if isinstance(exc, asyncpg.PostgresError) and not is_transient(exc):
+                raise  # a wrong password or a missing database does not go away by waiting
+            log.warning("waiting for %s (%s: %s)", what, type(exc).__name__, exc)
+            await asyncio.sleep(min(0.5 * tries, 5.0))
 
 
-async def wait_for_kafka(settings: Settings, *, attempts: int = 0) -> None:
-    tried = 0
-    while True:
-        tried += 1
-        try:
-            created = await ensure_topics(
-                settings.kafka_bootstrap_servers,
-                settings.topics.all,
-                settings.topic_partitions,
-                settings.topic_replication_factor,
-            )
-            if created:
-                log.info("created missing topics: %s", ", ".join(created))
-            return
-        except Exception as exc:
-            if attempts and tried >= attempts:
-                raise
-            log.warning(
-                "waiting for Kafka at %s (%s: %s)",
-                settings.kafka_bootstrap_servers,
-                type(exc).__name__,
-                exc,
-            )
-            await asyncio.sleep(min(1.0 * tried, 5.0))
+async def prepare_database(settings: Settings) -> asyncpg.Pool:
+    conn = await asyncpg.connect(settings.dsn, timeout=10)
+    try:
+        applied = await migrate(conn)
+        if applied:
+            log.info("database migrated: %s", ", ".join(applied))
+    finally:
+        await conn.close()
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        settings.dsn, min_size=1, max_size=settings.db_pool_size
+    )
+    return pool
+
+
+async def prepare_kafka(settings: Settings) -> AIOKafkaProducer:
+    created = await ensure_topics(
+        settings.kafka_bootstrap_servers,
+        settings.topics.all,
+        settings.topic_partitions,
+        settings.topic_replication_factor,
+    )
+    if created:
+        log.info("created missing topics: %s", ", ".join(created))
+    producer = make_producer(settings.kafka_bootstrap_servers)
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer
 
 
 @dataclass
@@ -130,20 +145,8 @@ def build(settings: Settings) -> Service:
 
     @app.on_startup
     async def start_dependencies() -> None:
-        await wait_for_postgres(settings.dsn)
-        conn = await asyncpg.connect(settings.dsn)
-        try:
-            applied = await migrate(conn)
-            if applied:
-                log.info("database migrated: %s", ", ".join(applied))
-        finally:
-            await conn.close()
-        service.pool = await asyncpg.create_pool(
-            settings.dsn, min_size=1, max_size=settings.db_pool_size
-        )
-        await wait_for_kafka(settings)
-        producer = make_producer(settings.kafka_bootstrap_servers)
-        await producer.start()
+        service.pool = await until_it_works("PostgreSQL", lambda: prepare_database(settings))
+        producer = await until_it_works("Kafka", lambda: prepare_kafka(settings))
         service.relay = relay = OutboxRelay(service.pool, producer)
         relay.start()
         gateway = StripeGateway(

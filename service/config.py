@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     )
     batch_max_records: int = Field(2000, ge=1, validation_alias="AUTO_TOPUP_BATCH_MAX_RECORDS")
     batch_timeout_ms: int = Field(20, ge=0, validation_alias="AUTO_TOPUP_BATCH_TIMEOUT_MS")
+    session_timeout_ms: int = Field(
+        10000, ge=1000, validation_alias="AUTO_TOPUP_KAFKA_SESSION_TIMEOUT_MS"
+    )
     db_pool_size: int = Field(4, ge=1, validation_alias="AUTO_TOPUP_DB_POOL_SIZE")
     shutdown_timeout_seconds: float = Field(
         20, gt=0, validation_alias=AliasChoices("AUTO_TOPUP_SHUTDOWN_TIMEOUT_SECONDS")

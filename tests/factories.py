@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -24,16 +24,23 @@ def eid() -> str:
     return str(uuid.uuid4())
 
 
+def _tick() -> datetime:
+    """NOW, a microsecond later on every call: events built one after the other are newer."""
+    return NOW + timedelta(microseconds=next(_seq))
+
+
 def balance(
     customer_id: str = "cust-1",
     amount: str = "5.00",
     *,
-    at: datetime = NOW,
+    at: datetime | None = None,
     currency: str = "USD",
     sequence: int | None = None,
     event_id: str | None = None,
 ) -> BalanceChanged:
-    return BalanceChanged(event_id or eid(), at, customer_id, currency, Decimal(amount), sequence)
+    return BalanceChanged(
+        event_id or eid(), at or _tick(), customer_id, currency, Decimal(amount), sequence
+    )
 
 
 def settings(
@@ -44,7 +51,7 @@ def settings(
     threshold: str = "10.00",
     auto: bool = True,
     currency: str = "USD",
-    at: datetime = NOW,
+    at: datetime | None = None,
     origin: Origin = Origin.FINANCE_APP,
     timezone: str | None = None,
     partner_id: str | None = None,
@@ -54,7 +61,7 @@ def settings(
 ) -> SettingsUpdated:
     return SettingsUpdated(
         event_id=event_id or eid(),
-        occurred_at=at,
+        occurred_at=at or _tick(),
         customer_id=customer_id,
         origin=origin,
         payment_method=method,

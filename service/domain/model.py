@@ -71,9 +71,10 @@ class Settings:
     timezone: str | None
     partner_id: str | None
     origin: Origin
-    version: int | None
+    version: int | None  # the highest version seen
     occurred_at: datetime
     event_id: str
+    newest: tuple[datetime, str] | None = None  # the greatest (occurred_at, event_id) applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +82,9 @@ class Balance:
     amount: Decimal
     currency: str
     occurred_at: datetime
-    sequence: int | None
+    sequence: int | None  # the highest sequence seen
     event_id: str
+    newest: tuple[datetime, str] | None = None  # the greatest (occurred_at, event_id) applied
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,23 +69,24 @@ def _reject(wallet: Wallet, reason: str, detail: str) -> Outcome:
 # --- balances ---------------------------------------------------------------------------------
 
 
-def _is_stale_balance(last: Balance | None, event: BalanceChanged) -> bool:
-    return last is not None and _is_stale(
-        (last.event_id, last.sequence, last.occurred_at),
-        (event.event_id, event.sequence, event.occurred_at),
-    )
-
-
 def _is_stale(
-    last: tuple[str, int | None, datetime], new: tuple[str, int | None, datetime]
+    highest: int | None, newest: tuple[datetime, str], event: tuple[str, int | None, datetime]
 ) -> bool:
-    """Same event, or not newer: by counter (sequence/version) when both have one, else time."""
-    (last_id, last_counter, last_at), (new_id, new_counter, new_at) = last, new
-    if new_id == last_id:
-        return True
-    if new_counter is not None and last_counter is not None:
-        return new_counter <= last_counter
-    return new_at < last_at
+    """Not newer: by counter (sequence/version) when the event has one and the wallet has seen
+    one, else by (occurred_at, event_id) against the greatest applied. A repeated event is
+    always stale, and two events at the same instant are ordered the same way on every pass."""
+    event_id, counter, at = event
+    if counter is not None and highest is not None:
+        return counter <= highest
+    return (at, event_id) <= newest
+
+
+def _newest(old: tuple[datetime, str] | None, at: datetime, event_id: str) -> tuple[datetime, str]:
+    return (at, event_id) if old is None else max(old, (at, event_id))
+
+
+def _highest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: Policy) -> Outcome:
@@ -96,10 +97,23 @@ def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: 
             f"occurred_at {event.occurred_at.isoformat()} "
             f"is more than {policy.future_skew} ahead of {now.isoformat()}",
         )
-    if _is_stale_balance(wallet.balance, event):
-        return Outcome(wallet, Status.STALE, reason="stale_balance")
+    last = wallet.balance
+    if last is not None and _is_stale(
+        last.sequence,
+        last.newest or (last.occurred_at, last.event_id),
+        (event.event_id, event.sequence, event.occurred_at),
+    ):
+        # The highest sequence *seen* rises even so, so that staleness never changes its mind
+        # when the same events come again.
+        seen = replace(last, sequence=_highest(last.sequence, event.sequence))
+        return Outcome(replace(wallet, balance=seen), Status.STALE, reason="stale_balance")
     balance = Balance(
-        event.balance, event.currency, event.occurred_at, event.sequence, event.event_id
+        event.balance,
+        event.currency,
+        event.occurred_at,
+        _highest(last.sequence if last else None, event.sequence),
+        event.event_id,
+        _newest(last.newest if last else None, event.occurred_at, event.event_id),
     )
     # Credit issued before this balance is already reflected in it.
     credits = tuple(c for c in wallet.credits_out if c.issued_at > event.occurred_at)
@@ -114,13 +128,6 @@ def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: 
 
 
 # --- settings ---------------------------------------------------------------------------------
-
-
-def _is_stale_settings(last: Settings | None, event: SettingsUpdated) -> bool:
-    return last is not None and _is_stale(
-        (last.event_id, last.version, last.occurred_at),
-        (event.event_id, event.version, event.occurred_at),
-    )
 
 
 def _settings_error(wallet: Wallet, event: SettingsUpdated) -> tuple[str, str] | None:
@@ -191,8 +198,13 @@ def apply_settings(
             f"is more than {policy.future_skew} ahead of {now.isoformat()}",
         )
     previous = wallet.settings
-    if _is_stale_settings(previous, event):
-        return Outcome(wallet, Status.STALE, reason="stale_settings")
+    if previous is not None and _is_stale(
+        previous.version,
+        previous.newest or (previous.occurred_at, previous.event_id),
+        (event.event_id, event.version, event.occurred_at),
+    ):
+        seen = replace(previous, version=_highest(previous.version, event.version))
+        return Outcome(replace(wallet, settings=seen), Status.STALE, reason="stale_settings")
     error = _settings_error(wallet, event)
     if error is not None:
         return _reject(wallet, *error)
@@ -206,9 +218,10 @@ def apply_settings(
         timezone=event.timezone,
         partner_id=event.partner_id,
         origin=event.origin,
-        version=event.version,
+        version=_highest(previous.version if previous else None, event.version),
         occurred_at=event.occurred_at,
         event_id=event.event_id,
+        newest=_newest(previous.newest if previous else None, event.occurred_at, event.event_id),
     )
     card, paused = wallet.card, wallet.stripe_paused
     if event.origin is Origin.ONLINE_TOP_UP:

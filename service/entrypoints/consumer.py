@@ -126,6 +126,8 @@ def subscribe(
         ack_policy=AckPolicy.MANUAL,
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(settings.session_timeout_ms // 3, 500),
         listener=DrainOnRevoke(in_flight),
         parser=tolerant_parser,
         decoder=no_decoder,

@@ -144,11 +144,12 @@ class BatchHandler:
         report = batch.report
         report.counts[f"{record.topic}.{outcome.status.value}"] += 1
         logged = DecisionLog.of(record, event, outcome.status.value, outcome.reason)
+        if outcome.wallet != wallet:
+            batch.wallets[event.customer_id] = outcome.wallet
+            batch.changed.add(event.customer_id)
         if outcome.status is rules.Status.STALE:
             report.log.append(logged)
             return
-        batch.wallets[event.customer_id] = outcome.wallet
-        batch.changed.add(event.customer_id)
         if outcome.decision is not rules.Decision.NOT_DUE:
             report.counts[f"decision.{outcome.decision.value}"] += 1
         if outcome.topup is None:

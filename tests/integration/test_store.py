@@ -109,7 +109,12 @@ async def test_concurrent_instances_publish_one_decision(pool: asyncpg.Pool) -> 
     ]
     reports = await asyncio.gather(*(handler.handle(batch) for batch in different))
     assert sum(r.counts["decision.triggered"] for r in reports) == 0
-    assert sum(r.counts["decision.suppressed"] for r in reports) == 4
+    # Events at one instant are ordered by event_id: whichever order the transactions take,
+    # each is either suppressed (the day is taken) or stale, and none is published.
+    suppressed = sum(r.counts["decision.suppressed"] for r in reports)
+    stale = sum(r.counts[f"{TOPICS.wallet_balance_changed}.stale"] for r in reports)
+    assert suppressed >= 1
+    assert suppressed + stale == 4
     rows = await pool.fetch("SELECT topic FROM outbox")
     assert [r["topic"] for r in rows] == [TOPICS.invoice_requested]
 

@@ -353,3 +353,34 @@ def test_a_newer_partner_balance_absorbs_earlier_credits() -> None:
     ).wallet
     assert rules.available_funds(after) == Decimal("50")
     assert after.credits_out == ()
+
+
+def test_a_repeated_event_is_stale_whenever_it_comes_back() -> None:
+    first, second = balance(amount="5.00", at=NOW), balance(amount="50.00", at=NOW)
+    wallet = configured()
+    for event in (first, second):
+        wallet = rules.apply_balance(wallet, event, NOW, POLICY).wallet
+    for event in (first, second):  # both again, the older one included
+        out = rules.apply_balance(wallet, event, NOW, POLICY)
+        assert out.status is Status.STALE
+        assert out.topup is None
+
+
+def test_events_at_one_instant_are_ordered_by_event_id() -> None:
+    low = balance(amount="1.00", at=NOW, event_id="b")
+    high = balance(amount="90.00", at=NOW, event_id="a")
+    wallet = rules.apply_balance(configured(), low, NOW, POLICY).wallet
+    out = rules.apply_balance(wallet, high, NOW, POLICY)
+    assert out.status is Status.STALE  # ("a" < "b"): the same verdict on every replay
+
+
+def test_a_stale_sequence_still_counts_as_seen() -> None:
+    wallet = rules.apply_balance(configured(), balance(amount="50", at=NOW), NOW, POLICY).wallet
+    older = balance(amount="1", at=NOW - timedelta(hours=1), sequence=13)
+    seen = rules.apply_balance(wallet, older, NOW, POLICY)
+    assert seen.status is Status.STALE
+    assert seen.wallet.balance is not None
+    assert seen.wallet.balance.sequence == 13
+    assert seen.wallet.balance.amount == Decimal("50")
+    later = balance(amount="2", at=NOW + timedelta(seconds=1), sequence=12)
+    assert rules.apply_balance(seen.wallet, later, NOW, POLICY).status is Status.STALE

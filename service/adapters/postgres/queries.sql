@@ -40,6 +40,10 @@ UPDATE wallets AS w SET
     balance_sequence = u.balance_sequence,
     balance_event_id = u.balance_event_id,
     credits_out = u.credits_out,
+    balance_newest_at = u.balance_newest_at,
+    balance_newest_id = u.balance_newest_id,
+    settings_newest_at = u.settings_newest_at,
+    settings_newest_id = u.settings_newest_id,
     updated_at = now()
 FROM unnest($1::wallet_state[]) AS u
 WHERE w.customer_id = u.customer_id;

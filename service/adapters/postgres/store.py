@@ -28,6 +28,11 @@ from service.service_layer.ports import Claim, OutboxRecord
 Connection = asyncpg.Connection | PoolConnectionProxy
 
 
+def _newest(row: asyncpg.Record, kind: str) -> tuple[datetime, str] | None:
+    at, event_id = row[f"{kind}_newest_at"], row[f"{kind}_newest_id"]
+    return None if at is None else (at, event_id)
+
+
 def wallet_from_row(row: asyncpg.Record, attempt_dates: frozenset[date]) -> Wallet:
     settings = None
     if row["payment_method"] is not None:
@@ -43,6 +48,7 @@ def wallet_from_row(row: asyncpg.Record, attempt_dates: frozenset[date]) -> Wall
             version=row["settings_version"],
             occurred_at=row["settings_occurred_at"],
             event_id=row["settings_event_id"],
+            newest=_newest(row, "settings"),
         )
     card = None
     if row["stripe_customer_id"] is not None:
@@ -55,6 +61,7 @@ def wallet_from_row(row: asyncpg.Record, attempt_dates: frozenset[date]) -> Wall
             row["balance_occurred_at"],
             row["balance_sequence"],
             row["balance_event_id"],
+            _newest(row, "balance"),
         )
     credits = tuple(
         Credit(datetime.fromisoformat(c["at"]), Decimal(c["amount"]))
@@ -92,6 +99,10 @@ def wallet_to_state(w: Wallet) -> tuple[Any, ...]:
         b.sequence if b else None,
         b.event_id if b else None,
         credits,
+        b.newest[0] if b and b.newest else None,
+        b.newest[1] if b and b.newest else None,
+        s.newest[0] if s and s.newest else None,
+        s.newest[1] if s and s.newest else None,
     )
 
 

@@ -1,0 +1,55 @@
+"""`make chaos`: the big chaos run. Prints the counts line; exits 1 unless all is well.
+
+python -m tests.chaos [--events 200000] [--customers 20000] [--instances 3] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from tests.chaos.harness import Chaos, Config, summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--instances", type=int, default=3)
+    parser.add_argument("--kill-every", type=float, default=2.5)
+    parser.add_argument("--min-kills", type=int, default=50)
+    parser.add_argument("--balance-seconds", type=float, default=130.0)
+    parser.add_argument("--no-restarts", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    try:
+        cfg = Config(
+            kafka=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+            database_url=os.environ["DATABASE_URL"],
+            stripe_base=os.environ["STRIPE_API_BASE"],
+            seed=args.seed,
+            customers=args.customers,
+            events=args.events,
+            instances=args.instances,
+            kill_every=args.kill_every,
+            min_kills=args.min_kills,
+            balance_phase_seconds=args.balance_seconds,
+            restart_kafka=not args.no_restarts,
+            restart_postgres=not args.no_restarts,
+            phase_timeout=900.0,
+        )
+    except KeyError as missing:
+        print(f"{missing.args[0]} is not set: run through `make chaos`", file=sys.stderr)
+        return 2
+    result = asyncio.run(Chaos(cfg).execute())
+    print(summary(result))
+    print(result.line())
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""A seeded random stream of contract events, in phases whose cross-topic order is fixed.
+
+The two input topics are not ordered with each other, so the stream is cut in phases
+(settings; balances; settings changes; balances again) and the harness waits for each phase to
+be consumed before the next starts. Inside a phase, every customer's events keep their order
+(one key, one partition), with duplicates, reorders (stale sequences), malformed and
+future-dated messages mixed in.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+SETTINGS = "SETTINGS_UPDATED"
+BALANCE = "WALLET_BALANCE_CHANGED"
+CURRENCIES = (("USD", 2), ("USD", 2), ("USD", 2), ("EUR", 2), ("JPY", 0), ("KWD", 3))
+TIMEZONES = ("UTC", "UTC", "Asia/Kolkata", "America/New_York")
+
+
+@dataclass(frozen=True)
+class Msg:
+    topic: str  # SETTINGS or BALANCE
+    key: str
+    value: bytes
+    dead_reason: str | None = None  # set when the message must be dead-lettered
+
+
+@dataclass
+class Customer:
+    id: str
+    method: str
+    currency: str
+    scale: int
+    timezone: str
+    partner: str | None = None
+    card: str | None = None  # "good" or "declined"
+
+
+@dataclass
+class Scenario:
+    seed: int
+    now: datetime
+    customers: list[Customer]
+    partners: list[str]
+    phases: list[list[Msg]] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return sum(len(p) for p in self.phases)
+
+
+def _money(rng: random.Random, low: int, high: int, scale: int) -> str:
+    value = Decimal(rng.randint(low * 10**scale, high * 10**scale)).scaleb(-scale)
+    return f"{value:f}"
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+class _Builder:
+    def __init__(self, seed: int, now: datetime, cards: dict[str, tuple[str, str]]) -> None:
+        self.rng = random.Random(seed)
+        self.now = now
+        self.cards = cards
+        self.version: dict[str, int] = {}
+        self.sequence: dict[str, int] = {}
+        self.settings: dict[str, dict[str, Any]] = {}
+
+    def event_id(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def settings_msg(self, c: Customer, at: datetime, **changes: Any) -> Msg:
+        base = self.settings.get(c.id)
+        if base is None:
+            base = {
+                "customer_id": c.id,
+                "origin": "finance_app",
+                "payment_method": c.method,
+                "auto_trigger": self.rng.random() < 0.85,
+                "trigger_amount": _money(self.rng, 50, 500, c.scale),
+                "limit_threshold": _money(self.rng, -50, 100, c.scale),
+                "currency": c.currency,
+                "timezone": c.timezone,
+            }
+            if c.partner:
+                base["partner_id"] = c.partner
+            if c.card:
+                cus, pm = self.cards[c.card]
+                base.update(
+                    origin="online_top_up", stripe_customer_id=cus, stripe_payment_method_id=pm
+                )
+        self.version[c.id] = self.version.get(c.id, 0) + 1
+        body = {
+            **base,
+            **changes,
+            "event_id": self.event_id(),
+            "occurred_at": _iso(at),
+            "version": self.version[c.id],
+        }
+        self.settings[c.id] = body
+        return Msg(SETTINGS, c.id, json.dumps(body).encode())
+
+    def balance_msg(self, wallet: str, amount: str, currency: str, at: datetime) -> Msg:
+        self.sequence[wallet] = self.sequence.get(wallet, 0) + 1
+        body = {
+            "event_id": self.event_id(),
+            "occurred_at": _iso(at),
+            "customer_id": wallet,
+            "currency": currency,
+            "balance": amount,
+            "sequence": self.sequence[wallet],
+        }
+        return Msg(BALANCE, wallet, json.dumps(body).encode())
+
+    def malformed(self, topic: str, key: str) -> Msg:
+        kind = self.rng.randrange(5)
+        if kind == 0:
+            return Msg(
+                topic, key, b'{"customer_id": "' + key.encode() + b'", "balance": ', "invalid_json"
+            )
+        if kind == 1:
+            return Msg(
+                topic,
+                key,
+                json.dumps({"customer_id": key, "event_id": "x"}).encode(),
+                "schema_violation",
+            )
+        if kind == 2:
+            body = {
+                "event_id": "e",
+                "occurred_at": "2026-01-01T00:00:00",
+                "customer_id": key,
+                "currency": "USD",
+                "balance": "1.00",
+            }
+            return Msg(topic, key, json.dumps(body).encode(), "schema_violation")
+        if kind == 3:
+            body = {
+                "event_id": "e",
+                "occurred_at": _iso(self.now),
+                "customer_id": "other-key",
+                "currency": "USD",
+                "balance": "1.00",
+            }
+            return Msg(topic, key, json.dumps(body).encode(), "key_mismatch")
+        return Msg(topic, key, b"\xff\xfe not utf-8", "invalid_encoding")
+
+
+def _interleave(rng: random.Random, streams: list[list[Msg]]) -> list[Msg]:
+    """A random merge that keeps each stream's own order."""
+    out: list[Msg] = []
+    live = [list(reversed(s)) for s in streams if s]
+    while live:
+        i = rng.randrange(len(live))
+        out.append(live[i].pop())
+        if not live[i]:
+            live[i] = live[-1]
+            live.pop()
+    return out
+
+
+def generate(
+    seed: int,
+    customers: int,
+    events: int,
+    now: datetime,
+    cards: dict[str, tuple[str, str]],
+    run: str = "",
+) -> Scenario:
+    """`cards` maps "good"/"declined" to a saved (stripe_customer_id, payment_method_id);
+    `run` makes the ids unique to one run (the same seed gives the same stream)."""
+    b = _Builder(seed, now, cards)
+    rng = b.rng
+    tag = f"{run or seed}"
+    partners = [f"partner-{tag}-{i}" for i in range(max(2, customers // 200))]
+    unknown_partner = f"partner-{tag}-unknown"
+    people: list[Customer] = []
+    for i in range(customers):
+        currency, scale = rng.choice(CURRENCIES)
+        roll = rng.random()
+        c = Customer(f"c-{tag}-{i}", "cheque_tt", currency, scale, rng.choice(TIMEZONES))
+        if roll < 0.25:
+            c.method, c.currency, c.scale = "master_account", "USD", 2
+            c.partner = unknown_partner if rng.random() < 0.05 else rng.choice(partners)
+        elif roll < 0.40:
+            c.method, c.timezone, c.currency, c.scale = "stripe", "UTC", "USD", 2
+            c.card = "declined" if rng.random() < 0.2 else "good"
+        people.append(c)
+    scenario = Scenario(seed, now, people, partners)
+    budget = max(events - customers - len(partners), customers)
+
+    # Phase 1: settings, and the partners' own (ample) balances.
+    first = [b.settings_msg(c, now - timedelta(days=2)) for c in people]
+    first += [b.balance_msg(p, "1000000000.00", "USD", now - timedelta(days=2)) for p in partners]
+    first += [b.malformed(SETTINGS, c.id) for c in rng.sample(people, max(1, customers // 100))]
+    rng.shuffle(first)
+    scenario.phases.append(first)
+
+    # Phase 2: balances. Cheque and master-account customers also see yesterday; Stripe
+    # customers see one day only (a card failure pauses Stripe; that is tested elsewhere).
+    per_customer = max(2.0, budget * 0.85 / customers)  # balance events, on average
+    streams = []
+    for c in people:
+        start = now - (timedelta(hours=2) if c.card else timedelta(hours=30))
+        stream: list[Msg] = []
+        count = max(1, round(rng.uniform(1, 2 * per_customer - 1)))
+        for k in range(count):
+            at = start + (now - start) * (k + 1) / (count + 1)
+            amount = _money(rng, -100, 400, c.scale)
+            msg = b.balance_msg(c.id, amount, c.currency, at)
+            stream.append(msg)
+            roll = rng.random()
+            if roll < 0.05:
+                stream.append(msg)  # a duplicate
+            elif roll < 0.08 and len(stream) >= 2:
+                stream[-1], stream[-2] = stream[-2], stream[-1]  # a reorder: one goes stale
+            elif roll < 0.09:
+                stream.append(b.malformed(BALANCE, c.id))
+            elif roll < 0.095:
+                body = json.loads(msg.value)
+                body.update(
+                    event_id=b.event_id(),
+                    sequence=body["sequence"] + 1000,
+                    occurred_at=_iso(now + timedelta(hours=1)),
+                )
+                stream.append(Msg(BALANCE, c.id, json.dumps(body).encode(), "future_dated"))
+        streams.append(stream)
+    scenario.phases.append(_interleave(rng, streams))
+
+    # Phase 3: settings changes made today.
+    third = []
+    for c in rng.sample(people, customers // 3):
+        at = now - timedelta(minutes=rng.randint(1, 50))
+        current = b.settings[c.id]
+        roll = rng.random()
+        if c.card and roll < 0.3:
+            locked = b.settings_msg(
+                c, at, origin="finance_app", trigger_amount=_money(rng, 501, 900, c.scale)
+            )
+            b.settings[c.id] = current  # rejected: what is stored stays
+            third.append(Msg(SETTINGS, c.id, locked.value, "stripe_settings_locked"))
+        elif roll < 0.6:
+            third.append(b.settings_msg(c, at, auto_trigger=not current["auto_trigger"]))
+        elif roll < 0.9:
+            third.append(b.settings_msg(c, at, limit_threshold=_money(rng, 0, 300, c.scale)))
+        else:
+            stale = json.loads(json.dumps(current))
+            stale.update(
+                event_id=b.event_id(),
+                version=max(1, stale["version"] - 1),
+                auto_trigger=True,
+                limit_threshold=_money(rng, 1000, 2000, c.scale),
+            )
+            third.append(Msg(SETTINGS, c.id, json.dumps(stale).encode()))
+    scenario.phases.append(third)
+
+    # Phase 4: more balances today (most days are taken by now).
+    streams = []
+    for c in rng.sample(people, customers // 2):
+        streams.append(
+            [
+                b.balance_msg(
+                    c.id,
+                    _money(rng, -200, 100, c.scale),
+                    c.currency,
+                    now - timedelta(seconds=rng.randint(1, 50)),
+                )
+            ]
+        )
+    scenario.phases.append(_interleave(rng, streams))
+    return scenario

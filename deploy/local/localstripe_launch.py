@@ -68,11 +68,20 @@ def main() -> None:
     parser.add_argument(
         "--from-scratch", action="store_true", help="ignore (and later overwrite) the state file"
     )
+    parser.add_argument(
+        "--in-memory",
+        action="store_true",
+        help="keep the state in memory only (localstripe otherwise pickles its whole store on "
+        "every write, which gets slow as it grows): for load and chaos runs",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no access log")
     args = parser.parse_args()
 
     _check_internals()
     _patch_state_file(os.path.abspath(args.state_file))
-    if not args.from_scratch:
+    if args.in_memory:
+        type(resources.store).dump_to_disk = lambda self: None
+    elif not args.from_scratch:
         resources.store.try_load_from_disk()
 
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
@@ -81,7 +90,7 @@ def main() -> None:
     sock.bind((args.host, args.port))
 
     access_log = logging.getLogger("aiohttp.access")
-    access_log.setLevel(logging.DEBUG)
+    access_log.setLevel(logging.WARNING if args.quiet else logging.DEBUG)
     access_log.addHandler(logging.StreamHandler())
 
     # run_app handles SIGINT/SIGTERM as a graceful exit.

@@ -474,8 +474,12 @@ stripe_start() {
     local py; py="$(stripe_python)"
     mkdir -p "$STRIPE_HOME"
     printf '\n===== %s launching localstripe =====\n' "$(date -Is)" >>"$STRIPE_LOG"
-    # TMPDIR: anything it puts in the temp dir stays in the state dir.
-    TMPDIR="$STRIPE_HOME" setsid nohup "$py" "$HERE/localstripe_launch.py" \
+    # TMPDIR: anything it puts in the temp dir stays in the state dir. In memory: localstripe
+    # pickles its whole store on every write, which slows down as the store grows
+    # (STACK_STRIPE_PERSIST=1 keeps it on disk across restarts).
+    local keep=(--in-memory)
+    [[ "${STACK_STRIPE_PERSIST:-0}" == 1 ]] && keep=()
+    TMPDIR="$STRIPE_HOME" setsid nohup "$py" "$HERE/localstripe_launch.py" "${keep[@]}" \
       --host 127.0.0.1 --port "$STRIPE_PORT" --state-file "$STRIPE_HOME/localstripe.pickle" \
       </dev/null >>"$STRIPE_LOG" 2>&1 9>&- &
     echo $! >"$STRIPE_PID"

@@ -30,7 +30,6 @@ def main() -> int:
         cfg = Config(
             kafka=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
             database_url=os.environ["DATABASE_URL"],
-            stripe_base=os.environ["STRIPE_API_BASE"],
             seed=args.seed,
             customers=args.customers,
             events=args.events,

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from service.adapters.kafka.topics import partitions_of
+from tests.chaos.private_stripe import PrivateStripe
 from tests.chaos.reference import Reference, compare
 from tests.chaos.scenario import Msg, Scenario, generate
 from tests.chaos.stripe_proxy import IdempotentStripe
@@ -40,7 +41,6 @@ OUTPUTS = ("INVOICE_REQUESTED", "CREDIT_ISSUED", "TOP_UP_FAILED")
 class Config:
     kafka: str
     database_url: str
-    stripe_base: str
     seed: int = 7
     customers: int = 300
     events: int = 3000
@@ -106,6 +106,7 @@ class Chaos:
         self.placed: dict[int, tuple[str, int, int]] = {}  # msg index -> topic, partition, offset
         self._killing = asyncio.Event()
         self._enough_kills = asyncio.Event()
+        self.stripe_base = ""
 
     # --- the pieces -------------------------------------------------------------------------
 
@@ -220,7 +221,7 @@ class Chaos:
     async def double_charges(self) -> int:
         per_key: dict[str, int] = {}
         async with httpx.AsyncClient(
-            base_url=self.cfg.stripe_base, auth=("sk_test_chaos_fake", "")
+            base_url=self.stripe_base, auth=("sk_test_chaos_fake", "")
         ) as client:
             after = None
             while True:
@@ -243,11 +244,13 @@ class Chaos:
         started = time.monotonic()
         cfg = self.cfg
         await self._admin_sql(f'CREATE DATABASE "{self.database}"')
-        proxy = IdempotentStripe(cfg.stripe_base)
+        stripe = PrivateStripe()
+        self.stripe_base = await asyncio.to_thread(stripe.start)
+        proxy = IdempotentStripe(self.stripe_base)
         stripe_url = await proxy.start()
         try:
-            good = await asyncio.to_thread(saved_card, cfg.stripe_base, GOOD)
-            bad = await asyncio.to_thread(saved_card, cfg.stripe_base, DECLINED_ON_CHARGE)
+            good = await asyncio.to_thread(saved_card, self.stripe_base, GOOD)
+            bad = await asyncio.to_thread(saved_card, self.stripe_base, DECLINED_ON_CHARGE)
             now = datetime.now(UTC)
             scenario: Scenario = generate(
                 cfg.seed,
@@ -290,12 +293,13 @@ class Chaos:
             code = await asyncio.to_thread(replay.stop)
             self.result.clean_exits += code == 0
             self.result.unclean_exits += code != 0
+            await self._judge(reference, scenario)
         finally:
             await proxy.stop()
             for proc in self.instances:
                 if proc.running:
                     proc.kill()
-        await self._judge(reference, scenario)
+            stripe.stop()
         self.result.wall_seconds = time.monotonic() - started
         if self.result.ok:
             await self._admin_sql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.chaos.harness import Chaos, Config, summary
 from tests.conftest import Infra
 
 
 async def test_nothing_lost_nothing_doubled_under_kills_restarts_and_a_replay(infra: Infra) -> None:
-    if not infra.stripe_api_base:
-        pytest.fail("STRIPE_API_BASE (localstripe) is not set: run `make test`", pytrace=False)
     cfg = Config(
         kafka=infra.kafka,
         database_url=infra.database_url,
-        stripe_base=infra.stripe_api_base,
         seed=11,
         customers=300,
         events=3000,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from tests.e2e.conftest import Flow, customer_id
 
 
@@ -100,3 +102,28 @@ async def test_guards_future_and_old_days(flow: Flow) -> None:
     assert dead.headers["dlq_reason"] == b"future_dated"
     assert dead.json() == future
     assert flow.out("INVOICE_REQUESTED", customer) == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason", "words"),
+    [
+        ({"trigger": "10.001"}, b"invalid_amount_scale", b"trigger_amount"),
+        ({"trigger": "10.5", "currency": "JPY"}, b"invalid_amount_scale", b"JPY"),
+        ({"timezone": "Mars/Olympus"}, b"invalid_timezone", b"Mars/Olympus"),
+        ({"method": "master_account"}, b"schema_violation", b"partner_id"),
+        ({"trigger": "0"}, b"schema_violation", b"trigger_amount"),
+        ({"method": "bank_transfer"}, b"schema_violation", b"payment_method"),
+    ],
+)
+async def test_invalid_settings_are_dead_lettered_with_a_reason(
+    flow: Flow, fields: dict[str, object], reason: bytes, words: bytes
+) -> None:
+    customer = customer_id()
+    body = await flow.settings(customer, **fields)
+    await flow.balance(customer, "-100.00")
+    await flow.flush(customer)
+    (dead,) = flow.dead(customer)
+    assert dead.headers["dlq_reason"] == reason
+    assert words in dead.headers["dlq_detail"]
+    assert dead.json() == body
+    assert flow.out("INVOICE_REQUESTED", customer) == []  # nothing stored, nothing triggered

@@ -43,6 +43,8 @@ class BatchProcessor:
     async def process(self, records: Sequence[InputRecord]) -> BatchReport:
         try:
             return await self._retrying(records)
+        except Stopped:
+            raise
         except Exception as exc:
             if len(records) == 1:
                 return await self._poison(records[0], exc)

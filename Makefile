@@ -11,7 +11,7 @@ STACK := deploy/local/stack.sh
 WITH_ENV = set -a; eval "$$($(STACK) env)"; set +a;
 
 .PHONY: help install up down env status run test test-unit test-integration test-e2e lint \
-        format schemas demo chaos clean
+        format schemas demo chaos bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ schemas: install ## Regenerate schemas/ from the models
 
 chaos: up ## The big chaos run (200k events, 3 instances, 50+ kills, broker and DB restarts)
 	$(WITH_ENV) $(BIN)/python -m tests.chaos
+
+bench: up ## Throughput against a raw aiokafka passthrough (partial: latency and memory NA)
+	$(WITH_ENV) $(BIN)/python -m tests.bench
 
 demo: install ## Publish example events to the running service and print what it publishes
 	$(WITH_ENV) $(BIN)/python -m service.entrypoints.demo

@@ -1,0 +1,282 @@
+"""`make bench`: throughput of the service against a raw aiokafka passthrough, in one run.
+
+Measured so far: baseline P, the service draining a backlog of balance events (1,000,000 over
+1,000,000 customers with settings; about 0.1% cross the threshold, all three methods), and the
+same at 10,000 customers. Latency at half saturation, memory per customer and GC pauses are
+not measured yet: they print as NA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from tests.service_process import ServiceProcess, Topics
+from tests.stripe_tools import GOOD, saved_card
+
+PARTITIONS = 6
+RESULTS = Path("bench-results")
+
+
+def _db(server: str, name: str) -> str:
+    return urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+
+
+async def fill(bootstrap: str, topic: str, messages: Iterator[tuple[bytes, bytes]]) -> int:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks=1,
+        linger_ms=50,
+        max_batch_size=512 * 1024,
+        compression_type=None,
+    )
+    await producer.start()
+    sent = 0
+    try:
+        pending = []
+        for key, value in messages:
+            pending.append(await producer.send(topic, value, key=key))
+            sent += 1
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def lag(bootstrap: str, group: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        from aiokafka import TopicPartition
+
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(parts)
+        done = await admin.list_consumer_group_offsets(group)
+        return sum(ends[tp] - (done[tp].offset if tp in done else 0) for tp in parts)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def wait_drained(bootstrap: str, group: str, topic: str, timeout: float) -> float:
+    started = time.monotonic()
+    while await lag(bootstrap, group, topic) > 0:
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{group} did not drain {topic} in {timeout}s")
+        await asyncio.sleep(0.25)  # polling a condition, with a deadline
+    return time.monotonic()
+
+
+def settings_messages(
+    prefix: str, customers: int, card: tuple[str, str], partner: str
+) -> Iterator[tuple[bytes, bytes]]:
+    at = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    for i in range(customers):
+        cid = f"{prefix}{i}"
+        body: dict[str, Any] = {
+            "event_id": f"s-{cid}",
+            "occurred_at": at,
+            "customer_id": cid,
+            "origin": "finance_app",
+            "payment_method": "cheque_tt",
+            "auto_trigger": True,
+            "trigger_amount": "100.00",
+            "limit_threshold": "10.00",
+            "currency": "USD",
+        }
+        if i % 50 == 1:
+            body.update(payment_method="master_account", partner_id=partner)
+        elif i % 50 == 2:
+            body.update(
+                payment_method="stripe",
+                origin="online_top_up",
+                stripe_customer_id=card[0],
+                stripe_payment_method_id=card[1],
+            )
+        yield cid.encode(), json.dumps(body).encode()
+    yield (
+        partner.encode(),
+        json.dumps(
+            {
+                "event_id": f"b-{partner}",
+                "occurred_at": at,
+                "customer_id": partner,
+                "currency": "USD",
+                "balance": "1000000000.00",
+            }
+        ).encode(),
+    )
+
+
+def balance_messages(prefix: str, customers: int, events: int) -> Iterator[tuple[bytes, bytes]]:
+    base = datetime.now(UTC) - timedelta(minutes=30)
+    for n in range(events):
+        cid = f"{prefix}{n % customers}"
+        crossing = n % 1000 == 7
+        body = {
+            "event_id": f"e-{prefix}{n}",
+            "occurred_at": (base + timedelta(microseconds=n)).isoformat(),
+            "customer_id": cid,
+            "currency": "USD",
+            "balance": "5.00" if crossing else f"{500 + n % 97}.25",
+            "sequence": n // customers + 1,
+        }
+        yield cid.encode(), json.dumps(body).encode()
+
+
+async def measure(args: argparse.Namespace, customers: int, events: int) -> dict[str, float]:
+    bootstrap, server = os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["DATABASE_URL"]
+    topics = Topics()
+    group = f"bench-{topics.suffix}"
+    database = f"auto_topup_bench_{topics.suffix}"
+    admin = await asyncpg.connect(_db(server, "postgres"))
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    await admin.close()
+    kafka_admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await kafka_admin.start()
+    copy = f"bench-copy-{topics.suffix}"
+    names = [
+        topics[n]
+        for n in (
+            "WALLET_BALANCE_CHANGED",
+            "SETTINGS_UPDATED",
+            "INVOICE_REQUESTED",
+            "CREDIT_ISSUED",
+            "TOP_UP_FAILED",
+            "AUTO_TOPUP_DEAD_LETTER",
+        )
+    ]
+    await kafka_admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in [*names, copy]])
+    await kafka_admin.close()
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "DATABASE_URL": _db(server, database),
+        "STRIPE_API_KEY": "sk_test_bench_fake",
+        "STRIPE_API_BASE": os.environ.get("STRIPE_API_BASE", ""),
+        "AUTO_TOPUP_CONSUMER_GROUP": group,
+        "AUTO_TOPUP_TOPIC_PARTITIONS": str(PARTITIONS),
+        "AUTO_TOPUP_LOG_LEVEL": "INFO",
+        **topics.env(),
+    }
+    prefix = f"b{topics.suffix}-"
+    card = await asyncio.to_thread(saved_card, env["STRIPE_API_BASE"], GOOD)
+    print(f"  filling {customers:,} settings and {events:,} balance events ...", flush=True)
+    await fill(
+        bootstrap,
+        topics["SETTINGS_UPDATED"],
+        settings_messages(prefix, customers, card, f"{prefix}partner"),
+    )
+    service = ServiceProcess(env, "bench")
+    service.start()
+    await wait_drained(bootstrap, group, topics["SETTINGS_UPDATED"], 1800)
+    service.stop()
+    await fill(
+        bootstrap, topics["WALLET_BALANCE_CHANGED"], balance_messages(prefix, customers, events)
+    )
+    # Baseline P on the same backlog (same partitions, same messages).
+    passthrough = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "tests.bench.passthrough",
+            bootstrap,
+            topics["WALLET_BALANCE_CHANGED"],
+            copy,
+            f"{group}-p",
+            str(events),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    baseline = float(passthrough.stdout.strip())
+    service = ServiceProcess(env, "bench")
+    started = time.monotonic()
+    service.start()
+    finished = await wait_drained(bootstrap, group, topics["WALLET_BALANCE_CHANGED"], 1800)
+    service.stop()
+    rate = events / (finished - started)
+    await _clean_up(bootstrap, server, database, [*names, copy])
+    return {
+        "customers": customers,
+        "events": events,
+        "baseline_events_per_s": baseline,
+        "service_events_per_s": rate,
+        "ratio": rate / baseline,
+    }
+
+
+async def _clean_up(bootstrap: str, server: str, database: str, topics: list[str]) -> None:
+    """The backlog is hundreds of megabytes: drop it with the run's database."""
+    admin = await asyncpg.connect(_db(server, "postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        await admin.close()
+    kafka_admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await kafka_admin.start()
+    try:
+        await kafka_admin.delete_topics(topics)
+    finally:
+        await kafka_admin.close()
+
+
+def _write(summary: str) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench.json").write_text(summary)
+
+
+async def main(args: argparse.Namespace) -> int:
+    print(f"bench: {args.customers:,} customers", flush=True)
+    big = await measure(args, args.customers, args.events)
+    print("bench: 10,000 customers", flush=True)
+    small = await measure(args, 10_000, args.small_events)
+    card_ratio = big["service_events_per_s"] / small["service_events_per_s"]
+    rows = [
+        ("baseline P (aiokafka passthrough)", f"{big['baseline_events_per_s']:,.0f} ev/s"),
+        (f"service, {args.customers:,} customers", f"{big['service_events_per_s']:,.0f} ev/s"),
+        ("ratio service / P", f"{big['ratio']:.2f}"),
+        ("service, 10k customers", f"{small['service_events_per_s']:,.0f} ev/s"),
+        ("throughput ratio, many / 10k customers", f"{card_ratio:.2f}"),
+        ("latency p50/p99/p99.9", "NA (not measured yet)"),
+        ("bytes per customer, GC pause", "NA (not measured yet)"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    summary = json.dumps({"big": big, "small": small, "card_ratio": card_ratio}, indent=2)
+    await asyncio.to_thread(_write, summary)
+    print(
+        f"bench: ratio={big['ratio']:.2f} events_per_s={big['service_events_per_s']:.0f} "
+        f"p99_ms=NA p999_ms=NA bytes_per_customer=NA gc_pause_ms=NA "
+        f"card_ratio={card_ratio:.2f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m tests.bench")
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--small-events", type=int, default=300_000)
+    sys.exit(asyncio.run(main(parser.parse_args())))

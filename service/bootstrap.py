@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -102,7 +102,6 @@ class Service:
     charger: Charger | None = None
     processor: BatchProcessor | None = None
     exit_code: int = 0
-    reports: list[BatchReport] = field(default_factory=list)
 
 
 def build(settings: Settings) -> Service:

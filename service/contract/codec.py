@@ -38,7 +38,7 @@ def _parse_json(raw: bytes) -> Any:
     return json.loads(raw.decode("utf-8"), parse_float=Decimal, parse_constant=_no_constants)
 
 
-def _loads(raw: bytes | None, key: bytes | None) -> dict[str, Any] | Invalid:
+def _loads(raw: bytes | None) -> dict[str, Any] | Invalid:
     if raw is None:
         return Invalid("empty_value", "the message has no value (a tombstone?)")
     if len(raw) > MAX_MESSAGE_BYTES:
@@ -72,7 +72,7 @@ def _key_error(key: bytes | None, customer_id: str) -> Invalid | None:
 
 
 def decode_balance(raw: bytes | None, key: bytes | None) -> BalanceChanged | Invalid:
-    body = _loads(raw, key)
+    body = _loads(raw)
     if isinstance(body, Invalid):
         return body
     try:
@@ -90,7 +90,7 @@ def decode_balance(raw: bytes | None, key: bytes | None) -> BalanceChanged | Inv
 
 
 def decode_settings(raw: bytes | None, key: bytes | None) -> SettingsCommand | Invalid:
-    body = _loads(raw, key)
+    body = _loads(raw)
     if isinstance(body, Invalid):
         return body
     try:

@@ -66,7 +66,7 @@ schemas: install ## Regenerate schemas/ from the models
 chaos: up ## The big chaos run (200k events, 3 instances, 50+ kills, broker and DB restarts)
 	$(WITH_ENV) $(BIN)/python -m tests.chaos
 
-bench: up ## Throughput against a raw aiokafka passthrough (partial: latency and memory NA)
+bench: up ## Throughput, latency, memory and GC against a raw aiokafka passthrough
 	$(WITH_ENV) $(BIN)/python -m tests.bench
 
 demo: install ## Publish example events to the running service and print what it publishes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from service.adapters.postgres.store import PgUnitOfWork
 from service.adapters.stripe_gateway import StripeGateway
 from service.config import Settings
 from service.entrypoints.consumer import subscribe
+from service.entrypoints.runtime_stats import GcPauses, rss_kb
 from service.service_layer.charger import Charger
 from service.service_layer.handlers import BatchHandler, BatchReport
 from service.service_layer.processor import BatchProcessor
@@ -165,8 +167,12 @@ def build(settings: Settings) -> Service:
         )
         service.charger.start()
 
+    gc_pauses = GcPauses().install()
+    memory: dict[str, int] = {}
+
     @app.after_startup
     async def started() -> None:
+        memory["rss_kb_at_start"] = rss_kb()
         log.info(
             "auto-topup is consuming %s as group %s",
             ", ".join(settings.topics.inputs),
@@ -186,6 +192,17 @@ def build(settings: Settings) -> Service:
             await service.relay.close()
         if service.pool is not None:
             await service.pool.close()
+        log.info(
+            "runtime stats",
+            extra={
+                "runtime": {
+                    "longest_gc_pause_ms": round(gc_pauses.longest_ms, 3),
+                    "gc_collections": gc_pauses.collections,
+                    "rss_kb_at_start": memory.get("rss_kb_at_start"),
+                    "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                }
+            },
+        )
         log.info("auto-topup stopped")
 
     return service

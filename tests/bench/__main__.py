@@ -1,9 +1,12 @@
-"""`make bench`: throughput of the service against a raw aiokafka passthrough, in one run.
+"""`make bench`: the service against a raw aiokafka passthrough, every figure in one run.
 
-Measured so far: baseline P, the service draining a backlog of balance events (1,000,000 over
-1,000,000 customers with settings; about 0.1% cross the threshold, all three methods), and the
-same at 10,000 customers. Latency at half saturation, memory per customer and GC pauses are
-not measured yet: they print as NA.
+1. baseline P: a plain aiokafka passthrough over the same pre-filled backlog;
+2. the service draining 1,000,000 balance events over 1,000,000 customers with settings
+   (about 0.1% cross the threshold; cheque, master account and Stripe);
+3. latency at half the measured saturation rate, open loop (1% of events cause an invoice);
+4. the service's memory growth per customer and its longest GC pause (measured inside it);
+5. throughput at 10,000 customers, and the ratio of the two.
+Not done yet: the PNG plot of the latency distribution.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.bench.latency import open_loop, percentile
 from tests.service_process import ServiceProcess, Topics
 from tests.stripe_tools import GOOD, saved_card
 
@@ -214,16 +218,45 @@ async def measure(args: argparse.Namespace, customers: int, events: int) -> dict
     started = time.monotonic()
     service.start()
     finished = await wait_drained(bootstrap, group, topics["WALLET_BALANCE_CHANGED"], 1800)
-    service.stop()
     rate = events / (finished - started)
+    latencies: list[float] = []
+    if args.latency_seconds:
+        print(
+            f"  latency at {rate / 2:,.0f} events/s for {args.latency_seconds:.0f} s ...",
+            flush=True,
+        )
+        latencies = await open_loop(
+            bootstrap,
+            topics["WALLET_BALANCE_CHANGED"],
+            topics["INVOICE_REQUESTED"],
+            PARTITIONS,
+            prefix,
+            customers,
+            rate / 2,
+            args.latency_seconds,
+        )
+    service.stop()
+    stats = next(e["runtime"] for e in service.logs() if "runtime" in e)
     await _clean_up(bootstrap, server, database, [*names, copy])
-    return {
+    grown_kb = stats["max_rss_kb"] - stats["rss_kb_at_start"]
+    result: dict[str, float] = {
         "customers": customers,
         "events": events,
         "baseline_events_per_s": baseline,
         "service_events_per_s": rate,
         "ratio": rate / baseline,
+        "bytes_per_customer": grown_kb * 1024 / customers,
+        "max_rss_mb": stats["max_rss_kb"] / 1024,
+        "gc_pause_ms": stats["longest_gc_pause_ms"],
+        "latency_samples": len(latencies),
     }
+    if latencies:
+        result.update(
+            p50_ms=percentile(latencies, 0.5),
+            p99_ms=percentile(latencies, 0.99),
+            p999_ms=percentile(latencies, 0.999),
+        )
+    return result
 
 
 async def _clean_up(bootstrap: str, server: str, database: str, topics: list[str]) -> None:
@@ -250,26 +283,40 @@ async def main(args: argparse.Namespace) -> int:
     print(f"bench: {args.customers:,} customers", flush=True)
     big = await measure(args, args.customers, args.events)
     print("bench: 10,000 customers", flush=True)
-    small = await measure(args, 10_000, args.small_events)
+    small = await measure(
+        argparse.Namespace(**{**vars(args), "latency_seconds": 0}), 10_000, args.small_events
+    )
     card_ratio = big["service_events_per_s"] / small["service_events_per_s"]
+
+    def fmt(value: float | None, unit: str = "") -> str:
+        return "NA" if value is None else f"{value:,.1f}{unit}"
+
+    lat = (big.get("p50_ms"), big.get("p99_ms"), big.get("p999_ms"))
     rows = [
-        ("baseline P (aiokafka passthrough)", f"{big['baseline_events_per_s']:,.0f} ev/s"),
-        (f"service, {args.customers:,} customers", f"{big['service_events_per_s']:,.0f} ev/s"),
+        ("baseline P (aiokafka passthrough)", f"{big['baseline_events_per_s']:,.0f} events/s"),
+        (f"service, {args.customers:,} customers", f"{big['service_events_per_s']:,.0f} events/s"),
         ("ratio service / P", f"{big['ratio']:.2f}"),
-        ("service, 10k customers", f"{small['service_events_per_s']:,.0f} ev/s"),
+        ("service, 10,000 customers", f"{small['service_events_per_s']:,.0f} events/s"),
         ("throughput ratio, many / 10k customers", f"{card_ratio:.2f}"),
-        ("latency p50/p99/p99.9", "NA (not measured yet)"),
-        ("bytes per customer, GC pause", "NA (not measured yet)"),
+        (
+            f"latency p50 / p99 / p99.9 at half saturation ({int(big['latency_samples'])} samples)",
+            " / ".join(fmt(v, " ms") for v in lat),
+        ),
+        ("service memory growth per customer", f"{big['bytes_per_customer']:.1f} bytes"),
+        ("peak resident memory", f"{big['max_rss_mb']:.0f} MB"),
+        ("longest GC pause", f"{big['gc_pause_ms']:.2f} ms"),
     ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     summary = json.dumps({"big": big, "small": small, "card_ratio": card_ratio}, indent=2)
     await asyncio.to_thread(_write, summary)
+    p99 = "NA" if lat[1] is None else f"{lat[1]:.1f}"
+    p999 = "NA" if lat[2] is None else f"{lat[2]:.1f}"
     print(
         f"bench: ratio={big['ratio']:.2f} events_per_s={big['service_events_per_s']:.0f} "
-        f"p99_ms=NA p999_ms=NA bytes_per_customer=NA gc_pause_ms=NA "
-        f"card_ratio={card_ratio:.2f}"
+        f"p99_ms={p99} p999_ms={p999} bytes_per_customer={big['bytes_per_customer']:.0f} "
+        f"gc_pause_ms={big['gc_pause_ms']:.2f} card_ratio={card_ratio:.2f}"
     )
     return 0
 
@@ -279,4 +326,5 @@ if __name__ == "__main__":
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--small-events", type=int, default=300_000)
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
     sys.exit(asyncio.run(main(parser.parse_args())))

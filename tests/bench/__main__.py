@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -133,8 +134,12 @@ def settings_messages(
 
 def balance_messages(prefix: str, customers: int, events: int) -> Iterator[tuple[bytes, bytes]]:
     base = datetime.now(UTC) - timedelta(minutes=30)
+    # Customers in a random (seeded) order, as metering emits them: not in id order, which
+    # PostgreSQL would serve from neighbouring pages.
+    order = list(range(customers))
+    random.Random(20261125).shuffle(order)
     for n in range(events):
-        cid = f"{prefix}{n % customers}"
+        cid = f"{prefix}{order[n % customers]}"
         crossing = n % 1000 == 7
         body = {
             "event_id": f"e-{prefix}{n}",

@@ -103,8 +103,9 @@ async def test_concurrent_instances_publish_one_decision(pool: asyncpg.Pool) -> 
     reports = await asyncio.gather(*(handler.handle(same) for _ in range(4)))
     assert sum(r.counts["decision.triggered"] for r in reports) == 1
     assert sum(r.counts[f"{TOPICS.wallet_balance_changed}.stale"] for r in reports) == 3
+    later = NOW + timedelta(seconds=1)  # newer than the event above, so at least one applies
     different = [
-        _records((TOPICS.wallet_balance_changed, balance_wire("cust-1", f"{i}.00", at=NOW)))
+        _records((TOPICS.wallet_balance_changed, balance_wire("cust-1", f"{i}.00", at=later)))
         for i in range(4)
     ]
     reports = await asyncio.gather(*(handler.handle(batch) for batch in different))

@@ -11,7 +11,6 @@ from datetime import date, datetime, timedelta
 from service.config import Topics
 from service.contract import messages
 from service.contract.codec import Invalid, decode_balance, decode_settings
-from service.contract.events import OutputEvent
 from service.domain import rules
 from service.domain.model import BalanceChanged, PaymentMethod, SettingsUpdated, TopUp, Wallet
 from service.service_layer.outbox import dead_letter_record, output_record
@@ -176,7 +175,7 @@ class BatchHandler:
     def _reject(
         self, batch: _Batch, record: InputRecord, why: Invalid, event: Event | None = None
     ) -> None:
-        batch.outbox.append(self._dead_letter(record, why, batch.now))
+        batch.outbox.append(dead_letter_record(self._topics.dead_letter, record, why, batch.now))
         batch.report.counts[f"dead_letter.{why.reason}"] += 1
         batch.report.log.append(
             replace(DecisionLog.of(record, event, "dead_lettered", why.reason), detail=why.detail)
@@ -215,7 +214,7 @@ class BatchHandler:
             event = messages.invoice_requested(topup, now)
             return (
                 Claim(topup, "done", "invoice_requested"),
-                self._output(self._topics.invoice_requested, event),
+                output_record(self._topics.invoice_requested, event),
             )
         if topup.payment_method is PaymentMethod.MASTER_ACCOUNT:
             assert topup.partner_id is not None
@@ -224,7 +223,7 @@ class BatchHandler:
                 failed = messages.top_up_failed(topup, funding.failure, funding.detail, now)
                 return (
                     Claim(topup, "done", "failed", funding.failure, funding.detail),
-                    self._output(self._topics.top_up_failed, failed),
+                    output_record(self._topics.top_up_failed, failed),
                 )
             assert funding.partner is not None
             batch.wallets[topup.partner_id] = funding.partner
@@ -232,16 +231,10 @@ class BatchHandler:
             credit = messages.credit_from_partner(topup, now)
             return (
                 Claim(topup, "done", "credit_issued"),
-                self._output(self._topics.credit_issued, credit),
+                output_record(self._topics.credit_issued, credit),
             )
         # Stripe: the charge happens outside this transaction, driven by the claim's phases.
         return Claim(topup, "claimed", next_attempt_at=now), None
-
-    def _output(self, topic: str, event: OutputEvent) -> OutboxRecord:
-        return output_record(topic, event)
-
-    def _dead_letter(self, record: InputRecord, why: Invalid, now: datetime) -> OutboxRecord:
-        return dead_letter_record(self._topics.dead_letter, record, why, now)
 
 
 class DailyKeyConflict(RuntimeError):

@@ -432,6 +432,20 @@ class OneChargeStore:
         self.postponed.append(detail)
 
 
+def _stripe_topup(tag: str, amount: str, currency: str) -> TopUp:
+    return TopUp(
+        customer_id=f"cust-{tag}",
+        business_date=date(2026, 11, 25),
+        trigger_event_id=f"ev-{tag}",
+        balance_at_trigger=Decimal("0"),
+        limit_threshold=Decimal("10"),
+        amount=Decimal(amount),
+        currency=currency,
+        payment_method=PaymentMethod.STRIPE,
+        card=Card(f"cus_{tag}", f"pm_{tag}"),
+    )
+
+
 @pytest.mark.parametrize(
     ("currency", "amount", "minor", "on_output"),
     [
@@ -449,17 +463,7 @@ async def test_amount_is_sent_in_the_currencys_minor_units(
     minor: str,
     on_output: str,
 ) -> None:
-    topup = TopUp(
-        customer_id="cust-9",
-        business_date=date(2026, 11, 25),
-        trigger_event_id="ev-9",
-        balance_at_trigger=Decimal("0"),
-        limit_threshold=Decimal("10"),
-        amount=Decimal(amount),
-        currency=currency,
-        payment_method=PaymentMethod.STRIPE,
-        card=Card("cus_9", "pm_9"),
-    )
+    topup = _stripe_topup("9", amount, currency)
     assert str(to_minor_units(topup.amount, currency)) == minor
     store = OneChargeStore(topup)
     charger = Charger(store, gateway, lambda: NOW, Topics())
@@ -497,17 +501,7 @@ async def test_stripe_amount_units_where_they_differ_from_iso_4217(
     amount: str,
     stripe_amount: str,
 ) -> None:
-    topup = TopUp(
-        customer_id="cust-x",
-        business_date=date(2026, 11, 25),
-        trigger_event_id="ev-x",
-        balance_at_trigger=Decimal("0"),
-        limit_threshold=Decimal("10"),
-        amount=Decimal(amount),
-        currency=currency,
-        payment_method=PaymentMethod.STRIPE,
-        card=Card("cus_x", "pm_x"),
-    )
+    topup = _stripe_topup("x", amount, currency)
     stripe_http.script(Reply(200, intent("pi_x", "succeeded", currency=currency.lower())))
 
     assert await Charger(OneChargeStore(topup), gateway, lambda: NOW, Topics()).run_once() == 1

@@ -7,16 +7,13 @@ from datetime import datetime
 import asyncpg
 
 from service.adapters.postgres.sql import q
-from service.adapters.postgres.store import PgBatchStore
-from service.domain.model import Card, PaymentMethod, TopUp
+from service.adapters.postgres.store import PgBatchStore, card_from_row
+from service.domain.model import PaymentMethod, TopUp
 from service.service_layer.charger import PendingCharge
 from service.service_layer.ports import OutboxRecord
 
 
 def _pending(row: asyncpg.Record) -> PendingCharge:
-    card = None
-    if row["stripe_customer_id"] is not None:
-        card = Card(row["stripe_customer_id"], row["stripe_payment_method_id"])
     topup = TopUp(
         customer_id=row["customer_id"],
         business_date=row["business_date"],
@@ -27,7 +24,7 @@ def _pending(row: asyncpg.Record) -> PendingCharge:
         currency=row["currency"],
         payment_method=PaymentMethod(row["payment_method"]),
         partner_id=row["partner_id"],
-        card=card,
+        card=card_from_row(row),
     )
     return PendingCharge(topup, row["attempts"], row["stripe_payment_intent_id"], row["created_at"])
 

@@ -33,6 +33,13 @@ def _newest(row: asyncpg.Record, kind: str) -> tuple[datetime, str] | None:
     return None if at is None else (at, event_id)
 
 
+def card_from_row(row: asyncpg.Record) -> Card | None:
+    """The saved card of a wallet or a daily key row (same column names)."""
+    if row["stripe_customer_id"] is None:
+        return None
+    return Card(row["stripe_customer_id"], row["stripe_payment_method_id"])
+
+
 def wallet_from_row(row: asyncpg.Record, attempt_dates: frozenset[date]) -> Wallet:
     settings = None
     if row["payment_method"] is not None:
@@ -50,9 +57,7 @@ def wallet_from_row(row: asyncpg.Record, attempt_dates: frozenset[date]) -> Wall
             event_id=row["settings_event_id"],
             newest=_newest(row, "settings"),
         )
-    card = None
-    if row["stripe_customer_id"] is not None:
-        card = Card(row["stripe_customer_id"], row["stripe_payment_method_id"])
+    card = card_from_row(row)
     balance = None
     if row["balance"] is not None:
         balance = Balance(

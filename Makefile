@@ -67,6 +67,7 @@ chaos: up ## The big chaos run (200k events, 3 instances, 50+ kills, broker and 
 	$(WITH_ENV) $(BIN)/python -m tests.chaos
 
 bench: up ## Throughput, latency, memory and GC against a raw aiokafka passthrough
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(WITH_ENV) $(BIN)/python -m tests.bench
 
 demo: install ## Publish example events to the running service and print what it publishes

@@ -203,6 +203,9 @@ def build(settings: Settings) -> Service:
                 "runtime": {
                     "longest_gc_pause_ms": round(gc_pauses.longest_ms, 3),
                     "gc_collections": gc_pauses.collections,
+                    "longest_gc_pause_ms_by_generation": [
+                        round(ms, 3) for ms in gc_pauses.longest_ms_by_generation
+                    ],
                     "rss_kb_at_start": memory.get("rss_kb_at_start"),
                     "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                 }

@@ -36,7 +36,12 @@ _MONEY_LIMIT = Decimal(10) ** 18
 _MONEY_MAX_DECIMALS = 18
 
 
-def _bounded(value: Decimal) -> Decimal:
+def plain_decimal(text: str) -> bool:
+    """A money string in the contract's plain form."""
+    return len(text) <= 64 and _DECIMAL_RE.match(text) is not None
+
+
+def bounded_money(value: Decimal) -> Decimal:
     if not value.is_finite():
         raise ValueError("money must be finite")
     exponent = value.as_tuple().exponent
@@ -48,14 +53,14 @@ def _bounded(value: Decimal) -> Decimal:
 
 def _money(value: Any) -> Decimal:
     """A decimal string, or a JSON number already parsed exactly (never a binary float)."""
-    return _bounded(_money_value(value))
+    return bounded_money(_money_value(value))
 
 
 def _money_value(value: Any) -> Decimal:
     if isinstance(value, bool):
         raise ValueError("money must be a decimal string or number, not a boolean")
     if isinstance(value, str):
-        if len(value) > 64 or not _DECIMAL_RE.match(value):
+        if not plain_decimal(value):
             raise ValueError(f"not a plain decimal string: {value[:40]!r}")
         return Decimal(value)
     if isinstance(value, int):

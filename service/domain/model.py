@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
+
+from service.domain.values import value
 
 
 class PaymentMethod(StrEnum):
@@ -22,7 +24,7 @@ class Origin(StrEnum):
 # --- input events, already validated against the wire contract ------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class BalanceChanged:
     event_id: str
     occurred_at: datetime
@@ -32,7 +34,7 @@ class BalanceChanged:
     sequence: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SettingsUpdated:
     event_id: str
     occurred_at: datetime
@@ -53,7 +55,7 @@ class SettingsUpdated:
 # --- state of one wallet (a customer's or a partner's) ---------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Card:
     """The card saved during an online top-up."""
 
@@ -61,7 +63,7 @@ class Card:
     stripe_payment_method_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Settings:
     payment_method: PaymentMethod
     auto_trigger: bool
@@ -77,7 +79,7 @@ class Settings:
     newest: tuple[datetime, str] | None = None  # the greatest (occurred_at, event_id) applied
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Balance:
     amount: Decimal
     currency: str
@@ -87,7 +89,7 @@ class Balance:
     newest: tuple[datetime, str] | None = None  # the greatest (occurred_at, event_id) applied
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Credit:
     """Credit this service issued from a wallet (as a partner's master account)."""
 
@@ -95,7 +97,7 @@ class Credit:
     amount: Decimal
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Wallet:
     customer_id: str
     settings: Settings | None = None
@@ -112,7 +114,7 @@ class Wallet:
 # --- decisions --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TopUp:
     """A top-up that is due and holds its daily key."""
 

@@ -25,6 +25,7 @@ from service.domain.model import (
     Wallet,
 )
 from service.domain.money import fits_card_amount, fits_minor_units
+from service.domain.values import value
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,7 @@ class Decision(StrEnum):
     NOT_DUE = "not_due"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Outcome:
     wallet: Wallet
     status: Status
@@ -116,8 +117,19 @@ def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: 
         _newest(last.newest if last else None, event.occurred_at, event.event_id),
     )
     # Credit issued before this balance is already reflected in it.
-    credits = tuple(c for c in wallet.credits_out if c.issued_at > event.occurred_at)
-    updated = replace(wallet, balance=balance, credits_out=credits)
+    credits = wallet.credits_out
+    if credits:
+        credits = tuple(c for c in credits if c.issued_at > event.occurred_at)
+    # (the constructor, not dataclasses.replace: this runs for every balance event)
+    updated = Wallet(
+        wallet.customer_id,
+        wallet.settings,
+        wallet.card,
+        wallet.stripe_paused,
+        balance,
+        credits,
+        wallet.attempt_dates,
+    )
     return _evaluate(
         updated,
         trigger_event_id=event.event_id,
@@ -292,7 +304,7 @@ def _evaluate(
 # --- master account ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Funding:
     partner: Wallet | None  # the partner's wallet after the credit (unchanged on failure)
     failure: str | None = None

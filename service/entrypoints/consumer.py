@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -22,6 +23,7 @@ from service.service_layer.processor import BatchProcessor, Stopped
 
 log = logging.getLogger(__name__)
 decisions = logging.getLogger("auto_topup.decisions")
+batches = logging.getLogger("auto_topup.batches")
 
 Parser = Callable[[tuple[ConsumerRecord, ...]], Awaitable[StreamMessage[Any]]]
 
@@ -139,6 +141,7 @@ def subscribe(
             InputRecord(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers))
             for r in msg.raw_message
         ]
+        started = time.perf_counter()
         async with in_flight:
             if halted.is_set():
                 raise Halted("consumer halted; waiting for shutdown")
@@ -155,6 +158,7 @@ def subscribe(
                 halted.set()
                 on_fatal(exc)
                 raise
+            applied = time.perf_counter()
             try:
                 await msg.ack()  # commits the positions after this batch
             except (CommitFailedError, IllegalStateError, KafkaError) as exc:
@@ -165,5 +169,12 @@ def subscribe(
                     "redelivered and de-duplicated",
                     exc,
                 )
+        if batches.isEnabledFor(logging.DEBUG):
+            batches.debug(
+                "batch of %d: applied in %.1f ms, committed in %.1f ms",
+                len(records),
+                (applied - started) * 1000,
+                (time.perf_counter() - applied) * 1000,
+            )
         _log_report(report)
         on_committed(report)

@@ -21,13 +21,19 @@ class GcPauses:
     def __init__(self) -> None:
         self.longest_ms = 0.0
         self.collections = 0
+        self.longest_ms_by_generation = [0.0, 0.0, 0.0]
         self._started: float | None = None
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
         elif self._started is not None:
-            self.longest_ms = max(self.longest_ms, (time.perf_counter() - self._started) * 1000)
+            took = (time.perf_counter() - self._started) * 1000
+            self.longest_ms = max(self.longest_ms, took)
+            generation = info.get("generation", 2)
+            self.longest_ms_by_generation[generation] = max(
+                self.longest_ms_by_generation[generation], took
+            )
             self.collections += 1
             self._started = None
 

@@ -13,6 +13,7 @@ from service.contract import messages
 from service.contract.codec import Invalid, decode_balance, decode_settings
 from service.domain import rules
 from service.domain.model import BalanceChanged, PaymentMethod, SettingsUpdated, TopUp, Wallet
+from service.domain.values import value
 from service.service_layer.outbox import dead_letter_record, output_record
 from service.service_layer.ports import (
     Claim,
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 Event = BalanceChanged | SettingsUpdated
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DecisionLog:
     """One line of the decision log: what one input record came to, and why."""
 
@@ -142,18 +143,18 @@ class BatchHandler:
             return
         report = batch.report
         report.counts[f"{record.topic}.{outcome.status.value}"] += 1
-        logged = DecisionLog.of(record, event, outcome.status.value, outcome.reason)
-        if outcome.wallet != wallet:
+        if outcome.wallet is not wallet and outcome.wallet != wallet:
             batch.wallets[event.customer_id] = outcome.wallet
             batch.changed.add(event.customer_id)
         if outcome.status is rules.Status.STALE:
-            report.log.append(logged)
+            report.log.append(DecisionLog.of(record, event, "stale", outcome.reason))
             return
-        if outcome.decision is not rules.Decision.NOT_DUE:
-            report.counts[f"decision.{outcome.decision.value}"] += 1
+        if outcome.decision is rules.Decision.NOT_DUE:
+            return  # the common case: a balance above the threshold (nothing to log)
+        report.counts[f"decision.{outcome.decision.value}"] += 1
+        logged = DecisionLog.of(record, event, outcome.decision.value, outcome.reason)
         if outcome.topup is None:
-            if outcome.decision is not rules.Decision.NOT_DUE:
-                report.log.append(replace(logged, outcome=outcome.decision.value))
+            report.log.append(logged)
             return
         claim, row = self._settle(outcome.topup, batch)
         batch.claims.append(claim)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import date, datetime
 from types import TracebackType
 from typing import Protocol, Self
 
 from service.domain.model import TopUp, Wallet
+from service.domain.values import value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class InputRecord:
     """One consumed Kafka record, independent of the client library."""
 
@@ -23,7 +24,7 @@ class InputRecord:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Claim:
     """A daily key to take, with what became of the attempt so far."""
 
@@ -35,7 +36,7 @@ class Claim:
     next_attempt_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class OutboxRecord:
     dedupe_key: str
     topic: str

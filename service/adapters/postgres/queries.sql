@@ -1,21 +1,25 @@
 -- Every SQL statement of the service, one named block each ("-- name: NAME" then a comment
 -- saying what it does). Loaded by service/adapters/postgres/sql.py.
 
--- name: ensure_wallets
--- Creates missing wallet rows so that the lock below also covers customers seen for the first
--- time (two instances inserting one new customer serialize on the primary key).
+-- name: lock_wallets
+-- Loads and locks the wallets of a batch, in one order so that instances do not deadlock, with
+-- the business dates of their daily keys from $2 on (the oldest date that can still trigger).
+SELECT w.*, ARRAY(
+    SELECT k.business_date FROM daily_keys AS k
+    WHERE k.customer_id = w.customer_id AND k.business_date >= $2::date) AS taken_dates
+FROM wallets AS w
+WHERE w.customer_id = ANY($1::text[])
+ORDER BY w.customer_id
+FOR UPDATE OF w;
+
+-- name: create_wallets
+-- Creates the wallets of customers seen for the first time; the rows created stay locked by
+-- this transaction. A row not returned was created meanwhile by another instance: lock it with
+-- lock_wallets (two instances inserting one new customer serialize on the primary key).
 INSERT INTO wallets (customer_id)
 SELECT id FROM unnest($1::text[]) AS t(id) ORDER BY id
-ON CONFLICT (customer_id) DO NOTHING;
-
--- name: lock_wallets
--- Loads and locks the wallets of a batch, in one order so that instances do not deadlock.
-SELECT * FROM wallets WHERE customer_id = ANY($1::text[]) ORDER BY customer_id FOR UPDATE;
-
--- name: recent_daily_keys
--- Business dates already used by these customers, from the oldest date that can still trigger.
-SELECT customer_id, business_date FROM daily_keys
-WHERE customer_id = ANY($1::text[]) AND business_date >= $2::date;
+ON CONFLICT (customer_id) DO NOTHING
+RETURNING customer_id;
 
 -- name: save_wallets
 -- Writes back the wallets a batch changed, in one statement (rows of the table's own type).
@@ -46,6 +50,25 @@ UPDATE wallets AS w SET
     settings_newest_id = u.settings_newest_id,
     updated_at = now()
 FROM unnest($1::wallet_state[]) AS u
+WHERE w.customer_id = u.customer_id;
+
+-- name: save_balances
+-- The common case of save_wallets: only the balance of these wallets changed (money as text,
+-- parsed by PostgreSQL).
+UPDATE wallets AS w SET
+    balance = u.balance::numeric,
+    balance_currency = u.balance_currency,
+    balance_occurred_at = u.balance_occurred_at,
+    balance_sequence = u.balance_sequence,
+    balance_event_id = u.balance_event_id,
+    balance_newest_at = u.balance_newest_at,
+    balance_newest_id = u.balance_newest_id,
+    updated_at = now()
+FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::text[],
+    $7::timestamptz[], $8::text[]) AS u(
+    customer_id, balance, balance_currency, balance_occurred_at, balance_sequence,
+    balance_event_id, balance_newest_at, balance_newest_id)
 WHERE w.customer_id = u.customer_id;
 
 -- name: insert_daily_keys

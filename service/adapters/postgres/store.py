@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -40,6 +39,14 @@ def card_from_row(row: asyncpg.Record) -> Card | None:
     return Card(row["stripe_customer_id"], row["stripe_payment_method_id"])
 
 
+def _credits(raw: str) -> tuple[Credit, ...]:
+    if raw == "[]":  # nearly every wallet: not a partner, or nothing issued since its balance
+        return ()
+    return tuple(
+        Credit(datetime.fromisoformat(c["at"]), Decimal(c["amount"])) for c in json.loads(raw)
+    )
+
+
 def wallet_from_row(row: asyncpg.Record, attempt_dates: frozenset[date]) -> Wallet:
     settings = None
     if row["payment_method"] is not None:
@@ -68,12 +75,24 @@ def wallet_from_row(row: asyncpg.Record, attempt_dates: frozenset[date]) -> Wall
             row["balance_event_id"],
             _newest(row, "balance"),
         )
-    credits = tuple(
-        Credit(datetime.fromisoformat(c["at"]), Decimal(c["amount"]))
-        for c in json.loads(row["credits_out"])
-    )
     return Wallet(
-        row["customer_id"], settings, card, row["stripe_paused"], balance, credits, attempt_dates
+        row["customer_id"],
+        settings,
+        card,
+        row["stripe_paused"],
+        balance,
+        _credits(row["credits_out"]),
+        attempt_dates,
+    )
+
+
+def _only_balance_changed(before: Wallet, after: Wallet) -> bool:
+    return (
+        after.balance is not None
+        and after.settings is before.settings
+        and after.card is before.card
+        and after.stripe_paused == before.stripe_paused
+        and after.credits_out == before.credits_out
     )
 
 
@@ -114,21 +133,53 @@ def wallet_to_state(w: Wallet) -> tuple[Any, ...]:
 class PgBatchStore:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        self._loaded: dict[str, Wallet] = {}  # as locked, to write back only what changed
 
     async def lock_wallets(self, customer_ids: Collection[str], since: date) -> dict[str, Wallet]:
         ids = sorted(customer_ids)
-        await self._conn.execute(q("ensure_wallets"), ids)
-        rows = await self._conn.fetch(q("lock_wallets"), ids)
-        taken: dict[str, set[date]] = defaultdict(set)
-        for r in await self._conn.fetch(q("recent_daily_keys"), ids, since):
-            taken[r["customer_id"]].add(r["business_date"])
-        return {
-            r["customer_id"]: wallet_from_row(r, frozenset(taken.get(r["customer_id"], ())))
-            for r in rows
-        }
+        wallets = self._from_rows(await self._conn.fetch(q("lock_wallets"), ids, since))
+        missing = [i for i in ids if i not in wallets]
+        if missing:
+            created = {r[0] for r in await self._conn.fetch(q("create_wallets"), missing)}
+            wallets.update((i, Wallet(i)) for i in created)
+            raced = [i for i in missing if i not in created]
+            if raced:
+                wallets.update(
+                    self._from_rows(await self._conn.fetch(q("lock_wallets"), raced, since))
+                )
+        self._loaded.update(wallets)
+        return wallets
+
+    @staticmethod
+    def _from_rows(rows: Sequence[asyncpg.Record]) -> dict[str, Wallet]:
+        return {r["customer_id"]: wallet_from_row(r, frozenset(r["taken_dates"])) for r in rows}
 
     async def save_wallets(self, wallets: Sequence[Wallet]) -> None:
-        await self._conn.execute(q("save_wallets"), [wallet_to_state(w) for w in wallets])
+        full: list[Wallet] = []
+        balances: list[Wallet] = []
+        for w in wallets:
+            before = self._loaded.get(w.customer_id)
+            (balances if before and _only_balance_changed(before, w) else full).append(w)
+        if balances:
+            await self._save_balances(balances)
+        if full:
+            await self._conn.execute(q("save_wallets"), [wallet_to_state(w) for w in full])
+
+    async def _save_balances(self, wallets: Sequence[Wallet]) -> None:
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
+        ids, amounts, currencies, ats, sequences, event_ids, newest_ats, newest_ids = columns
+        for w in wallets:
+            b = w.balance
+            assert b is not None
+            ids.append(w.customer_id)
+            amounts.append(str(b.amount))
+            currencies.append(b.currency)
+            ats.append(b.occurred_at)
+            sequences.append(b.sequence)
+            event_ids.append(b.event_id)
+            newest_ats.append(b.newest[0] if b.newest else None)
+            newest_ids.append(b.newest[1] if b.newest else None)
+        await self._conn.execute(q("save_balances"), *columns)
 
     async def claim_daily_keys(self, claims: Sequence[Claim]) -> set[tuple[str, date]]:
         columns: list[list[Any]] = [[] for _ in range(16)]
@@ -174,16 +225,18 @@ class PgUnitOfWork:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._conn: PoolConnectionProxy | None = None
+        self._store: PgBatchStore | None = None
         self._tx: Any = None
         self._committed = False
 
     @property
     def store(self) -> PgBatchStore:
-        assert self._conn is not None, "use the unit of work in 'async with'"
-        return PgBatchStore(self._conn)
+        assert self._store is not None, "use the unit of work in 'async with'"
+        return self._store
 
     async def __aenter__(self) -> Self:
         self._conn = await self._pool.acquire()
+        self._store = PgBatchStore(self._conn)
         self._tx = self._conn.transaction()
         await self._tx.start()
         return self
@@ -198,7 +251,7 @@ class PgUnitOfWork:
             if not self._committed and not self._conn_closed():
                 await self._tx.rollback()
         finally:
-            conn, self._conn = self._conn, None
+            conn, self._conn, self._store = self._conn, None, None
             if conn is not None:
                 await self._pool.release(conn)
 

@@ -18,16 +18,20 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
+from faststream.kafka.subscriber.usecase import BatchSubscriber as KafkaSubscriber
 
 from service.adapters.kafka.relay import OutboxRelay, make_producer
 from service.adapters.kafka.topics import ensure_topics
 from service.adapters.postgres.charges import PgChargeStore
 from service.adapters.postgres.errors import is_transient
 from service.adapters.postgres.migrate import migrate
+from service.adapters.postgres.sql import q
 from service.adapters.postgres.store import PgUnitOfWork
 from service.adapters.stripe_gateway import StripeGateway
 from service.config import Settings
 from service.entrypoints.consumer import subscribe
+from service.entrypoints.http import HttpServer, Probes
+from service.entrypoints.metrics import Metrics, TimedGateway
 from service.entrypoints.runtime_stats import GcPauses, rss_kb
 from service.service_layer.charger import Charger
 from service.service_layer.handlers import BatchHandler, BatchReport
@@ -104,7 +108,47 @@ class Service:
     relay: OutboxRelay | None = None
     charger: Charger | None = None
     processor: BatchProcessor | None = None
+    subscriber: KafkaSubscriber | None = None
+    metrics: Metrics | None = None
+    http: HttpServer | None = None
+    stopping: bool = False
     exit_code: int = 0
+
+    async def refresh_gauges(self) -> None:
+        """What /metrics reads at scrape time: the outbox backlog and the consumer lag."""
+        assert self.metrics is not None
+        if self.pool is not None:
+            backlog = await self.pool.fetchval(q("outbox_backlog"), timeout=2)
+            self.metrics.outbox_backlog.set(backlog)
+        consumer = self.subscriber.consumer if self.subscriber is not None else None
+        self.metrics.consumer_lag.clear()
+        if consumer is None:
+            return
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is None:  # nothing fetched yet from this partition
+                continue
+            position = await asyncio.wait_for(consumer.position(tp), 2)
+            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                max(end - position, 0)
+            )
+
+    async def postgres_problem(self) -> str | None:
+        if self.pool is None:
+            return "not connected yet"
+        await self.pool.fetchval("SELECT 1", timeout=2)
+        return None
+
+    async def kafka_problem(self) -> str | None:
+        return None if await self.broker.ping(timeout=2) else "the broker does not answer"
+
+    async def partitions_problem(self) -> str | None:
+        if self.stopping:
+            return "shutting down"
+        consumer = self.subscriber.consumer if self.subscriber is not None else None
+        if consumer is None or not consumer.assignment():
+            return "no partitions assigned (yet, or more instances than partitions)"
+        return None
 
 
 def build(settings: Settings) -> Service:
@@ -118,6 +162,7 @@ def build(settings: Settings) -> Service:
     )
     app = FastStream(broker, logger=logging.getLogger("auto_topup.app"))
     service = Service(settings, broker, app)
+    metrics = service.metrics = Metrics()
 
     # The handler needs the pool, which exists only after start-up: bind lazily.
     def uow() -> PgUnitOfWork:
@@ -128,7 +173,8 @@ def build(settings: Settings) -> Service:
     processor = BatchProcessor(handler, is_transient)
     service.processor = processor
 
-    def committed(report: BatchReport) -> None:
+    def committed(report: BatchReport, seconds: float, oldest_age: float | None) -> None:
+        metrics.batch_committed(report, seconds, oldest_age)
         if report.outbox_rows and service.relay is not None:
             service.relay.wake()
         if report.stripe_claims and service.charger is not None:
@@ -143,18 +189,32 @@ def build(settings: Settings) -> Service:
         service.exit_code = 1
         os.kill(os.getpid(), signal.SIGTERM)
 
-    subscribe(broker, settings, processor, committed, fatal)
+    service.subscriber = subscribe(broker, settings, processor, committed, fatal)
+    probes = Probes(
+        ready_checks={
+            "postgres": service.postgres_problem,
+            "kafka": service.kafka_problem,
+            "partitions": service.partitions_problem,
+        },
+        metrics=lambda: metrics.render(service.refresh_gauges),
+    )
 
     @app.on_startup
     async def start_dependencies() -> None:
+        # First, so that /healthz answers (and /readyz says why not) while start-up waits.
+        service.http = HttpServer(probes, settings.http_host, settings.http_port)
+        await service.http.start()
         service.pool = await until_it_works("PostgreSQL", lambda: prepare_database(settings))
         producer = await until_it_works("Kafka", lambda: prepare_kafka(settings))
         service.relay = relay = OutboxRelay(service.pool, producer)
         relay.start()
-        gateway = StripeGateway(
-            settings.stripe_api_key.get_secret_value(),
-            settings.stripe_api_base,
-            timeout_seconds=settings.stripe_timeout_seconds,
+        gateway = TimedGateway(
+            StripeGateway(
+                settings.stripe_api_key.get_secret_value(),
+                settings.stripe_api_base,
+                timeout_seconds=settings.stripe_timeout_seconds,
+            ),
+            metrics,
         )
         service.charger = Charger(
             PgChargeStore(service.pool),
@@ -186,6 +246,7 @@ def build(settings: Settings) -> Service:
 
     @app.on_shutdown
     async def stop_taking_work() -> None:
+        service.stopping = True
         processor.stop()
 
     @app.after_shutdown
@@ -197,6 +258,8 @@ def build(settings: Settings) -> Service:
             await service.relay.close()
         if service.pool is not None:
             await service.pool.close()
+        if service.http is not None:
+            await service.http.stop()
         log.info(
             "runtime stats",
             extra={

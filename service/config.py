@@ -91,6 +91,8 @@ class Settings(BaseSettings):
         300, gt=0, validation_alias="AUTO_TOPUP_STRIPE_RETRY_MAX_SECONDS"
     )
     stripe_concurrency: int = Field(8, ge=1, validation_alias="AUTO_TOPUP_STRIPE_CONCURRENCY")
+    http_host: str = Field("127.0.0.1", validation_alias="AUTO_TOPUP_HTTP_HOST", min_length=1)
+    http_port: int = Field(8080, ge=0, le=65535, validation_alias="AUTO_TOPUP_HTTP_PORT")
     log_level: str = Field(
         "INFO", validation_alias="AUTO_TOPUP_LOG_LEVEL", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$"
     )

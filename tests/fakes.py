@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, datetime
 from types import TracebackType
 from typing import Self
 
 from service.domain.model import Wallet
-from service.service_layer.ports import Claim, OutboxRecord, UnitOfWorkFactory
+from service.adapters.postgres.store import merge_decisions
+from service.service_layer.ports import Claim, DecisionLog, OutboxRecord, UnitOfWorkFactory
 
 
 @dataclass(slots=True)
@@ -25,9 +26,15 @@ class Tables:
     wallets: dict[str, Wallet] = field(default_factory=dict)
     daily_keys: list[Claim] = field(default_factory=list)
     outbox: list[OutboxRecord] = field(default_factory=list)
+    # decision_summary: (customer, outcome, reason) -> (last entry, when, how many times)
+    decisions: dict[tuple[str, str, str], tuple[DecisionLog, datetime, int]] = field(
+        default_factory=dict
+    )
 
     def copy(self) -> Tables:
-        return Tables(dict(self.wallets), list(self.daily_keys), list(self.outbox))
+        return Tables(
+            dict(self.wallets), list(self.daily_keys), list(self.outbox), dict(self.decisions)
+        )
 
 
 class FakeStore:
@@ -74,6 +81,12 @@ class FakeStore:
             if record.dedupe_key not in existing:
                 existing.add(record.dedupe_key)
                 self._t.outbox.append(record)
+
+
+    async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
+        for key, entry, times in merge_decisions(entries):
+            before = self._t.decisions.get(key)
+            self._t.decisions[key] = (entry, at, times + (before[2] if before else 0))
 
 
 class FakeDatabase:

@@ -50,18 +50,27 @@ class ServiceProcess:
         self._reader: threading.Thread | None = None
         self._changed = threading.Condition()
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, until: str = "auto-topup is consuming") -> None:
+        """Starts the service and waits until it logs `until`. Its HTTP port is chosen by the
+        system unless the env sets AUTO_TOPUP_HTTP_PORT (see `http_port`)."""
         self.lines = []
         self._proc = subprocess.Popen(
             command(),
-            env={**os.environ, **self.env},
+            env={**os.environ, "AUTO_TOPUP_HTTP_PORT": "0", **self.env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self.wait_for_log("auto-topup is consuming", timeout)
+        self.wait_for_log(until, timeout)
+
+    @property
+    def http_port(self) -> int:
+        """The port of /healthz, /readyz and /metrics, from the service's start-up log."""
+        line = self.wait_for_log("http listening on")
+        port: int = json.loads(line)["http"]["port"]
+        return port
 
     def _read(self) -> None:
         assert self._proc is not None

@@ -14,6 +14,18 @@ INVOICE_REQUESTED: Final = "invoice-requested"
 CREDIT_ISSUED: Final = "credit-issued"
 TOP_UP_FAILED: Final = "top-up-failed"
 
+# CloudEvents attributes of every output event (Kafka protocol binding, binary mode).
+CE_SPECVERSION: Final = "1.0"
+CE_SOURCE: Final = "/auto-topup"
+CE_TYPE_PREFIX: Final = "com.auto-topup."
+CE_TYPE_VERSION: Final = ".v1"
+
+
+def ce_type(event: OutputEvent) -> str:
+    """e.g. com.auto-topup.invoice-requested.v1 (the event's name in the contract)."""
+    return f"{CE_TYPE_PREFIX}{type(event).model_config['title']}{CE_TYPE_VERSION}"
+
+
 # Headers of a dead-letter record (its value and key are the original ones, unchanged).
 DLQ_TOPIC: Final = "dlq_original_topic"
 DLQ_PARTITION: Final = "dlq_original_partition"

@@ -114,14 +114,14 @@ Timestamp = Annotated[
 ]
 
 
-def _format_instant(value: datetime) -> str:
+def format_instant(value: datetime) -> str:
     text = value.isoformat(timespec="microseconds")
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 OutTimestamp = Annotated[
     datetime,
-    PlainSerializer(_format_instant, return_type=str),
+    PlainSerializer(format_instant, return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 OutAmount = Annotated[

@@ -14,6 +14,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.subscriber.usecase import BatchSubscriber as KafkaSubscriber
 from faststream.message import StreamMessage
 
 from service.config import Settings
@@ -114,13 +115,14 @@ def subscribe(
     broker: KafkaBroker,
     settings: Settings,
     processor: BatchProcessor,
-    on_committed: Callable[[BatchReport], None],
+    on_committed: Callable[[BatchReport, float, float | None], None],
     on_fatal: Callable[[BaseException], None],
-) -> None:
+) -> KafkaSubscriber:
+    """Subscribes the batch handler; on_committed(report, seconds, oldest record's age)."""
     in_flight = asyncio.Lock()
     halted = asyncio.Event()
 
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         *settings.topics.inputs,
         batch=True,
         group_id=settings.consumer_group,
@@ -136,6 +138,7 @@ def subscribe(
         title="auto-topup-inputs",
         include_in_schema=False,
     )
+
     async def consume(msg: KafkaMessage) -> None:
         records = [
             InputRecord(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers))
@@ -169,12 +172,18 @@ def subscribe(
                     "redelivered and de-duplicated",
                     exc,
                 )
+        done = time.perf_counter()
         if batches.isEnabledFor(logging.DEBUG):
             batches.debug(
                 "batch of %d: applied in %.1f ms, committed in %.1f ms",
                 len(records),
                 (applied - started) * 1000,
-                (time.perf_counter() - applied) * 1000,
+                (done - applied) * 1000,
             )
         _log_report(report)
-        on_committed(report)
+        stamps = [r.timestamp for r in msg.raw_message if r.timestamp is not None]
+        oldest = time.time() - min(stamps) / 1000 if stamps else None
+        on_committed(report, done - started, oldest)
+
+    subscriber(consume)
+    return subscriber

@@ -6,18 +6,18 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 from service.config import Topics
 from service.contract import messages
 from service.contract.codec import Invalid, decode_balance, decode_settings
 from service.domain import rules
 from service.domain.model import BalanceChanged, PaymentMethod, SettingsUpdated, TopUp, Wallet
-from service.domain.values import value
 from service.service_layer.outbox import dead_letter_record, output_record
 from service.service_layer.ports import (
     Claim,
     Clock,
+    DecisionLog,
     InputRecord,
     OutboxRecord,
     UnitOfWorkFactory,
@@ -26,36 +26,6 @@ from service.service_layer.ports import (
 log = logging.getLogger(__name__)
 
 Event = BalanceChanged | SettingsUpdated
-
-
-@value
-class DecisionLog:
-    """One line of the decision log: what one input record came to, and why."""
-
-    topic: str
-    partition: int
-    offset: int
-    customer_id: str | None
-    event_id: str | None
-    outcome: str  # applied | stale | dead_lettered | triggered | suppressed | blocked | failed
-    reason: str | None = None
-    detail: str = ""
-    method: str | None = None
-    business_date: date | None = None
-
-    @classmethod
-    def of(
-        cls, record: InputRecord, event: Event | None, outcome: str, reason: str | None
-    ) -> DecisionLog:
-        return cls(
-            record.topic,
-            record.partition,
-            record.offset,
-            event.customer_id if event else None,
-            event.event_id if event else None,
-            outcome,
-            reason,
-        )
 
 
 @dataclass(slots=True)
@@ -123,6 +93,8 @@ class BatchHandler:
                     raise DailyKeyConflict(sorted(wanted - taken))
             if batch.outbox:
                 await uow.store.add_outbox(batch.outbox)
+            if batch.report.log:
+                await uow.store.record_decisions(batch.report.log, now)
             await uow.commit()
         batch.report.outbox_rows = len(batch.outbox)
         return batch.report
@@ -152,7 +124,14 @@ class BatchHandler:
         if outcome.decision is rules.Decision.NOT_DUE:
             return  # the common case: a balance above the threshold (nothing to log)
         report.counts[f"decision.{outcome.decision.value}"] += 1
-        logged = DecisionLog.of(record, event, outcome.decision.value, outcome.reason)
+        settings = outcome.wallet.settings
+        logged = DecisionLog.of(
+            record,
+            event,
+            outcome.decision.value,
+            outcome.reason,
+            settings.payment_method.value if settings else None,
+        )
         if outcome.topup is None:
             report.log.append(logged)
             return

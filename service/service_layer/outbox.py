@@ -8,6 +8,7 @@ from datetime import datetime
 from service.contract import messages
 from service.contract.codec import Invalid
 from service.contract.events import OutputEvent
+from service.contract.types import format_instant
 from service.service_layer.ports import InputRecord, OutboxRecord
 
 
@@ -15,14 +16,32 @@ def _b64(value: bytes) -> str:
     return base64.b64encode(value).decode("ascii")
 
 
-def output_record(topic: str, event: OutputEvent) -> OutboxRecord:
-    """An output event, keyed by customer_id; its event id de-duplicates the outbox row."""
+def cloudevents_headers(event: OutputEvent) -> tuple[tuple[str, str], ...]:
+    """The CloudEvents Kafka protocol binding, binary content mode: the attributes as ce_*
+    headers, the payload unchanged (the contract's JSON)."""
+    attributes = (
+        ("ce_specversion", messages.CE_SPECVERSION),
+        ("ce_id", event.event_id),
+        ("ce_type", messages.ce_type(event)),
+        ("ce_source", messages.CE_SOURCE),
+        ("ce_subject", event.customer_id),
+        ("ce_time", format_instant(event.emitted_at)),
+        ("content-type", "application/json"),
+    )
+    return tuple((name, _b64(value.encode("utf-8"))) for name, value in attributes)
+
+
+def output_record(
+    topic: str, event: OutputEvent, extra_headers: tuple[tuple[str, str], ...] = ()
+) -> OutboxRecord:
+    """An output event, keyed by customer_id; its event id de-duplicates the outbox row.
+    `extra_headers` (name, base64 value) are added as they are (trace context)."""
     return OutboxRecord(
         dedupe_key=event.event_id,
         topic=topic,
         key=event.customer_id.encode("utf-8"),
         value=messages.encode(event),
-        headers=(("content-type", _b64(b"application/json")),),
+        headers=cloudevents_headers(event) + extra_headers,
     )
 
 

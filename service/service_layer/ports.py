@@ -8,7 +8,7 @@ from datetime import date, datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from service.domain.model import TopUp, Wallet
+from service.domain.model import BalanceChanged, SettingsUpdated, TopUp, Wallet
 from service.domain.values import value
 
 
@@ -45,6 +45,46 @@ class OutboxRecord:
     headers: tuple[tuple[str, str], ...] = field(default=())
 
 
+@value
+class DecisionLog:
+    """One line of the decision log: what one input record came to, and why."""
+
+    topic: str
+    partition: int
+    offset: int
+    customer_id: str | None
+    event_id: str | None
+    outcome: str  # applied | stale | dead_lettered | triggered | suppressed | blocked | failed
+    reason: str | None = None
+    detail: str = ""
+    method: str | None = None
+    business_date: date | None = None
+
+    @classmethod
+    def of(
+        cls,
+        record: InputRecord,
+        event: BalanceChanged | SettingsUpdated | None,
+        outcome: str,
+        reason: str | None,
+        method: str | None = None,
+    ) -> DecisionLog:
+        return cls(
+            record.topic,
+            record.partition,
+            record.offset,
+            event.customer_id if event else None,
+            event.event_id if event else None,
+            outcome,
+            reason,
+            method=method,
+        )
+
+
+# Decisions worth explaining later ("why no top-up?"): not the not-due or stale ones.
+RECORDED_OUTCOMES = frozenset({"triggered", "failed", "suppressed", "blocked", "dead_lettered"})
+
+
 class BatchStore(Protocol):
     async def lock_wallets(self, customer_ids: Collection[str], since: date) -> dict[str, Wallet]:
         """Loads (creating empty ones) and locks wallets, with their daily keys since `since`."""
@@ -55,6 +95,9 @@ class BatchStore(Protocol):
         """Inserts the claims; returns the (customer_id, business_date) pairs actually taken."""
 
     async def add_outbox(self, records: Sequence[OutboxRecord]) -> None: ...
+
+    async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
+        """Keeps the last decision per customer, outcome and reason (RECORDED_OUTCOMES only)."""
 
 
 class UnitOfWork(Protocol):

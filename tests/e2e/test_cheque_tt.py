@@ -57,6 +57,16 @@ async def test_low_balance_publishes_one_invoice_request(
         }
         assert datetime.fromisoformat(body["emitted_at"]).tzinfo is not None
         assert body["trigger_event_id"] in (low["event_id"], settings["event_id"])
+        # CloudEvents Kafka binding (binary mode): attributes in headers, payload unchanged.
+        assert {k: v.decode() for k, v in invoice.headers.items() if k.startswith("ce_")} == {
+            "ce_specversion": "1.0",
+            "ce_id": body["event_id"],
+            "ce_type": "com.auto-topup.invoice-requested.v1",
+            "ce_source": "/auto-topup",
+            "ce_subject": customer,
+            "ce_time": body["emitted_at"],
+        }
+        assert invoice.headers["content-type"] == b"application/json"
 
         # The same inputs again (a redelivery or a replay), then a marker on the same
         # partition: once the marker is dead-lettered, the repeats were processed.

@@ -26,8 +26,8 @@ from service.config import Topics
 from service.contract import messages
 from service.domain import rules
 from service.domain.model import PaymentMethod, TopUp, Wallet
-from service.service_layer.handlers import BatchHandler, BatchReport, DecisionLog
-from service.service_layer.ports import Claim, InputRecord, OutboxRecord
+from service.service_layer.handlers import BatchHandler, BatchReport
+from service.service_layer.ports import Claim, DecisionLog, InputRecord, OutboxRecord
 from tests.factories import NOW, balance_wire, dumps, settings_wire
 from tests.fakes import Tables, fake_uow_factory
 

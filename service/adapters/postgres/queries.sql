@@ -91,6 +91,26 @@ INSERT INTO outbox (dedupe_key, topic, key, value, headers)
 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::jsonb[])
 ON CONFLICT (dedupe_key) DO NOTHING;
 
+-- name: record_decisions
+-- Upserts the batch's decisions into decision_summary (one row per customer, outcome and
+-- reason; the caller merges repeats within the batch).
+INSERT INTO decision_summary AS d (
+    customer_id, outcome, reason, last_at, last_event_id, last_topic, last_partition,
+    last_offset, detail, method, business_date, times)
+SELECT * FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
+    $7::integer[], $8::bigint[], $9::text[], $10::text[], $11::date[], $12::bigint[])
+ON CONFLICT (customer_id, outcome, reason) DO UPDATE SET
+    last_at = excluded.last_at,
+    last_event_id = excluded.last_event_id,
+    last_topic = excluded.last_topic,
+    last_partition = excluded.last_partition,
+    last_offset = excluded.last_offset,
+    detail = excluded.detail,
+    method = excluded.method,
+    business_date = excluded.business_date,
+    times = d.times + excluded.times;
+
 -- name: lease_outbox
 -- Takes up to $1 unpublished records for $2 seconds. A relay that dies loses its lease and
 -- another relay publishes the same records again (same event ids: consumers de-duplicate).
@@ -148,3 +168,32 @@ WHERE customer_id = $1 AND business_date = $2 AND phase = 'charging';
 -- record is still the one that failed.
 UPDATE wallets SET stripe_paused = true, updated_at = now()
 WHERE customer_id = $1 AND stripe_payment_method_id = $2;
+
+-- name: explain_wallet
+-- Read-only, for `auto-topup explain`: one wallet as stored (no lock).
+SELECT * FROM wallets WHERE customer_id = $1;
+
+-- name: explain_funded_customers
+-- Read-only, for `auto-topup explain`: how many wallets name $1 as their partner (a scan of
+-- wallets, there is no index on partner_id: an operator's question, not the hot path).
+SELECT count(*) FROM wallets WHERE partner_id = $1;
+
+-- name: explain_daily_keys
+-- Read-only, for `auto-topup explain`: a customer's daily keys from business date $2 on,
+-- newest first.
+SELECT customer_id, business_date, payment_method, amount, currency, trigger_event_id,
+    balance_at_trigger, limit_threshold, partner_id, phase, result, reason, detail,
+    stripe_payment_intent_id, attempts, next_attempt_at, created_at, updated_at
+FROM daily_keys
+WHERE customer_id = $1 AND business_date >= $2::date
+ORDER BY business_date DESC;
+
+-- name: explain_decisions
+-- Read-only, for `auto-topup explain`: a customer's decision summary, newest first (at most
+-- $2 rows; there are a few per customer).
+SELECT outcome, reason, last_at, times, method, business_date, last_event_id, last_topic,
+    last_partition, last_offset, detail
+FROM decision_summary
+WHERE customer_id = $1
+ORDER BY last_at DESC, outcome, reason
+LIMIT $2;

@@ -22,7 +22,7 @@ from service.domain.model import (
     Settings,
     Wallet,
 )
-from service.service_layer.ports import Claim, OutboxRecord
+from service.service_layer.ports import RECORDED_OUTCOMES, Claim, DecisionLog, OutboxRecord
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 
@@ -217,6 +217,40 @@ class PgBatchStore:
             [r.value for r in records],
             [json.dumps(list(r.headers)) for r in records],
         )
+
+    async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
+        rows = merge_decisions(entries)
+        if not rows:
+            return
+        await self._conn.execute(
+            q("record_decisions"),
+            [k[0] for k, _, _ in rows],
+            [k[1] for k, _, _ in rows],
+            [k[2] for k, _, _ in rows],
+            [at] * len(rows),
+            [e.event_id for _, e, _ in rows],
+            [e.topic for _, e, _ in rows],
+            [e.partition for _, e, _ in rows],
+            [e.offset for _, e, _ in rows],
+            [e.detail[:1000] for _, e, _ in rows],
+            [e.method for _, e, _ in rows],
+            [e.business_date for _, e, _ in rows],
+            [times for _, _, times in rows],
+        )
+
+
+def merge_decisions(
+    entries: Sequence[DecisionLog],
+) -> list[tuple[tuple[str, str, str], DecisionLog, int]]:
+    """One row per (customer, outcome, reason): the last entry and how many there were."""
+    merged: dict[tuple[str, str, str], tuple[DecisionLog, int]] = {}
+    for e in entries:
+        if e.customer_id is None or e.outcome not in RECORDED_OUTCOMES:
+            continue
+        key = (e.customer_id, e.outcome, e.reason or "")
+        times = merged[key][1] + 1 if key in merged else 1
+        merged[key] = (e, times)
+    return [(key, e, times) for key, (e, times) in sorted(merged.items())]
 
 
 class PgUnitOfWork:

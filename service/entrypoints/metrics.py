@@ -1,0 +1,137 @@
+"""Prometheus metrics: what operators watch and alert on (see the README's operator section).
+
+A registry of its own (not the process-global one), so that tests can build as many as they
+like. Counters move when a batch is committed; gauges that cost a query (outbox backlog,
+consumer lag) are read when Prometheus scrapes, so nothing runs when nobody looks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from service.service_layer.handlers import BatchReport
+from service.service_layer.payments import (
+    ChargeRequest,
+    ChargeResult,
+    PaymentGateway,
+    TransientChargeError,
+)
+
+# Per-batch durations and event ages (seconds): from a few milliseconds to minutes of lag.
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_STRIPE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events_consumed = Counter(
+            "auto_topup_events_consumed",
+            "Input records consumed and committed, by topic and outcome "
+            "(applied, stale, dead_lettered).",
+            ["topic", "outcome"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "auto_topup_decisions",
+            "Top-up decisions by payment method, outcome (triggered, failed, suppressed, "
+            "blocked) and reason.",
+            ["method", "outcome", "reason"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "auto_topup_dead_letters", "Records dead-lettered, by reason.", ["reason"], registry=r
+        )
+        self.stripe_results = Counter(
+            "auto_topup_stripe_charges",
+            "Stripe charge attempts by result (succeeded, failed, pending, error).",
+            ["result"],
+            registry=r,
+        )
+        self.stripe_call = Histogram(
+            "auto_topup_stripe_call_seconds",
+            "Duration of calls to Stripe, by outcome.",
+            ["outcome"],
+            buckets=_STRIPE_BUCKETS,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "auto_topup_batch_seconds",
+            "Time to apply and commit one consumed batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.event_age = Histogram(
+            "auto_topup_event_age_seconds",
+            "Age of the oldest record of each batch when the batch is committed (from the "
+            "record's Kafka timestamp): the processing latency an event sees, at worst.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.outbox_backlog = Gauge(
+            "auto_topup_outbox_backlog",
+            "Outbox records committed but not yet published (read at scrape time).",
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "auto_topup_consumer_lag",
+            "Records in the partition after this instance's position (read at scrape time).",
+            ["topic", "partition"],
+            registry=r,
+        )
+
+    def batch_committed(
+        self, report: BatchReport, seconds: float, oldest_age_seconds: float | None
+    ) -> None:
+        self.batch_seconds.observe(seconds)
+        if oldest_age_seconds is not None:
+            self.event_age.observe(max(oldest_age_seconds, 0.0))
+        for key, count in report.counts.items():
+            kind, _, what = key.rpartition(".")
+            if kind == "dead_letter":
+                self.dead_letters.labels(what).inc(count)
+            elif kind != "decision" and what in ("applied", "stale"):
+                self.events_consumed.labels(kind, what).inc(count)
+        for entry in report.log:
+            if entry.outcome == "dead_lettered":
+                self.events_consumed.labels(entry.topic, "dead_lettered").inc()
+            elif entry.outcome in ("triggered", "failed", "suppressed", "blocked"):
+                self.decisions.labels(
+                    entry.method or "none", entry.outcome, entry.reason or ""
+                ).inc()
+
+    async def render(self, refresh: Callable[[], Awaitable[None]]) -> bytes:
+        await refresh()
+        return generate_latest(self.registry)
+
+
+class TimedGateway:
+    """The payment port, with every call timed and counted."""
+
+    def __init__(self, inner: PaymentGateway, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    async def charge(self, request: ChargeRequest) -> ChargeResult:
+        return await self._timed(lambda: self._inner.charge(request))
+
+    async def retrieve(self, payment_intent_id: str) -> ChargeResult:
+        return await self._timed(lambda: self._inner.retrieve(payment_intent_id))
+
+    async def _timed(self, call: Callable[[], Awaitable[ChargeResult]]) -> ChargeResult:
+        started = time.perf_counter()
+        try:
+            result = await call()
+        except TransientChargeError:
+            self._observe("error", started)
+            raise
+        self._observe(result.status.value, started)
+        return result
+
+    def _observe(self, outcome: str, started: float) -> None:
+        self._metrics.stripe_call.labels(outcome).observe(time.perf_counter() - started)
+        self._metrics.stripe_results.labels(outcome).inc()

@@ -1,0 +1,83 @@
+"""Logs: one JSON object per line, one line per decision with its reason, and no secret ever
+(checked with known canary values at DEBUG level, through the real stack and localstripe)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+
+import aiohttp
+import pytest
+
+from tests.conftest import Infra
+from tests.e2e.conftest import Flow, customer_id
+from tests.service_process import ServiceProcess, command
+from tests.stripe_tools import DECLINED_ON_CHARGE, GOOD, saved_card
+
+CANARY_KEY = f"sk_test_logcanary{uuid.uuid4().hex}"
+CANARY_PASSWORD = f"pw-canary-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def service_env(service_env: dict[str, str]) -> dict[str, str]:
+    return {**service_env, "STRIPE_API_KEY": CANARY_KEY, "AUTO_TOPUP_LOG_LEVEL": "DEBUG"}
+
+
+async def test_no_secret_in_logs_and_one_line_per_decision(
+    flow: Flow, service: ServiceProcess, infra: Infra
+) -> None:
+    assert infra.stripe_api_base, "run `make test` (localstripe)"
+    good, declined, cheque = customer_id("good"), customer_id("declined"), customer_id("cheque")
+    for customer, card in ((good, GOOD), (declined, DECLINED_ON_CHARGE)):
+        ids = saved_card(infra.stripe_api_base, card)
+        await flow.settings(
+            customer,
+            method="stripe",
+            origin="online_top_up",
+            stripe_customer_id=ids[0],
+            stripe_payment_method_id=ids[1],
+        )
+        await flow.balance(customer, "1.00")
+    await flow.settings(cheque, threshold="10.00")
+    await flow.balance(cheque, "1.00")
+    await flow.wait_out("CREDIT_ISSUED", good)
+    await flow.wait_out("TOP_UP_FAILED", declined)
+    await flow.wait_out("INVOICE_REQUESTED", cheque)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{service.http_port}/metrics") as scraped,
+    ):
+        assert CANARY_KEY not in await scraped.text()
+    assert service.stop() == 0
+
+    assert service.lines, "the service logged nothing"
+    entries = [json.loads(line) for line in service.lines]  # every line is one JSON object
+    assert not [line for line in service.lines if CANARY_KEY in line]
+    assert not [line for line in service.lines if CANARY_KEY[8:] in line]  # nor a key's tail
+    decisions = [e["decision"] for e in entries if e.get("logger") == "auto_topup.decisions"]
+    triggered = {d["customer_id"] for d in decisions if d["outcome"] == "triggered"}
+    assert {good, declined, cheque} <= triggered
+    for d in decisions:
+        assert d["outcome"], d
+        assert "reason" in d, d
+        assert d["event_id"], d
+
+
+def test_no_secret_in_start_up_errors(service_env: dict[str, str]) -> None:
+    """A configuration error, and a database that does not answer, name what is wrong without
+    the key or the password."""
+    bad_config = {**service_env, "AUTO_TOPUP_LOG_LEVEL": "LOUD"}
+    run = subprocess.run(
+        command(), env={**os.environ, **bad_config}, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2
+    assert "AUTO_TOPUP_LOG_LEVEL" in run.stderr
+    assert CANARY_KEY not in run.stderr + run.stdout
+
+    unreachable = f"postgresql://postgres:{CANARY_PASSWORD}@127.0.0.1:9/auto_topup"
+    proc = ServiceProcess({**service_env, "DATABASE_URL": unreachable}, "no-db")
+    proc.start(until="waiting for PostgreSQL")
+    assert proc.stop() == 0
+    assert not [line for line in proc.lines if CANARY_PASSWORD in line or CANARY_KEY in line]

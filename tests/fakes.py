@@ -14,8 +14,8 @@ from datetime import date, datetime
 from types import TracebackType
 from typing import Self
 
-from service.domain.model import Wallet
 from service.adapters.postgres.store import merge_decisions
+from service.domain.model import Wallet
 from service.service_layer.ports import Claim, DecisionLog, OutboxRecord, UnitOfWorkFactory
 
 
@@ -81,7 +81,6 @@ class FakeStore:
             if record.dedupe_key not in existing:
                 existing.add(record.dedupe_key)
                 self._t.outbox.append(record)
-
 
     async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
         for key, entry, times in merge_decisions(entries):

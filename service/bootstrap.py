@@ -8,10 +8,11 @@ import logging
 import os
 import resource
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -37,8 +38,24 @@ from service.service_layer.charger import Charger
 from service.service_layer.handlers import BatchHandler, BatchReport
 from service.service_layer.processor import BatchProcessor
 
+if TYPE_CHECKING:
+    from service.adapters.tracing import OtelTracer
+
 log = logging.getLogger("auto_topup")
 T = TypeVar("T")
+
+
+def tracer(settings: Settings) -> OtelTracer | None:
+    if not settings.tracing:
+        return None
+    try:
+        from service.adapters.tracing import otel_tracer
+    except ImportError as exc:
+        raise SystemExit(
+            f"AUTO_TOPUP_TRACING=true needs OpenTelemetry ({exc}): "
+            "pip install 'auto-topup[tracing]'"
+        ) from None
+    return otel_tracer(settings.tracing_exporter)
 
 
 def utc_now() -> datetime:
@@ -169,7 +186,8 @@ def build(settings: Settings) -> Service:
         assert service.pool is not None
         return PgUnitOfWork(service.pool)
 
-    handler = BatchHandler(uow, utc_now, settings.policy, settings.topics)
+    tracing = tracer(settings)
+    handler = BatchHandler(uow, utc_now, settings.policy, settings.topics, tracing)
     processor = BatchProcessor(handler, is_transient)
     service.processor = processor
 
@@ -251,15 +269,24 @@ def build(settings: Settings) -> Service:
 
     @app.after_shutdown
     async def flush_and_close() -> None:
+        # The charger and the relay share one AUTO_TOPUP_SHUTDOWN_TIMEOUT_SECONDS (the batch in
+        # flight had its own): a shutdown takes at most twice that, plus closing connections.
+        deadline = time.monotonic() + settings.shutdown_timeout_seconds
+
+        def left() -> float:
+            return max(deadline - time.monotonic(), 0.1)
+
         if service.charger is not None:
-            await service.charger.stop(timeout=settings.shutdown_timeout_seconds)
+            await service.charger.stop(timeout=left())
         if service.relay is not None:
-            await service.relay.stop(timeout=settings.shutdown_timeout_seconds)
+            await service.relay.stop(timeout=left())
             await service.relay.close()
         if service.pool is not None:
             await service.pool.close()
         if service.http is not None:
             await service.http.stop()
+        if tracing is not None:
+            tracing.close()
         log.info(
             "runtime stats",
             extra={

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field, PostgresDsn, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -93,6 +94,10 @@ class Settings(BaseSettings):
     stripe_concurrency: int = Field(8, ge=1, validation_alias="AUTO_TOPUP_STRIPE_CONCURRENCY")
     http_host: str = Field("127.0.0.1", validation_alias="AUTO_TOPUP_HTTP_HOST", min_length=1)
     http_port: int = Field(8080, ge=0, le=65535, validation_alias="AUTO_TOPUP_HTTP_PORT")
+    tracing: bool = Field(False, validation_alias="AUTO_TOPUP_TRACING")
+    tracing_exporter: Literal["otlp", "console", "none"] = Field(
+        "otlp", validation_alias="OTEL_TRACES_EXPORTER"
+    )
     log_level: str = Field(
         "INFO", validation_alias="AUTO_TOPUP_LOG_LEVEL", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$"
     )

@@ -48,6 +48,7 @@ class PendingCharge:
     attempts: int  # including the one in progress
     payment_intent_id: str | None
     claimed_at: datetime
+    trace_headers: tuple[tuple[str, str], ...] = ()
 
 
 class ChargeStore(Protocol):
@@ -178,14 +179,14 @@ class Charger:
         if result.status is ChargeStatus.SUCCEEDED:
             assert result.payment_intent_id is not None
             event = messages.credit_from_stripe(topup, result.payment_intent_id, now)
-            record = output_record(self._topics.credit_issued, event)
+            record = output_record(self._topics.credit_issued, event, charge.trace_headers)
             done = await self._store.finish(
                 charge, "credit_issued", None, "", result.payment_intent_id, record, None
             )
         else:
             reason = result.reason or "card_declined"
             failed = messages.top_up_failed(topup, reason, result.detail, now)
-            record = output_record(self._topics.top_up_failed, failed)
+            record = output_record(self._topics.top_up_failed, failed, charge.trace_headers)
             # Only a failure of the card itself pauses Stripe top-ups for this customer.
             unusable = topup.card is not None and result.card_unusable
             card = topup.card.stripe_payment_method_id if unusable and topup.card else None

@@ -20,6 +20,7 @@ from service.service_layer.ports import (
     DecisionLog,
     InputRecord,
     OutboxRecord,
+    Tracer,
     UnitOfWorkFactory,
 )
 
@@ -52,12 +53,18 @@ class BatchHandler:
     """Turns consumed records into one transaction; I/O only through the unit of work."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, clock: Clock, policy: rules.Policy, topics: Topics
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        policy: rules.Policy,
+        topics: Topics,
+        tracer: Tracer | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._policy = policy
         self._topics = topics
+        self._tracer = tracer
 
     def decode(self, record: InputRecord) -> Event | Invalid:
         if record.topic == self._topics.wallet_balance_changed:
@@ -135,7 +142,8 @@ class BatchHandler:
         if outcome.topup is None:
             report.log.append(logged)
             return
-        claim, row = self._settle(outcome.topup, batch)
+        trace = self._tracer.decided(record, event.customer_id, "triggered") if self._tracer else ()
+        claim, row = self._settle(outcome.topup, batch, trace)
         batch.claims.append(claim)
         if row is None:
             report.stripe_claims += 1
@@ -187,14 +195,16 @@ class BatchHandler:
         )
         return ids
 
-    def _settle(self, topup: TopUp, batch: _Batch) -> tuple[Claim, OutboxRecord | None]:
+    def _settle(
+        self, topup: TopUp, batch: _Batch, trace: tuple[tuple[str, str], ...]
+    ) -> tuple[Claim, OutboxRecord | None]:
         """What a due top-up does, by payment method."""
         now = batch.now
         if topup.payment_method is PaymentMethod.CHEQUE_TT:
             event = messages.invoice_requested(topup, now)
             return (
                 Claim(topup, "done", "invoice_requested"),
-                output_record(self._topics.invoice_requested, event),
+                output_record(self._topics.invoice_requested, event, trace),
             )
         if topup.payment_method is PaymentMethod.MASTER_ACCOUNT:
             assert topup.partner_id is not None
@@ -203,7 +213,7 @@ class BatchHandler:
                 failed = messages.top_up_failed(topup, funding.failure, funding.detail, now)
                 return (
                     Claim(topup, "done", "failed", funding.failure, funding.detail),
-                    output_record(self._topics.top_up_failed, failed),
+                    output_record(self._topics.top_up_failed, failed, trace),
                 )
             assert funding.partner is not None
             batch.wallets[topup.partner_id] = funding.partner
@@ -211,10 +221,11 @@ class BatchHandler:
             credit = messages.credit_from_partner(topup, now)
             return (
                 Claim(topup, "done", "credit_issued"),
-                output_record(self._topics.credit_issued, credit),
+                output_record(self._topics.credit_issued, credit, trace),
             )
-        # Stripe: the charge happens outside this transaction, driven by the claim's phases.
-        return Claim(topup, "claimed", next_attempt_at=now), None
+        # Stripe: the charge happens outside this transaction, driven by the claim's phases;
+        # the trace goes along on the claim, to the output event the charger publishes.
+        return Claim(topup, "claimed", next_attempt_at=now, trace_headers=trace), None
 
 
 class DailyKeyConflict(RuntimeError):

@@ -34,6 +34,8 @@ class Claim:
     reason: str | None = None
     detail: str | None = None
     next_attempt_at: datetime | None = None
+    # (name, base64 value) headers carrying the decision's trace to a later output event
+    trace_headers: tuple[tuple[str, str], ...] = ()
 
 
 @value
@@ -83,6 +85,17 @@ class DecisionLog:
 
 # Decisions worth explaining later ("why no top-up?"): not the not-due or stale ones.
 RECORDED_OUTCOMES = frozenset({"triggered", "failed", "suppressed", "blocked", "dead_lettered"})
+
+
+class Tracer(Protocol):
+    """Optional tracing (OpenTelemetry when configured; None costs nothing)."""
+
+    def decided(
+        self, record: InputRecord, customer_id: str, outcome: str
+    ) -> tuple[tuple[str, str], ...]:
+        """Records the decision taken on `record` as a span, a child of the trace context in
+        the record's headers (if any), and returns the (name, base64 value) headers that carry
+        that span on to the output event."""
 
 
 class BatchStore(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import asyncpg
@@ -26,7 +27,10 @@ def _pending(row: asyncpg.Record) -> PendingCharge:
         partner_id=row["partner_id"],
         card=card_from_row(row),
     )
-    return PendingCharge(topup, row["attempts"], row["stripe_payment_intent_id"], row["created_at"])
+    trace = tuple((name, value) for name, value in json.loads(row["trace_headers"]))
+    return PendingCharge(
+        topup, row["attempts"], row["stripe_payment_intent_id"], row["created_at"], trace
+    )
 
 
 class PgChargeStore:

@@ -77,11 +77,12 @@ WHERE w.customer_id = u.customer_id;
 INSERT INTO daily_keys (
     customer_id, business_date, payment_method, amount, currency, trigger_event_id,
     balance_at_trigger, limit_threshold, partner_id, stripe_customer_id,
-    stripe_payment_method_id, phase, result, reason, detail, next_attempt_at)
+    stripe_payment_method_id, phase, result, reason, detail, next_attempt_at, trace_headers)
 SELECT * FROM unnest(
     $1::text[], $2::date[], $3::text[], $4::numeric[], $5::text[], $6::text[],
     $7::numeric[], $8::numeric[], $9::text[], $10::text[],
-    $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::timestamptz[])
+    $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::timestamptz[],
+    $17::jsonb[])
 ON CONFLICT (customer_id, business_date) DO NOTHING
 RETURNING customer_id, business_date;
 

@@ -182,7 +182,7 @@ class PgBatchStore:
         await self._conn.execute(q("save_balances"), *columns)
 
     async def claim_daily_keys(self, claims: Sequence[Claim]) -> set[tuple[str, date]]:
-        columns: list[list[Any]] = [[] for _ in range(16)]
+        columns: list[list[Any]] = [[] for _ in range(17)]
         for c in claims:
             t = c.topup
             values = (
@@ -202,6 +202,7 @@ class PgBatchStore:
                 c.reason,
                 c.detail,
                 c.next_attempt_at,
+                json.dumps(list(c.trace_headers)),
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)

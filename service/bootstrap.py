@@ -186,6 +186,9 @@ def build(settings: Settings) -> Service:
         assert service.pool is not None
         return PgUnitOfWork(service.pool)
 
+    stripe_key = settings.stripe_api_key
+    if stripe_key is None:
+        raise ValueError("STRIPE_API_KEY is required to run the service")
     tracing = tracer(settings)
     handler = BatchHandler(uow, utc_now, settings.policy, settings.topics, tracing)
     processor = BatchProcessor(handler, is_transient)
@@ -228,7 +231,7 @@ def build(settings: Settings) -> Service:
         relay.start()
         gateway = TimedGateway(
             StripeGateway(
-                settings.stripe_api_key.get_secret_value(),
+                stripe_key.get_secret_value(),
                 settings.stripe_api_base,
                 timeout_seconds=settings.stripe_timeout_seconds,
             ),

@@ -53,7 +53,8 @@ class Settings(BaseSettings):
         PostgresDsn("postgresql://postgres@127.0.0.1:54320/auto_topup"),
         validation_alias="DATABASE_URL",
     )
-    stripe_api_key: SecretStr = Field(validation_alias="STRIPE_API_KEY")
+    # Required by `auto-topup run` (it charges cards); the operator commands do without it.
+    stripe_api_key: SecretStr | None = Field(None, validation_alias="STRIPE_API_KEY")
     stripe_api_base: str | None = Field(None, validation_alias="STRIPE_API_BASE")
     default_timezone: str = Field("UTC", validation_alias="AUTO_TOPUP_DEFAULT_TIMEZONE")
     consumer_group: str = Field(
@@ -111,8 +112,8 @@ class Settings(BaseSettings):
 
     @field_validator("stripe_api_key")
     @classmethod
-    def _non_empty_key(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
+    def _non_empty_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
             raise ValueError("must not be empty")
         return value
 

@@ -1,135 +1,18 @@
-"""An in-memory unit of work that behaves like the PostgreSQL one (fakes over mocks).
+"""The in-memory unit of work, under the names the tests have always used (fakes over mocks).
 
-The committed state is three "tables": wallets (without attempt dates, which live only in the
-daily keys, as in the real schema), daily_keys (unique on customer_id and business_date) and
-outbox (unique on dedupe_key). A unit of work works on a staged copy that replaces the
-committed state only on commit(); leaving it without commit() throws the copy away.
+It lives in service/adapters/memory.py (the dry-run replay uses it too); see there for its
+semantics.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime
-from types import TracebackType
-from typing import Self
+from service.adapters.memory import MemoryDatabase as FakeDatabase
+from service.adapters.memory import MemoryStore as FakeStore
+from service.adapters.memory import MemoryUnitOfWork as FakeUnitOfWork
+from service.adapters.memory import Tables
+from service.service_layer.ports import UnitOfWorkFactory
 
-from service.adapters.postgres.store import merge_decisions
-from service.domain.model import Wallet
-from service.service_layer.ports import Claim, DecisionLog, OutboxRecord, UnitOfWorkFactory
-
-
-@dataclass(slots=True)
-class Tables:
-    """Rows in insertion order. Wallets, claims and outbox records are immutable values."""
-
-    wallets: dict[str, Wallet] = field(default_factory=dict)
-    daily_keys: list[Claim] = field(default_factory=list)
-    outbox: list[OutboxRecord] = field(default_factory=list)
-    # decision_summary: (customer, outcome, reason) -> (last entry, when, how many times)
-    decisions: dict[tuple[str, str, str], tuple[DecisionLog, datetime, int]] = field(
-        default_factory=dict
-    )
-
-    def copy(self) -> Tables:
-        return Tables(
-            dict(self.wallets), list(self.daily_keys), list(self.outbox), dict(self.decisions)
-        )
-
-
-class FakeStore:
-    """BatchStore on staged tables, with the semantics of PgBatchStore's SQL."""
-
-    def __init__(self, tables: Tables) -> None:
-        self._t = tables
-
-    async def lock_wallets(self, customer_ids: Collection[str], since: date) -> dict[str, Wallet]:
-        for customer_id in sorted(customer_ids):  # ensure_wallets: ON CONFLICT DO NOTHING
-            self._t.wallets.setdefault(customer_id, Wallet(customer_id))
-        wanted = set(customer_ids)
-        taken: dict[str, set[date]] = {i: set() for i in wanted}
-        for claim in self._t.daily_keys:  # recent_daily_keys
-            t = claim.topup
-            if t.customer_id in wanted and t.business_date >= since:
-                taken[t.customer_id].add(t.business_date)
-        return {
-            i: replace(self._t.wallets[i], attempt_dates=frozenset(taken[i]))
-            for i in sorted(wanted)
-        }
-
-    async def save_wallets(self, wallets: Sequence[Wallet]) -> None:
-        for wallet in wallets:  # UPDATE ... WHERE customer_id = ...: only existing rows
-            if wallet.customer_id in self._t.wallets:
-                # The table has no attempt_dates column: they come back from daily_keys.
-                self._t.wallets[wallet.customer_id] = replace(wallet, attempt_dates=frozenset())
-
-    async def claim_daily_keys(self, claims: Sequence[Claim]) -> set[tuple[str, date]]:
-        existing = {(c.topup.customer_id, c.topup.business_date) for c in self._t.daily_keys}
-        inserted: set[tuple[str, date]] = set()
-        for claim in claims:  # ON CONFLICT (customer_id, business_date) DO NOTHING RETURNING
-            key = (claim.topup.customer_id, claim.topup.business_date)
-            if key in existing:
-                continue
-            existing.add(key)
-            inserted.add(key)
-            self._t.daily_keys.append(claim)
-        return inserted
-
-    async def add_outbox(self, records: Sequence[OutboxRecord]) -> None:
-        existing = {r.dedupe_key for r in self._t.outbox}
-        for record in records:  # ON CONFLICT (dedupe_key) DO NOTHING
-            if record.dedupe_key not in existing:
-                existing.add(record.dedupe_key)
-                self._t.outbox.append(record)
-
-    async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
-        for key, entry, times in merge_decisions(entries):
-            before = self._t.decisions.get(key)
-            self._t.decisions[key] = (entry, at, times + (before[2] if before else 0))
-
-
-class FakeDatabase:
-    """The committed state, and the factory of units of work on it."""
-
-    def __init__(self) -> None:
-        self.committed = Tables()
-        self.commits = 0
-
-    def unit_of_work(self) -> FakeUnitOfWork:
-        return FakeUnitOfWork(self)
-
-    def snapshot(self) -> Tables:
-        return self.committed.copy()
-
-
-class FakeUnitOfWork:
-    """One "transaction": changes are staged and become visible only on commit()."""
-
-    def __init__(self, db: FakeDatabase) -> None:
-        self._db = db
-        self._staged: Tables | None = None
-
-    @property
-    def store(self) -> FakeStore:
-        assert self._staged is not None, "use the unit of work in 'async with'"
-        return FakeStore(self._staged)
-
-    async def __aenter__(self) -> Self:
-        self._staged = self._db.committed.copy()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._staged = None  # whatever was not committed is rolled back
-
-    async def commit(self) -> None:
-        assert self._staged is not None, "commit() outside 'async with'"
-        self._db.committed = self._staged.copy()
-        self._db.commits += 1
+__all__ = ["FakeDatabase", "FakeStore", "FakeUnitOfWork", "Tables", "fake_uow_factory"]
 
 
 def fake_uow_factory() -> tuple[FakeDatabase, UnitOfWorkFactory]:

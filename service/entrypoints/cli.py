@@ -10,26 +10,37 @@ from pydantic import ValidationError
 
 from service.config import Settings, describe_error
 from service.entrypoints import logs
+from service.entrypoints.cli_dlq import dlq
+from service.entrypoints.cli_explain import explain
+from service.entrypoints.cli_replay import replay
 
 cli = typer.Typer(
     help="Tops up prepaid wallets the moment they run low.",
     no_args_is_help=True,
     add_completion=False,
 )
+cli.add_typer(dlq, name="dlq")
+cli.command(name="explain")(explain)
+cli.command(name="replay")(replay)
 
 
-def load_settings() -> Settings:
+def load_settings(*, stripe: bool = False) -> Settings:
+    """The settings from the environment; `stripe`: the Stripe key is required too."""
     try:
-        return Settings()  # filled from the environment
+        settings = Settings()
     except ValidationError as exc:
         typer.echo(describe_error(exc), err=True)
         raise typer.Exit(2) from None
+    if stripe and settings.stripe_api_key is None:
+        typer.echo("configuration error: STRIPE_API_KEY: Field required", err=True)
+        raise typer.Exit(2)
+    return settings
 
 
 @cli.command()
 def run() -> None:
     """Run the service in the foreground until SIGTERM or SIGINT."""
-    settings = load_settings()
+    settings = load_settings(stripe=True)
     logs.configure(settings.log_level)
     from service.bootstrap import build
 

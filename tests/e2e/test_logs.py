@@ -76,6 +76,11 @@ def test_no_secret_in_start_up_errors(service_env: dict[str, str]) -> None:
     assert "AUTO_TOPUP_LOG_LEVEL" in run.stderr
     assert CANARY_KEY not in run.stderr + run.stdout
 
+    no_key = {k: v for k, v in {**os.environ, **service_env}.items() if k != "STRIPE_API_KEY"}
+    run = subprocess.run(command(), env=no_key, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert "configuration error: STRIPE_API_KEY: Field required" in run.stderr
+
     unreachable = f"postgresql://postgres:{CANARY_PASSWORD}@127.0.0.1:9/auto_topup"
     proc = ServiceProcess({**service_env, "DATABASE_URL": unreachable}, "no-db")
     proc.start(until="waiting for PostgreSQL")

@@ -198,3 +198,16 @@ FROM decision_summary
 WHERE customer_id = $1
 ORDER BY last_at DESC, outcome, reason
 LIMIT $2;
+
+-- name: read_wallets
+-- lock_wallets without the lock, for a dry-run replay: reads wallets and the business dates
+-- of their daily keys from $2 on; takes no lock, writes nothing.
+SELECT w.*, ARRAY(
+    SELECT k.business_date FROM daily_keys AS k
+    WHERE k.customer_id = w.customer_id AND k.business_date >= $2::date) AS taken_dates
+FROM wallets AS w
+WHERE w.customer_id = ANY($1::text[]);
+
+-- name: applied_migrations
+-- The migrations applied so far (a dry-run replay checks the schema without migrating).
+SELECT version FROM schema_migrations;

@@ -1,0 +1,163 @@
+"""An in-memory unit of work with the semantics of the PostgreSQL one.
+
+The committed state is four "tables": wallets (without attempt dates, which live only in the
+daily keys, as in the real schema), daily_keys (unique on customer_id and business_date),
+outbox (unique on dedupe_key) and the decision summary. A unit of work works on a staged copy
+that replaces the committed state only on commit(); leaving it without commit() throws the copy
+away.
+
+With a `loader`, the store reads through to another database (the dry-run replay reads
+PostgreSQL this way): a wallet that is not in memory yet is loaded once, with its daily keys,
+and from then on every change stays in memory. The loader only reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from types import TracebackType
+from typing import Self
+
+from service.adapters.postgres.store import merge_decisions
+from service.domain.model import Wallet
+from service.service_layer.ports import Claim, DecisionLog, OutboxRecord
+
+WalletLoader = Callable[[Sequence[str], date], Awaitable[Mapping[str, Wallet]]]
+"""Reads the wallets that exist elsewhere among the given ids (sorted), each with the dates of
+its daily keys from the given date on as `attempt_dates`; a wallet it does not know is left out."""
+
+
+@dataclass(slots=True)
+class Tables:
+    """Rows in insertion order. Wallets, claims and outbox records are immutable values."""
+
+    wallets: dict[str, Wallet] = field(default_factory=dict)
+    daily_keys: list[Claim] = field(default_factory=list)
+    outbox: list[OutboxRecord] = field(default_factory=list)
+    # decision_summary: (customer, outcome, reason) -> (last entry, when, how many times)
+    decisions: dict[tuple[str, str, str], tuple[DecisionLog, datetime, int]] = field(
+        default_factory=dict
+    )
+    # Daily keys that the loader found in the other database: taken, though not claimed here.
+    loaded_keys: set[tuple[str, date]] = field(default_factory=set)
+
+    def copy(self) -> Tables:
+        return Tables(
+            dict(self.wallets),
+            list(self.daily_keys),
+            list(self.outbox),
+            dict(self.decisions),
+            set(self.loaded_keys),
+        )
+
+
+class MemoryStore:
+    """BatchStore on staged tables, with the semantics of PgBatchStore's SQL."""
+
+    def __init__(self, tables: Tables, loader: WalletLoader | None = None) -> None:
+        self._t = tables
+        self._loader = loader
+
+    async def lock_wallets(self, customer_ids: Collection[str], since: date) -> dict[str, Wallet]:
+        wanted = sorted(set(customer_ids))
+        missing = [i for i in wanted if i not in self._t.wallets]
+        if missing and self._loader is not None:
+            await self._load(missing, since)
+        for customer_id in wanted:  # ensure_wallets: ON CONFLICT DO NOTHING
+            self._t.wallets.setdefault(customer_id, Wallet(customer_id))
+        taken: dict[str, set[date]] = {i: set() for i in wanted}
+        for claim in self._t.daily_keys:  # recent_daily_keys
+            t = claim.topup
+            if t.customer_id in taken and t.business_date >= since:
+                taken[t.customer_id].add(t.business_date)
+        for customer_id, business_date in self._t.loaded_keys:
+            if customer_id in taken and business_date >= since:
+                taken[customer_id].add(business_date)
+        return {i: replace(self._t.wallets[i], attempt_dates=frozenset(taken[i])) for i in wanted}
+
+    async def _load(self, missing: Sequence[str], since: date) -> None:
+        assert self._loader is not None
+        loaded = await self._loader(missing, since)
+        asked = set(missing)
+        for customer_id, wallet in loaded.items():
+            if customer_id not in asked or wallet.customer_id != customer_id:
+                raise ValueError(f"the wallet loader returned {customer_id!r}, not asked for")
+            self._t.loaded_keys.update((customer_id, d) for d in wallet.attempt_dates)
+            self._t.wallets[customer_id] = replace(wallet, attempt_dates=frozenset())
+
+    async def save_wallets(self, wallets: Sequence[Wallet]) -> None:
+        for wallet in wallets:  # UPDATE ... WHERE customer_id = ...: only existing rows
+            if wallet.customer_id in self._t.wallets:
+                # The table has no attempt_dates column: they come back from daily_keys.
+                self._t.wallets[wallet.customer_id] = replace(wallet, attempt_dates=frozenset())
+
+    async def claim_daily_keys(self, claims: Sequence[Claim]) -> set[tuple[str, date]]:
+        existing = {(c.topup.customer_id, c.topup.business_date) for c in self._t.daily_keys}
+        existing |= self._t.loaded_keys
+        inserted: set[tuple[str, date]] = set()
+        for claim in claims:  # ON CONFLICT (customer_id, business_date) DO NOTHING RETURNING
+            key = (claim.topup.customer_id, claim.topup.business_date)
+            if key in existing:
+                continue
+            existing.add(key)
+            inserted.add(key)
+            self._t.daily_keys.append(claim)
+        return inserted
+
+    async def add_outbox(self, records: Sequence[OutboxRecord]) -> None:
+        existing = {r.dedupe_key for r in self._t.outbox}
+        for record in records:  # ON CONFLICT (dedupe_key) DO NOTHING
+            if record.dedupe_key not in existing:
+                existing.add(record.dedupe_key)
+                self._t.outbox.append(record)
+
+    async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
+        for key, entry, times in merge_decisions(entries):
+            before = self._t.decisions.get(key)
+            self._t.decisions[key] = (entry, at, times + (before[2] if before else 0))
+
+
+class MemoryDatabase:
+    """The committed state, and the factory of units of work on it."""
+
+    def __init__(self, loader: WalletLoader | None = None) -> None:
+        self.committed = Tables()
+        self.commits = 0
+        self.loader = loader
+
+    def unit_of_work(self) -> MemoryUnitOfWork:
+        return MemoryUnitOfWork(self)
+
+    def snapshot(self) -> Tables:
+        return self.committed.copy()
+
+
+class MemoryUnitOfWork:
+    """One "transaction": changes are staged and become visible only on commit()."""
+
+    def __init__(self, db: MemoryDatabase) -> None:
+        self._db = db
+        self._staged: Tables | None = None
+
+    @property
+    def store(self) -> MemoryStore:
+        assert self._staged is not None, "use the unit of work in 'async with'"
+        return MemoryStore(self._staged, self._db.loader)
+
+    async def __aenter__(self) -> Self:
+        self._staged = self._db.committed.copy()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._staged = None  # whatever was not committed is rolled back
+
+    async def commit(self) -> None:
+        assert self._staged is not None, "commit() outside 'async with'"
+        self._db.committed = self._staged.copy()
+        self._db.commits += 1

@@ -31,6 +31,7 @@ from service.adapters.postgres.store import PgUnitOfWork
 from service.adapters.stripe_gateway import StripeGateway
 from service.config import Settings
 from service.entrypoints.consumer import subscribe
+from service.entrypoints.gc_policy import GcPolicy
 from service.entrypoints.http import HttpServer, Probes
 from service.entrypoints.metrics import Metrics, TimedGateway
 from service.entrypoints.runtime_stats import GcPauses, rss_kb
@@ -129,6 +130,7 @@ class Service:
     metrics: Metrics | None = None
     http: HttpServer | None = None
     stopping: bool = False
+    gc_task: asyncio.Task[None] | None = None
     exit_code: int = 0
 
     async def refresh_gauges(self) -> None:
@@ -194,8 +196,12 @@ def build(settings: Settings) -> Service:
     processor = BatchProcessor(handler, is_transient)
     service.processor = processor
 
+    gc_policy = GcPolicy()
+
     def committed(report: BatchReport, seconds: float, oldest_age: float | None) -> None:
         metrics.batch_committed(report, seconds, oldest_age)
+        # Soon, not now: once the consumer has let go of the batch it just committed.
+        asyncio.get_running_loop().call_soon(gc_policy.between_batches)
         if report.outbox_rows and service.relay is not None:
             service.relay.wake()
         if report.stripe_claims and service.charger is not None:
@@ -258,6 +264,9 @@ def build(settings: Settings) -> Service:
         # collection, so that a full collection only walks what batches allocate.
         gc.collect()
         gc.freeze()
+        gc_policy.install()
+        gc_pauses.reset()  # pauses while serving, not the start-up collection above
+        service.gc_task = asyncio.create_task(gc_policy.when_idle(), name="gc-when-idle")
         memory["rss_kb_at_start"] = rss_kb()
         log.info(
             "auto-topup is consuming %s as group %s",
@@ -269,6 +278,8 @@ def build(settings: Settings) -> Service:
     async def stop_taking_work() -> None:
         service.stopping = True
         processor.stop()
+        if service.gc_task is not None:
+            service.gc_task.cancel()
 
     @app.after_shutdown
     async def flush_and_close() -> None:

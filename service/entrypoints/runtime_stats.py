@@ -37,6 +37,11 @@ class GcPauses:
             self.collections += 1
             self._started = None
 
+    def reset(self) -> None:
+        self.longest_ms = 0.0
+        self.collections = 0
+        self.longest_ms_by_generation = [0.0, 0.0, 0.0]
+
     def install(self) -> GcPauses:
         gc.callbacks.append(self)
         return self

@@ -27,9 +27,13 @@ from service.service_layer.ports import RECORDED_OUTCOMES, Claim, DecisionLog, O
 Connection = asyncpg.Connection | PoolConnectionProxy
 
 
-def _newest(row: asyncpg.Record, kind: str) -> tuple[datetime, str] | None:
-    at, event_id = row[f"{kind}_newest_at"], row[f"{kind}_newest_id"]
+def _newest(at: datetime | None, event_id: str) -> tuple[datetime, str] | None:
     return None if at is None else (at, event_id)
+
+
+def _money(value: Decimal | str) -> Decimal:
+    """numeric columns: the lock query sends them as text (decoded faster, exactly)."""
+    return value if isinstance(value, Decimal) else Decimal(value)
 
 
 def card_from_row(row: asyncpg.Record) -> Card | None:
@@ -53,8 +57,8 @@ def wallet_from_row(row: asyncpg.Record, attempt_dates: frozenset[date]) -> Wall
         settings = Settings(
             payment_method=PaymentMethod(row["payment_method"]),
             auto_trigger=row["auto_trigger"],
-            trigger_amount=row["trigger_amount"],
-            limit_threshold=row["limit_threshold"],
+            trigger_amount=_money(row["trigger_amount"]),
+            limit_threshold=_money(row["limit_threshold"]),
             currency=row["settings_currency"],
             timezone=row["timezone"],
             partner_id=row["partner_id"],
@@ -62,18 +66,18 @@ def wallet_from_row(row: asyncpg.Record, attempt_dates: frozenset[date]) -> Wall
             version=row["settings_version"],
             occurred_at=row["settings_occurred_at"],
             event_id=row["settings_event_id"],
-            newest=_newest(row, "settings"),
+            newest=_newest(row["settings_newest_at"], row["settings_newest_id"]),
         )
     card = card_from_row(row)
     balance = None
     if row["balance"] is not None:
         balance = Balance(
-            row["balance"],
+            _money(row["balance"]),
             row["balance_currency"],
             row["balance_occurred_at"],
             row["balance_sequence"],
             row["balance_event_id"],
-            _newest(row, "balance"),
+            _newest(row["balance_newest_at"], row["balance_newest_id"]),
         )
     return Wallet(
         row["customer_id"],

@@ -11,7 +11,7 @@ STACK := deploy/local/stack.sh
 WITH_ENV = set -a; eval "$$($(STACK) env)"; set +a;
 
 .PHONY: help install up down env status run test test-unit test-integration test-e2e lint \
-        format schemas demo chaos bench clean
+        format schemas demo chaos bench bench-handler clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ chaos: up ## The big chaos run (200k events, 3 instances, 50+ kills, broker and 
 bench: up ## Throughput, latency, memory and GC against a raw aiokafka passthrough
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(WITH_ENV) $(BIN)/python -m tests.bench
+
+bench-handler: up ## The batch handler alone on PostgreSQL (no Kafka): CPU per event
+	$(WITH_ENV) $(BIN)/python -m tests.bench.handler
 
 demo: install ## Publish example events to the running service and print what it publishes
 	$(WITH_ENV) $(BIN)/python -m service.entrypoints.demo

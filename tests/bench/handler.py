@@ -2,8 +2,9 @@
 
     python -m tests.bench.handler [--batch 2000] [--batches 50] [--customers 200000]
 
-Loads settings for the customers, then applies batches of plain balance events (0.1% cross
-the threshold) in a random customer order, and prints wall and CPU time per batch and per event.
+Loads the settings of `make bench`'s customers, then applies batches of its balance events
+(0.1% cross the threshold) in its random customer order, and prints wall and CPU time per
+batch and per event.
 It isolates the service's own work (decode, lock, rules, write) from the consumer's, to compare
 changes to the pipeline; `make bench` measures the whole service.
 """
@@ -12,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import random
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -28,60 +28,15 @@ from service.config import Topics
 from service.domain.rules import Policy
 from service.service_layer.handlers import BatchHandler
 from service.service_layer.ports import InputRecord
+from tests.bench.__main__ import balance_messages, settings_messages
 
 
 def _db(server: str, name: str) -> str:
     return urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
 
 
-def _settings(topics: Topics, customers: int) -> list[InputRecord]:
-    at = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
-    records = []
-    for i in range(customers):
-        cid = f"c{i}"
-        body = {
-            "event_id": f"s-{cid}",
-            "occurred_at": at,
-            "customer_id": cid,
-            "origin": "finance_app",
-            "payment_method": "cheque_tt",
-            "auto_trigger": True,
-            "trigger_amount": "100.00",
-            "limit_threshold": "10.00",
-            "currency": "USD",
-        }
-        records.append(
-            InputRecord(topics.settings_updated, 0, i, cid.encode(), json.dumps(body).encode())
-        )
-    return records
-
-
-def _balances(topics: Topics, customers: int, size: int, count: int) -> list[list[InputRecord]]:
-    order = list(range(customers))
-    random.Random(1).shuffle(order)
-    base = datetime.now(UTC) - timedelta(minutes=30)
-    batches = []
-    n = 0
-    for _ in range(count):
-        batch = []
-        for _ in range(size):
-            cid = f"c{order[n % customers]}"
-            body = {
-                "event_id": f"e{n}",
-                "occurred_at": (base + timedelta(microseconds=n)).isoformat(),
-                "customer_id": cid,
-                "currency": "USD",
-                "balance": "5.00" if n % 1000 == 7 else f"{500 + n % 97}.25",
-                "sequence": n // customers + 1,
-            }
-            batch.append(
-                InputRecord(
-                    topics.wallet_balance_changed, 0, n, cid.encode(), json.dumps(body).encode()
-                )
-            )
-            n += 1
-        batches.append(batch)
-    return batches
+def _records(topic: str, messages: Iterable[tuple[bytes, bytes]]) -> list[InputRecord]:
+    return [InputRecord(topic, 0, n, key, value) for n, (key, value) in enumerate(messages)]
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -98,15 +53,22 @@ async def main(args: argparse.Namespace) -> None:
         handler = BatchHandler(
             lambda: PgUnitOfWork(pool), lambda: datetime.now(UTC), Policy(), topics
         )
-        settings = _settings(topics, args.customers)
+        # The same customers and events as `make bench` (a card that is never charged here).
+        settings = _records(
+            topics.settings_updated,
+            settings_messages("c", args.customers, ("cus_bench", "pm_bench"), "partner"),
+        )
         for start in range(0, len(settings), 2000):
             await handler.handle(settings[start : start + 2000])
-        batches = _balances(topics, args.customers, args.batch, args.batches)
+        events = args.batch * args.batches
+        balances = _records(
+            topics.wallet_balance_changed, balance_messages("c", args.customers, events)
+        )
+        batches = [balances[i : i + args.batch] for i in range(0, events, args.batch)]
         wall, cpu = time.perf_counter(), time.process_time()
         for batch in batches:
             await handler.handle(batch)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        events = args.batch * args.batches
         print(
             f"handler: batch={args.batch} batches={args.batches} customers={args.customers:,}: "
             f"{wall / args.batches * 1000:.1f} ms/batch wall, "

@@ -19,9 +19,8 @@ from datetime import date, datetime
 from types import TracebackType
 from typing import Self
 
-from service.adapters.postgres.store import merge_decisions
 from service.domain.model import Wallet
-from service.service_layer.ports import Claim, DecisionLog, OutboxRecord
+from service.service_layer.ports import Claim, DecisionLog, OutboxRecord, merge_decisions
 
 WalletLoader = Callable[[Sequence[str], date], Awaitable[Mapping[str, Wallet]]]
 """Reads the wallets that exist elsewhere among the given ids (sorted), each with the dates of

@@ -59,8 +59,16 @@ class Outcome:
     topup: TopUp | None = None
 
 
-def _future_dated(at: datetime, now: datetime, policy: Policy) -> bool:
-    return at > now + policy.future_skew
+def _future_dated(wallet: Wallet, at: datetime, now: datetime, policy: Policy) -> Outcome | None:
+    """The rejection of an event dated further ahead than the allowed clock skew."""
+    if at <= now + policy.future_skew:
+        return None
+    return _reject(
+        wallet,
+        "future_dated",
+        f"occurred_at {at.isoformat()} is more than {policy.future_skew} ahead of "
+        f"{now.isoformat()}",
+    )
 
 
 def _reject(wallet: Wallet, reason: str, detail: str) -> Outcome:
@@ -91,13 +99,9 @@ def _highest(a: int | None, b: int | None) -> int | None:
 
 
 def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: Policy) -> Outcome:
-    if _future_dated(event.occurred_at, now, policy):
-        return _reject(
-            wallet,
-            "future_dated",
-            f"occurred_at {event.occurred_at.isoformat()} "
-            f"is more than {policy.future_skew} ahead of {now.isoformat()}",
-        )
+    too_early = _future_dated(wallet, event.occurred_at, now, policy)
+    if too_early is not None:
+        return too_early
     last = wallet.balance
     if last is not None and _is_stale(
         last.sequence,
@@ -202,13 +206,9 @@ def _settings_error(wallet: Wallet, event: SettingsUpdated) -> tuple[str, str] |
 def apply_settings(
     wallet: Wallet, event: SettingsUpdated, now: datetime, policy: Policy
 ) -> Outcome:
-    if _future_dated(event.occurred_at, now, policy):
-        return _reject(
-            wallet,
-            "future_dated",
-            f"occurred_at {event.occurred_at.isoformat()} "
-            f"is more than {policy.future_skew} ahead of {now.isoformat()}",
-        )
+    too_early = _future_dated(wallet, event.occurred_at, now, policy)
+    if too_early is not None:
+        return too_early
     previous = wallet.settings
     if previous is not None and _is_stale(
         previous.version,

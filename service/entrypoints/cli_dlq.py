@@ -479,6 +479,13 @@ REDRIVE_HELP = (
 )
 
 
+def _read_selected(settings: Settings, reason: str | None, timeout: float) -> list[DeadLetter]:
+    """The dead-letter topic, read to the end offsets taken now, filtered by reason."""
+    topic, bootstrap = settings.topics.dead_letter, settings.kafka_bootstrap_servers
+    letters = _run(bootstrap, timeout, lambda: read_dead_letters(bootstrap, topic, timeout))
+    return _select(letters, reason)
+
+
 @dlq.command("list", help=LIST_HELP)
 def list_dead_letters(
     reason: ReasonOption = None,
@@ -492,9 +499,7 @@ def list_dead_letters(
 ) -> None:
     settings = _settings()
     topic = settings.topics.dead_letter
-    bootstrap = settings.kafka_bootstrap_servers
-    letters = _run(bootstrap, timeout, lambda: read_dead_letters(bootstrap, topic, timeout))
-    selected = _select(letters, reason)
+    selected = _read_selected(settings, reason, timeout)
     shown = selected[-limit:] if limit is not None else selected
     if as_json:
         for dead in shown:
@@ -522,10 +527,8 @@ def redrive(
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
 ) -> None:
     settings = _settings()
-    topic = settings.topics.dead_letter
-    bootstrap = settings.kafka_bootstrap_servers
-    letters = _run(bootstrap, timeout, lambda: read_dead_letters(bootstrap, topic, timeout))
-    plan = plan_redrive(_select(letters, reason), settings.topics.inputs)
+    topic, bootstrap = settings.topics.dead_letter, settings.kafka_bootstrap_servers
+    plan = plan_redrive(_read_selected(settings, reason, timeout), settings.topics.inputs)
     for dead, why in plan.skipped:
         _warn(f"warning: skipped dead letter {dead.where} (reason {dead.reason}): {why}")
     if plan.duplicates:

@@ -18,10 +18,12 @@ def rss_kb() -> int:
 class GcPauses:
     """Times every collection through gc.callbacks (a few microseconds of overhead each)."""
 
+    longest_ms: float
+    collections: int
+    longest_ms_by_generation: list[float]
+
     def __init__(self) -> None:
-        self.longest_ms = 0.0
-        self.collections = 0
-        self.longest_ms_by_generation = [0.0, 0.0, 0.0]
+        self.reset()
         self._started: float | None = None
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
@@ -38,6 +40,7 @@ class GcPauses:
             self._started = None
 
     def reset(self) -> None:
+        """Forgets what was measured so far (the start-up collection, say)."""
         self.longest_ms = 0.0
         self.collections = 0
         self.longest_ms_by_generation = [0.0, 0.0, 0.0]

@@ -87,6 +87,20 @@ class DecisionLog:
 RECORDED_OUTCOMES = frozenset({"triggered", "failed", "suppressed", "blocked", "dead_lettered"})
 
 
+def merge_decisions(
+    entries: Sequence[DecisionLog],
+) -> list[tuple[tuple[str, str, str], DecisionLog, int]]:
+    """One row per (customer, outcome, reason): the last entry and how many there were."""
+    merged: dict[tuple[str, str, str], tuple[DecisionLog, int]] = {}
+    for e in entries:
+        if e.customer_id is None or e.outcome not in RECORDED_OUTCOMES:
+            continue
+        key = (e.customer_id, e.outcome, e.reason or "")
+        times = merged[key][1] + 1 if key in merged else 1
+        merged[key] = (e, times)
+    return [(key, e, times) for key, (e, times) in sorted(merged.items())]
+
+
 class Tracer(Protocol):
     """Optional tracing (OpenTelemetry when configured; None costs nothing)."""
 

@@ -105,5 +105,16 @@ async def flow(infra: Infra, topics: Topics, service: ServiceProcess) -> AsyncIt
         yield Flow(infra, topics, reader)
 
 
+def online_top_up(card: tuple[str, str], **fields: object) -> dict[str, object]:
+    """Settings fields of a customer's own online top-up with the card saved in Stripe."""
+    return {
+        "method": "stripe",
+        "origin": "online_top_up",
+        "stripe_customer_id": card[0],
+        "stripe_payment_method_id": card[1],
+        **fields,
+    }
+
+
 def customer_id(prefix: str = "cust") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import Infra
-from tests.e2e.conftest import Flow, customer_id
+from tests.e2e.conftest import Flow, customer_id, online_top_up
 from tests.service_process import ServiceProcess, command
 from tests.stripe_tools import DECLINED_ON_CHARGE, GOOD, saved_card
 
@@ -31,14 +31,7 @@ async def test_no_secret_in_logs_and_one_line_per_decision(
     assert infra.stripe_api_base, "run `make test` (localstripe)"
     good, declined, cheque = customer_id("good"), customer_id("declined"), customer_id("cheque")
     for customer, card in ((good, GOOD), (declined, DECLINED_ON_CHARGE)):
-        ids = saved_card(infra.stripe_api_base, card)
-        await flow.settings(
-            customer,
-            method="stripe",
-            origin="online_top_up",
-            stripe_customer_id=ids[0],
-            stripe_payment_method_id=ids[1],
-        )
+        await flow.settings(customer, **online_top_up(saved_card(infra.stripe_api_base, card)))
         await flow.balance(customer, "1.00")
     await flow.settings(cheque, threshold="10.00")
     await flow.balance(cheque, "1.00")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.conftest import Infra
-from tests.e2e.conftest import Flow, customer_id
+from tests.e2e.conftest import Flow, customer_id, online_top_up
 from tests.stripe_tools import (
     DECLINED_ON_CHARGE,
     GOOD,
@@ -15,16 +15,6 @@ from tests.stripe_tools import (
     payment_intent,
     saved_card,
 )
-
-
-def _online_top_up(card: tuple[str, str], **fields: object) -> dict[str, object]:
-    return {
-        "method": "stripe",
-        "origin": "online_top_up",
-        "stripe_customer_id": card[0],
-        "stripe_payment_method_id": card[1],
-        **fields,
-    }
 
 
 @pytest.fixture
@@ -48,7 +38,7 @@ async def test_card_is_charged_off_session_in_minor_units(
     customer = customer_id()
     card = saved_card(stripe_base, GOOD)
     await flow.settings(
-        customer, **_online_top_up(card, trigger=trigger, threshold=threshold, currency=currency)
+        customer, **online_top_up(card, trigger=trigger, threshold=threshold, currency=currency)
     )
     await flow.balance(customer, low, currency=currency)
     (credit,) = await flow.wait_out("CREDIT_ISSUED", customer)
@@ -82,7 +72,7 @@ async def test_hard_failure_is_published_once_and_pauses_the_card(
     now = datetime.now(UTC)
     yesterday = now - timedelta(days=1)
     bad = saved_card(stripe_base, number)
-    await flow.settings(customer, at=yesterday - timedelta(minutes=1), **_online_top_up(bad))
+    await flow.settings(customer, at=yesterday - timedelta(minutes=1), **online_top_up(bad))
     await flow.balance(customer, "5.00", at=yesterday, sequence=1)
     (failed,) = await flow.wait_out("TOP_UP_FAILED", customer)
     assert failed["reason"] == reason
@@ -95,7 +85,7 @@ async def test_hard_failure_is_published_once_and_pauses_the_card(
     assert len(flow.out("TOP_UP_FAILED", customer)) == 1
     # The customer tops up online with a good card: the next shortfall is charged on it.
     good = saved_card(stripe_base, GOOD)
-    await flow.settings(customer, at=now - timedelta(seconds=1), **_online_top_up(good))
+    await flow.settings(customer, at=now - timedelta(seconds=1), **online_top_up(good))
     await flow.flush(customer)
     await flow.balance(customer, "3.00", at=now, sequence=3)
     (credit,) = await flow.wait_out("CREDIT_ISSUED", customer)
@@ -113,7 +103,7 @@ async def test_finance_app_cannot_change_stripe_amounts(flow: Flow, stripe_base:
         customer,
         at=now - timedelta(seconds=9),
         version=1,
-        **_online_top_up(card, trigger="100.00", threshold="10.00"),
+        **online_top_up(card, trigger="100.00", threshold="10.00"),
     )
     locked = await flow.settings(
         customer,

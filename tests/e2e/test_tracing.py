@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.conftest import Infra
-from tests.e2e.conftest import Flow, customer_id
+from tests.e2e.conftest import Flow, customer_id, online_top_up
 from tests.factories import balance_wire, dumps
 from tests.stripe_tools import GOOD, saved_card
 
@@ -36,15 +36,8 @@ async def send_traced(infra: Infra, topic: str, customer: str, trace_id: str) ->
 async def test_output_events_continue_the_trace_of_their_input(flow: Flow, infra: Infra) -> None:
     assert infra.stripe_api_base, "run `make test` (localstripe)"
     cheque, card = customer_id("cheque"), customer_id("card")
-    ids = saved_card(infra.stripe_api_base, GOOD)
     await flow.settings(cheque)
-    await flow.settings(
-        card,
-        method="stripe",
-        origin="online_top_up",
-        stripe_customer_id=ids[0],
-        stripe_payment_method_id=ids[1],
-    )
+    await flow.settings(card, **online_top_up(saved_card(infra.stripe_api_base, GOOD)))
     await flow.flush(cheque)
     await flow.flush(card)
     traces = {cheque: uuid.uuid4().hex, card: uuid.uuid4().hex}

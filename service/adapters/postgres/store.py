@@ -22,7 +22,7 @@ from service.domain.model import (
     Settings,
     Wallet,
 )
-from service.service_layer.ports import RECORDED_OUTCOMES, Claim, DecisionLog, OutboxRecord
+from service.service_layer.ports import Claim, DecisionLog, OutboxRecord, merge_decisions
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 
@@ -242,20 +242,6 @@ class PgBatchStore:
             [e.business_date for _, e, _ in rows],
             [times for _, _, times in rows],
         )
-
-
-def merge_decisions(
-    entries: Sequence[DecisionLog],
-) -> list[tuple[tuple[str, str, str], DecisionLog, int]]:
-    """One row per (customer, outcome, reason): the last entry and how many there were."""
-    merged: dict[tuple[str, str, str], tuple[DecisionLog, int]] = {}
-    for e in entries:
-        if e.customer_id is None or e.outcome not in RECORDED_OUTCOMES:
-            continue
-        key = (e.customer_id, e.outcome, e.reason or "")
-        times = merged[key][1] + 1 if key in merged else 1
-        merged[key] = (e, times)
-    return [(key, e, times) for key, (e, times) in sorted(merged.items())]
 
 
 class PgUnitOfWork:

@@ -37,9 +37,16 @@ def balance(
     currency: str = "USD",
     sequence: int | None = None,
     event_id: str | None = None,
+    caused_by: str | None = None,
 ) -> BalanceChanged:
     return BalanceChanged(
-        event_id or eid(), at or _tick(), customer_id, currency, Decimal(amount), sequence
+        event_id or eid(),
+        at or _tick(),
+        customer_id,
+        currency,
+        Decimal(amount),
+        sequence,
+        caused_by,
     )
 
 

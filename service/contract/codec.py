@@ -13,7 +13,8 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 
 from service.contract.events import SettingsUpdated, WalletBalanceChanged
-from service.contract.types import ID_PATTERN, bounded_money, plain_decimal
+from service.contract.types import ID_PATTERN, MAX_COUNT, bounded_money, plain_decimal, text_id
+from service.domain.currencies import ISO_4217
 from service.domain.model import BalanceChanged, Origin, PaymentMethod
 from service.domain.model import SettingsUpdated as SettingsCommand
 
@@ -78,7 +79,6 @@ def _key_error(key: bytes | None, customer_id: str) -> Invalid | None:
 
 
 _ID = re.compile(ID_PATTERN)
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
 # RFC 3339 with 'T', at most microseconds and an offset: what datetime.fromisoformat reads
 # exactly as the pydantic model does.
 _PLAIN_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$")
@@ -94,18 +94,20 @@ def _plain_balance(body: dict[str, Any], key: bytes | None) -> BalanceChanged | 
     balance = body.get("balance")
     at = body.get("occurred_at")
     sequence = body.get("sequence")
+    caused_by = body.get("caused_by")
     if (
         type(event_id) is not str
-        or not 0 < len(event_id) <= 256
+        or not text_id(event_id)
+        or not (caused_by is None or (type(caused_by) is str and text_id(caused_by)))
         or type(customer_id) is not str
         or not _ID.match(customer_id)
         or type(currency) is not str
-        or not _CURRENCY.match(currency)
+        or currency not in ISO_4217
         or type(balance) is not str
         or not plain_decimal(balance)
         or type(at) is not str
         or not _PLAIN_INSTANT.match(at)
-        or not (sequence is None or (type(sequence) is int and sequence >= 0))
+        or not (sequence is None or (type(sequence) is int and 0 <= sequence <= MAX_COUNT))
         or key is None
         or key != customer_id.encode("utf-8")
     ):
@@ -115,7 +117,7 @@ def _plain_balance(body: dict[str, Any], key: bytes | None) -> BalanceChanged | 
         occurred_at = datetime.fromisoformat(at)
     except ValueError:
         return None
-    return BalanceChanged(event_id, occurred_at, customer_id, currency, amount, sequence)
+    return BalanceChanged(event_id, occurred_at, customer_id, currency, amount, sequence, caused_by)
 
 
 def decode_balance(raw: bytes | None, key: bytes | None) -> BalanceChanged | Invalid:
@@ -136,6 +138,7 @@ def decode_balance(raw: bytes | None, key: bytes | None) -> BalanceChanged | Inv
         currency=wire.currency,
         balance=wire.balance,
         sequence=wire.sequence,
+        caused_by=wire.caused_by,
     )
 
 

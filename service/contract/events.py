@@ -1,4 +1,4 @@
-"""Pydantic models of every event in the contract (v1)."""
+"""Pydantic models of every event in the contract (v2)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,11 @@ class WalletBalanceChanged(_Input):
     balance: Money = Field(description="the balance after the change; may be negative")
     sequence: Count | None = Field(
         default=None, description="increases with every change of this wallet"
+    )
+    caused_by: EventId | None = Field(
+        default=None,
+        description="since v2: the event_id of the output event (e.g. a credit-issued) whose "
+        "application made this change, when one did",
     )
 
 

@@ -35,9 +35,14 @@ DLQ_DETAIL: Final = "dlq_detail"
 DLQ_AT: Final = "dlq_dead_lettered_at"
 
 
+def event_id(topup: TopUp, event_type: str) -> str:
+    """The deterministic id of the `event_type` event of this top-up's daily key."""
+    return output_event_id(topup.customer_id, topup.business_date, event_type)
+
+
 def _common(topup: TopUp, event_type: str, now: datetime) -> dict[str, object]:
     return {
-        "event_id": output_event_id(topup.customer_id, topup.business_date, event_type),
+        "event_id": event_id(topup, event_type),
         "customer_id": topup.customer_id,
         "business_date": topup.business_date,
         "idempotency_key": topup.idempotency_key,

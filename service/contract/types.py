@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BeforeValidator,
     Field,
@@ -18,17 +19,63 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from service.domain.currencies import ISO_4217
+
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+# event_id, caused_by: 1 to 128 printable characters: no C0/C1 control characters (NUL
+# included), and no lone surrogates (checked apart: JSON Schema patterns cannot say it).
+TEXT_ID_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f]{1,128}$"
+_TEXT_ID_RE = re.compile(TEXT_ID_PATTERN)
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
 POSITIVE_DECIMAL_PATTERN = r"^(?!0+(\.0+)?$)[0-9]+(\.[0-9]+)?$"
 RFC3339_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 _DECIMAL_RE = re.compile(DECIMAL_PATTERN)
 
 Id = Annotated[str, StringConstraints(strict=True, pattern=ID_PATTERN)]
-EventId = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=256)]
-Currency = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Z]{3}$")]
+
+
+def text_id(value: str) -> bool:
+    """An event_id or caused_by of the contract: 1 to 128 printable characters."""
+    return _TEXT_ID_RE.match(value) is not None and _SURROGATE_RE.search(value) is None
+
+
+def _text_id(value: str) -> str:
+    if not text_id(value):
+        raise ValueError("must be 1 to 128 printable characters (no control characters)")
+    return value
+
+
+def _iso_currency(value: str) -> str:
+    if value not in ISO_4217:
+        raise ValueError(f"{value[:8]!r} is not an ISO 4217 currency code")
+    return value
+
+
+EventId = Annotated[
+    str,
+    StringConstraints(strict=True),
+    AfterValidator(_text_id),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 128,
+            "pattern": TEXT_ID_PATTERN,
+            "description": "1 to 128 printable characters (no control characters, no NUL, "
+            "no lone surrogates)",
+        }
+    ),
+]
+Currency = Annotated[
+    str,
+    StringConstraints(strict=True),
+    AfterValidator(_iso_currency),
+    WithJsonSchema({"type": "string", "enum": sorted(ISO_4217), "description": "ISO 4217 code"}),
+]
 Timezone = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
-Count = Annotated[StrictInt, Field(ge=0)]
+MAX_COUNT = 2**63 - 1  # a PostgreSQL bigint
+Count = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
 Flag = StrictBool
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -25,3 +25,10 @@ def business_date(at: datetime, timezone: str) -> date:
     if at.tzinfo is None:
         raise ValueError("naive datetime: an instant needs an offset")
     return at.astimezone(zone(timezone)).date()
+
+
+def day_end(day: date, timezone: str) -> datetime:
+    """The instant (UTC) at which business date `day` ends in `timezone`: the start of the
+    next day there (where midnight is skipped by a DST change, the instant of the change)."""
+    start = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone(timezone))
+    return start.astimezone(UTC)

@@ -93,7 +93,9 @@ def balance_at_or_below_threshold(
     return outcome.reason != "above_threshold"
 
 
-def partner_failure(wallet: Wallet, partner: Wallet | None, now: datetime) -> str | None:
+def partner_failure(
+    wallet: Wallet, partner: Wallet | None, now: datetime, policy: rules.Policy | None = None
+) -> str | None:
     """For a master-account customer: the `top-up-failed` reason its partner's wallet would
     give to a top-up made now (None: the partner covers it, or not a master-account customer).
     """
@@ -111,7 +113,9 @@ def partner_failure(wallet: Wallet, partner: Wallet | None, now: datetime) -> st
         payment_method=s.payment_method,
         partner_id=s.partner_id,
     )
-    return rules.fund_from_partner(partner, topup, now).failure
+    return rules.fund_from_partner(
+        partner, topup, now, policy or rules.Policy(), _PROBE_EVENT_ID
+    ).failure
 
 
 def _money(amount: Decimal, currency: str) -> str:
@@ -167,6 +171,10 @@ def next_top_up(
     if reason == "daily_key_taken":
         next_day = next_free_business_day(today, taken)
         start = start_of_business_day(next_day, timezone)
+        if wallet.attempt_day_end is not None and wallet.attempt_day_end > start:
+            # The last attempt's day, in the timezone it used, ends later (a timezone change).
+            start = wallet.attempt_day_end
+            next_day = business_date(start, timezone)
         local = start.astimezone(zone(timezone))
         return answer(
             NextCode.DAILY_KEY_TAKEN,

@@ -32,6 +32,9 @@ class BalanceChanged:
     currency: str
     balance: Decimal
     sequence: int | None = None
+    # The event_id of the output event (e.g. a credit-issued) whose application made this
+    # change, when one did (since contract v2).
+    caused_by: str | None = None
 
 
 @value
@@ -64,6 +67,16 @@ class Card:
 
 
 @value
+class CardTerms:
+    """The amounts the card's owner set in the last online top-up: the only amounts the card
+    is ever charged by (the Finance app cannot change them, whatever the stored method)."""
+
+    trigger_amount: Decimal
+    limit_threshold: Decimal
+    currency: str
+
+
+@value
 class Settings:
     payment_method: PaymentMethod
     auto_trigger: bool
@@ -91,10 +104,12 @@ class Balance:
 
 @value
 class Credit:
-    """Credit this service issued from a wallet (as a partner's master account)."""
+    """Credit this service issued from a wallet (as a partner's master account), reserved
+    until a balance event of that wallet names it in `caused_by`, or the hold passes."""
 
-    issued_at: datetime
+    issued_at: datetime  # this service's clock when it decided (for the hold)
     amount: Decimal
+    event_id: str | None = None  # the credit-issued event's id (None: issued before v2)
 
 
 @value
@@ -105,10 +120,15 @@ class Wallet:
     # After a hard card failure, Stripe top-ups wait for new card details.
     stripe_paused: bool = False
     balance: Balance | None = None
-    # Credit issued from this wallet since its last known balance.
+    # Credit issued from this wallet that no balance event has shown as applied yet.
     credits_out: tuple[Credit, ...] = ()
     # Business dates whose daily key is taken (only the recent ones matter).
     attempt_dates: frozenset[date] = field(default_factory=frozenset)
+    # The card's own amounts (set by online top-ups only).
+    card_terms: CardTerms | None = None
+    # The end of the last attempt's business day, in the timezone that attempt used: no new
+    # attempt for an event dated before it, whatever the timezone is now.
+    attempt_day_end: datetime | None = None
 
 
 # --- decisions --------------------------------------------------------------------------------

@@ -76,3 +76,40 @@ def card_minor_units(amount: Decimal, currency: str) -> int:
     """The integer amount a card charge (Stripe's `amount`) carries for this currency."""
     exponent = _card_exponent(currency)
     return int(amount.quantize(Decimal(1).scaleb(-exponent), ROUND_HALF_EVEN).scaleb(exponent))
+
+
+# Stripe's minimum charge per presentment currency (docs.stripe.com/currencies, "Minimum and
+# maximum charge amounts"). For a currency not listed, Stripe asks that the amount convert to at
+# least 0.50 USD, which needs an exchange rate: only one minor unit is checked here, and Stripe
+# itself declines a smaller charge (the attempt then fails with Stripe's reason).
+STRIPE_MINIMUM_CHARGE: dict[str, Decimal] = {
+    "USD": Decimal("0.50"), "AED": Decimal("2.00"), "AUD": Decimal("0.50"),
+    "BGN": Decimal("1.00"), "BRL": Decimal("0.50"), "CAD": Decimal("0.50"),
+    "CHF": Decimal("0.50"), "CZK": Decimal("15.00"), "DKK": Decimal("2.50"),
+    "EUR": Decimal("0.50"), "GBP": Decimal("0.30"), "HKD": Decimal("4.00"),
+    "HUF": Decimal("175.00"), "INR": Decimal("0.50"), "JPY": Decimal("50"),
+    "MXN": Decimal("10"), "MYR": Decimal("2"), "NOK": Decimal("3.00"), "NZD": Decimal("0.50"),
+    "PLN": Decimal("2.00"), "RON": Decimal("2.00"), "SEK": Decimal("3.00"),
+    "SGD": Decimal("0.50"), "THB": Decimal("10"),
+}  # fmt: skip
+# The largest `amount` a PaymentIntent takes: eight digits of the currency's card minor unit.
+STRIPE_MAXIMUM_MINOR_UNITS = 99_999_999
+
+
+def card_amount_error(amount: Decimal, currency: str) -> str | None:
+    """Why a card cannot be charged exactly `amount` (None when it can): the currency's
+    scale, Stripe's minimum charge, and its maximum of 99,999,999 minor units."""
+    if not fits_card_amount(amount, currency):
+        return f"a card cannot be charged exactly {amount} {currency}"
+    minimum = STRIPE_MINIMUM_CHARGE.get(currency)
+    if minimum is not None and amount < minimum:
+        return f"{amount} {currency} is below Stripe's minimum charge of {minimum} {currency}"
+    minor = card_minor_units(amount, currency)
+    if minor < 1:
+        return f"{amount} {currency} is less than one minor unit"
+    if minor > STRIPE_MAXIMUM_MINOR_UNITS:
+        return (
+            f"{amount} {currency} is above Stripe's maximum charge "
+            f"({STRIPE_MAXIMUM_MINOR_UNITS:,} minor units)"
+        )
+    return None

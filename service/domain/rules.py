@@ -11,11 +11,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from service.domain.calendar import business_date, is_valid_timezone
+from service.domain.calendar import business_date, day_end, is_valid_timezone
 from service.domain.model import (
     Balance,
     BalanceChanged,
     Card,
+    CardTerms,
     Credit,
     Origin,
     PaymentMethod,
@@ -24,7 +25,7 @@ from service.domain.model import (
     TopUp,
     Wallet,
 )
-from service.domain.money import fits_card_amount, fits_minor_units
+from service.domain.money import card_amount_error, fits_minor_units
 from service.domain.values import value
 
 
@@ -34,6 +35,9 @@ class Policy:
     future_skew: timedelta = timedelta(minutes=5)
     # Events whose business date is older than `today - old_day_window_days` trigger nothing.
     old_day_window_days: int = 1
+    # A partner credit that no balance event of the partner's wallet names in `caused_by`
+    # stops being reserved after this long (measured on this service's clock).
+    credit_hold: timedelta = timedelta(hours=48)
 
 
 class Status(StrEnum):
@@ -109,9 +113,15 @@ def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: 
         (event.event_id, event.sequence, event.occurred_at),
     ):
         # The highest sequence *seen* rises even so, so that staleness never changes its mind
-        # when the same events come again.
+        # when the same events come again. A credit it names is applied all the same: the
+        # newer balance we know includes it.
         seen = replace(last, sequence=_highest(last.sequence, event.sequence))
-        return Outcome(replace(wallet, balance=seen), Status.STALE, reason="stale_balance")
+        credits = _unreleased(wallet.credits_out, event.caused_by, now, policy)
+        return Outcome(
+            replace(wallet, balance=seen, credits_out=credits),
+            Status.STALE,
+            reason="stale_balance",
+        )
     balance = Balance(
         event.balance,
         event.currency,
@@ -120,10 +130,7 @@ def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: 
         event.event_id,
         _newest(last.newest if last else None, event.occurred_at, event.event_id),
     )
-    # Credit issued before this balance is already reflected in it.
-    credits = wallet.credits_out
-    if credits:
-        credits = tuple(c for c in credits if c.issued_at > event.occurred_at)
+    credits = _unreleased(wallet.credits_out, event.caused_by, now, policy)
     # (the constructor, not dataclasses.replace: this runs for every balance event)
     updated = Wallet(
         wallet.customer_id,
@@ -133,6 +140,8 @@ def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: 
         balance,
         credits,
         wallet.attempt_dates,
+        wallet.card_terms,
+        wallet.attempt_day_end,
     )
     return _evaluate(
         updated,
@@ -140,6 +149,21 @@ def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: 
         occurred_at=event.occurred_at,
         now=now,
         policy=policy,
+    )
+
+
+def _unreleased(
+    credits: tuple[Credit, ...], caused_by: str | None, now: datetime, policy: Policy
+) -> tuple[Credit, ...]:
+    """The credits still reserved: not named by this balance event (a wallet's balance includes
+    a credit from the event that names it on), and not past the hold."""
+    if not credits:  # nearly every wallet: not a partner, or nothing outstanding
+        return credits
+    expired = now - policy.credit_hold
+    return tuple(
+        c
+        for c in credits
+        if c.issued_at > expired and (caused_by is None or c.event_id != caused_by)
     )
 
 
@@ -158,13 +182,10 @@ def _settings_error(wallet: Wallet, event: SettingsUpdated) -> tuple[str, str] |
             "invalid_amount_scale",
             f"limit_threshold {event.limit_threshold} has more decimals than {event.currency}",
         )
-    if event.payment_method is PaymentMethod.STRIPE and not fits_card_amount(
-        event.trigger_amount, event.currency
-    ):
-        return (
-            "invalid_amount_for_card",
-            f"a card cannot be charged exactly {event.trigger_amount} {event.currency}",
-        )
+    if event.payment_method is PaymentMethod.STRIPE:
+        problem = card_amount_error(event.trigger_amount, event.currency)
+        if problem is not None:
+            return ("invalid_amount_for_card", problem)
     if event.timezone is not None and not is_valid_timezone(event.timezone):
         return ("invalid_timezone", f"unknown IANA timezone {event.timezone!r}")
     if (
@@ -186,19 +207,20 @@ def _settings_error(wallet: Wallet, event: SettingsUpdated) -> tuple[str, str] |
                 "the Finance app may choose Stripe only for a customer whose card is on "
                 "record (saved during an online top-up)",
             )
-        current = wallet.settings
-        if (
-            current is not None
-            and current.payment_method is PaymentMethod.STRIPE
-            and (
-                event.trigger_amount != current.trigger_amount
-                or event.limit_threshold != current.limit_threshold
+        # Whatever the stored method is (since v2): a round trip through another method must
+        # not let the Finance app charge the card an amount its owner never set.
+        terms = wallet.card_terms
+        if terms != CardTerms(event.trigger_amount, event.limit_threshold, event.currency):
+            card_set = (
+                "not known (save the card again in an online top-up)"
+                if terms is None
+                else f"{terms.trigger_amount} / {terms.limit_threshold} {terms.currency}"
             )
-        ):
             return (
                 "stripe_settings_locked",
                 "Trigger Amount and Limit Threshold of a Stripe customer are set during "
-                "online top-up; the Finance app cannot change them",
+                f"online top-up; the Finance app cannot change them (the card's: {card_set}; "
+                f"sent: {event.trigger_amount} / {event.limit_threshold} {event.currency})",
             )
     return None
 
@@ -235,13 +257,14 @@ def apply_settings(
         event_id=event.event_id,
         newest=_newest(previous.newest if previous else None, event.occurred_at, event.event_id),
     )
-    card, paused = wallet.card, wallet.stripe_paused
+    card, paused, terms = wallet.card, wallet.stripe_paused, wallet.card_terms
     if event.origin is Origin.ONLINE_TOP_UP:
         assert event.stripe_customer_id is not None
         assert event.stripe_payment_method_id is not None
         card = Card(event.stripe_customer_id, event.stripe_payment_method_id)
+        terms = CardTerms(event.trigger_amount, event.limit_threshold, event.currency)
         paused = False  # new card details: Stripe top-ups may go again
-    updated = replace(wallet, settings=settings, card=card, stripe_paused=paused)
+    updated = replace(wallet, settings=settings, card=card, stripe_paused=paused, card_terms=terms)
 
     turned_on = event.auto_trigger and (previous is None or not previous.auto_trigger)
     raised = previous is not None and event.limit_threshold > previous.limit_threshold
@@ -283,7 +306,11 @@ def _evaluate(
         return _blocked(wallet, "old_business_date")
     if settings.payment_method is PaymentMethod.STRIPE and wallet.stripe_paused:
         return _blocked(wallet, "stripe_paused")
-    if day in wallet.attempt_dates:
+    if day in wallet.attempt_dates or (
+        # Since v2: the previous attempt's business day, in the timezone it used, must be over
+        # (a change of timezone never opens a second day early).
+        wallet.attempt_day_end is not None and occurred_at < wallet.attempt_day_end
+    ):
         return _blocked(wallet, "daily_key_taken", Decision.SUPPRESSED)
     topup = TopUp(
         customer_id=wallet.customer_id,
@@ -297,7 +324,10 @@ def _evaluate(
         partner_id=settings.partner_id,
         card=wallet.card,
     )
-    claimed = replace(wallet, attempt_dates=wallet.attempt_dates | {day})
+    ends = day_end(day, timezone)
+    if wallet.attempt_day_end is not None:
+        ends = max(ends, wallet.attempt_day_end)
+    claimed = replace(wallet, attempt_dates=wallet.attempt_dates | {day}, attempt_day_end=ends)
     return Outcome(claimed, Status.APPLIED, decision=Decision.TRIGGERED, topup=topup)
 
 
@@ -311,14 +341,25 @@ class Funding:
     detail: str = ""
 
 
-def available_funds(partner: Wallet) -> Decimal | None:
-    """The partner's last known balance minus what we issued from it since that balance."""
+def available_funds(
+    partner: Wallet, now: datetime | None = None, policy: Policy | None = None
+) -> Decimal | None:
+    """The partner's last known balance minus every credit this service issued from it that
+    the wallet service has not shown as applied yet (and whose hold has not passed at `now`;
+    without `now`, every reserved credit counts)."""
     if partner.balance is None:
         return None
-    return partner.balance.amount - sum((c.amount for c in partner.credits_out), Decimal(0))
+    credits = partner.credits_out
+    if now is not None:
+        credits = _unreleased(credits, None, now, policy or Policy())
+    return partner.balance.amount - sum((c.amount for c in credits), Decimal(0))
 
 
-def fund_from_partner(partner: Wallet | None, topup: TopUp, now: datetime) -> Funding:
+def fund_from_partner(
+    partner: Wallet | None, topup: TopUp, now: datetime, policy: Policy, credit_event_id: str
+) -> Funding:
+    """Issues the top-up from the partner's wallet if what it can cover allows; the credit is
+    reserved under `credit_event_id` (the credit-issued event's id) until released."""
     if partner is None or partner.balance is None:
         return Funding(
             partner, "partner_balance_unknown", f"no balance known for partner {topup.partner_id}"
@@ -329,13 +370,15 @@ def fund_from_partner(partner: Wallet | None, topup: TopUp, now: datetime) -> Fu
             "partner_currency_mismatch",
             f"partner wallet is in {partner.balance.currency}, top-up in {topup.currency}",
         )
-    available = available_funds(partner)
-    assert available is not None
+    reserved = _unreleased(partner.credits_out, None, now, policy)
+    available = partner.balance.amount - sum((c.amount for c in reserved), Decimal(0))
     if available < topup.amount:
         return Funding(
             partner,
             "partner_insufficient_funds",
-            f"partner {topup.partner_id} can cover {available}, top-up needs {topup.amount}",
+            f"partner {topup.partner_id} can cover {available} (balance "
+            f"{partner.balance.amount} less {len(reserved)} credits not yet applied), "
+            f"top-up needs {topup.amount}",
         )
-    credited = replace(partner, credits_out=(*partner.credits_out, Credit(now, topup.amount)))
-    return Funding(credited)
+    credit = Credit(now, topup.amount, credit_event_id)
+    return Funding(replace(partner, credits_out=(*reserved, credit)))

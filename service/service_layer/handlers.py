@@ -208,7 +208,13 @@ class BatchHandler:
             )
         if topup.payment_method is PaymentMethod.MASTER_ACCOUNT:
             assert topup.partner_id is not None
-            funding = rules.fund_from_partner(batch.wallets.get(topup.partner_id), topup, now)
+            funding = rules.fund_from_partner(
+                batch.wallets.get(topup.partner_id),
+                topup,
+                now,
+                self._policy,
+                messages.event_id(topup, messages.CREDIT_ISSUED),
+            )
             if funding.failure is not None:
                 failed = messages.top_up_failed(topup, funding.failure, funding.detail, now)
                 return (

@@ -11,7 +11,7 @@ import asyncpg
 from service.adapters.postgres.migrate import migrate
 from service.adapters.postgres.store import PgUnitOfWork
 from service.config import Topics
-from service.domain.model import Card, Credit, PaymentMethod, TopUp, Wallet
+from service.domain.model import Card, CardTerms, Credit, PaymentMethod, TopUp, Wallet
 from service.domain.rules import Policy, apply_balance, apply_settings
 from service.service_layer.handlers import BatchHandler
 from service.service_layer.ports import Claim, InputRecord
@@ -54,8 +54,10 @@ async def test_wallets_round_trip(pool: asyncpg.Pool) -> None:
         wallet,
         card=Card("cus_1", "pm_1"),
         stripe_paused=True,
-        credits_out=(Credit(NOW, Decimal("25.50")),),
+        credits_out=(Credit(NOW, Decimal("25.50")), Credit(NOW, Decimal("1.25"), "credit-9")),
         attempt_dates=frozenset(),
+        card_terms=CardTerms(Decimal("50.00"), Decimal("-10.5"), "USD"),
+        attempt_day_end=NOW + timedelta(hours=3),
     )
     async with PgUnitOfWork(pool) as uow:
         loaded = await uow.store.lock_wallets(["cust-1"], NOW.date())

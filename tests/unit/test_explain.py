@@ -45,7 +45,7 @@ def wallet(
         assert got.status is Status.APPLIED, got
         # What the rule claimed while applying this balance is not what this test is about:
         # the taken dates are passed to next_top_up explicitly.
-        w = replace(got.wallet, attempt_dates=frozenset())
+        w = replace(got.wallet, attempt_dates=frozenset(), attempt_day_end=None)
     return w
 
 

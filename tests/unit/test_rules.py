@@ -323,36 +323,87 @@ def _due(customer_id: str, amount: str = "100.00") -> rules.Outcome:
     return out
 
 
+def _fund(
+    partner: Wallet | None, customer_id: str, now: datetime = NOW, amount: str = "100.00"
+) -> rules.Funding:
+    topup = _due(customer_id, amount).topup
+    assert topup is not None
+    return rules.fund_from_partner(partner, topup, now, POLICY, f"credit-{customer_id}")
+
+
 def test_partner_funds_cover_the_credit() -> None:
-    funding = rules.fund_from_partner(_partner("150"), _due("c1").topup, NOW)  # type: ignore[arg-type]
+    funding = _fund(_partner("150"), "c1")
     assert funding.failure is None
     assert funding.partner is not None
     assert rules.available_funds(funding.partner) == Decimal("50")
+    assert [c.event_id for c in funding.partner.credits_out] == ["credit-c1"]
 
 
 def test_two_customers_of_one_partner_cannot_overdraw_it() -> None:
-    partner = _partner("150")
-    first = rules.fund_from_partner(partner, _due("c1").topup, NOW)  # type: ignore[arg-type]
-    second = rules.fund_from_partner(first.partner, _due("c2").topup, NOW)  # type: ignore[arg-type]
+    first = _fund(_partner("150"), "c1")
+    second = _fund(first.partner, "c2")
     assert first.failure is None
     assert second.failure == "partner_insufficient_funds"
 
 
 def test_unknown_partner_balance_fails() -> None:
-    funding = rules.fund_from_partner(None, _due("c1").topup, NOW)  # type: ignore[arg-type]
-    assert funding.failure == "partner_balance_unknown"
+    assert _fund(None, "c1").failure == "partner_balance_unknown"
 
 
-def test_a_newer_partner_balance_absorbs_earlier_credits() -> None:
-    first = rules.fund_from_partner(_partner("150"), _due("c1").topup, NOW)  # type: ignore[arg-type]
+def test_a_partner_balance_that_names_the_credit_releases_it() -> None:
+    first = _fund(_partner("150"), "c1")
     assert first.partner is not None
-    # The wallet service debited the partner: its new balance already reflects the credit.
     later = NOW + timedelta(seconds=5)
+    # The wallet service applied the credit: its balance event names it.
     after = rules.apply_balance(
-        first.partner, balance("partner-1", "50", at=later), later, POLICY
+        first.partner, balance("partner-1", "50", at=later, caused_by="credit-c1"), later, POLICY
     ).wallet
-    assert rules.available_funds(after) == Decimal("50")
     assert after.credits_out == ()
+    assert rules.available_funds(after) == Decimal("50")
+
+
+def test_a_later_partner_balance_without_caused_by_keeps_the_credit_reserved() -> None:
+    """v1 forgot the credit here: the partner holds 100, A gets 60, the partner's wallet changes
+    for another reason (99) before the wallet service applied A's credit: B must not get 60."""
+    first = _fund(_partner("100"), "a", amount="60.00")
+    assert first.partner is not None
+    later = NOW + timedelta(seconds=5)
+    other = rules.apply_balance(
+        first.partner, balance("partner-1", "99", at=later), later, POLICY
+    ).wallet
+    assert rules.available_funds(other, later, POLICY) == Decimal("39")
+    assert _fund(other, "b", later, amount="60.00").failure == "partner_insufficient_funds"
+
+
+def test_a_stale_partner_balance_that_names_the_credit_still_releases_it() -> None:
+    partner = rules.apply_balance(
+        Wallet("partner-1"), balance("partner-1", "150", at=NOW, sequence=10), NOW, POLICY
+    ).wallet
+    first = _fund(partner, "c1")
+    assert first.partner is not None
+    # Sequence 9 is older than what we know (10), yet the wallet service applied the credit
+    # by then, so the newer balance we hold includes it too.
+    out = rules.apply_balance(
+        first.partner,
+        balance("partner-1", "50", at=NOW, sequence=9, caused_by="credit-c1"),
+        NOW,
+        POLICY,
+    )
+    assert out.status is Status.STALE
+    assert out.wallet.credits_out == ()
+
+
+def test_an_unnamed_credit_stops_counting_after_the_hold() -> None:
+    first = _fund(_partner("100"), "a")
+    assert first.partner is not None
+    just_before = NOW + POLICY.credit_hold - timedelta(seconds=1)
+    assert rules.available_funds(first.partner, just_before, POLICY) == Decimal("0")
+    after = NOW + POLICY.credit_hold
+    assert rules.available_funds(first.partner, after, POLICY) == Decimal("100")
+    funded = _fund(first.partner, "b", after)
+    assert funded.failure is None
+    assert funded.partner is not None
+    assert [c.event_id for c in funded.partner.credits_out] == ["credit-b"]
 
 
 def test_a_repeated_event_is_stale_whenever_it_comes_back() -> None:

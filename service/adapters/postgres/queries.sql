@@ -11,7 +11,8 @@ SELECT
     w.settings_version, w.settings_occurred_at, w.settings_event_id, w.settings_newest_at,
     w.settings_newest_id, w.stripe_customer_id, w.stripe_payment_method_id, w.stripe_paused,
     w.balance::text, w.balance_currency, w.balance_occurred_at, w.balance_sequence,
-    w.balance_event_id, w.balance_newest_at, w.balance_newest_id, w.credits_out, ARRAY(
+    w.balance_event_id, w.balance_newest_at, w.balance_newest_id, w.credits_out, w.card_terms,
+    w.attempt_day_end, ARRAY(
     SELECT k.business_date FROM daily_keys AS k
     WHERE k.customer_id = w.customer_id AND k.business_date >= $2::date) AS taken_dates
 FROM wallets AS w
@@ -55,6 +56,8 @@ UPDATE wallets AS w SET
     balance_newest_id = u.balance_newest_id,
     settings_newest_at = u.settings_newest_at,
     settings_newest_id = u.settings_newest_id,
+    card_terms = u.card_terms,
+    attempt_day_end = u.attempt_day_end,
     updated_at = now()
 FROM unnest($1::wallet_state[]) AS u
 WHERE w.customer_id = u.customer_id;

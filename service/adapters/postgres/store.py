@@ -16,6 +16,7 @@ from service.adapters.postgres.sql import q
 from service.domain.model import (
     Balance,
     Card,
+    CardTerms,
     Credit,
     Origin,
     PaymentMethod,
@@ -44,10 +45,39 @@ def card_from_row(row: asyncpg.Record) -> Card | None:
 
 
 def _credits(raw: str) -> tuple[Credit, ...]:
-    if raw == "[]":  # nearly every wallet: not a partner, or nothing issued since its balance
+    if raw == "[]":  # nearly every wallet: not a partner, or nothing outstanding
         return ()
     return tuple(
-        Credit(datetime.fromisoformat(c["at"]), Decimal(c["amount"])) for c in json.loads(raw)
+        Credit(datetime.fromisoformat(c["at"]), Decimal(c["amount"]), c.get("id"))
+        for c in json.loads(raw)
+    )
+
+
+def _credits_json(credits: tuple[Credit, ...]) -> str:
+    return json.dumps(
+        [
+            {"at": c.issued_at.isoformat(), "amount": str(c.amount), "id": c.event_id}
+            for c in credits
+        ]
+    )
+
+
+def _card_terms(raw: str | None) -> CardTerms | None:
+    if raw is None:
+        return None
+    t = json.loads(raw)
+    return CardTerms(Decimal(t["trigger_amount"]), Decimal(t["limit_threshold"]), t["currency"])
+
+
+def _card_terms_json(terms: CardTerms | None) -> str | None:
+    if terms is None:
+        return None
+    return json.dumps(
+        {
+            "trigger_amount": str(terms.trigger_amount),
+            "limit_threshold": str(terms.limit_threshold),
+            "currency": terms.currency,
+        }
     )
 
 
@@ -87,6 +117,8 @@ def wallet_from_row(row: asyncpg.Record, attempt_dates: frozenset[date]) -> Wall
         balance,
         _credits(row["credits_out"]),
         attempt_dates,
+        _card_terms(row["card_terms"]),
+        row["attempt_day_end"],
     )
 
 
@@ -97,14 +129,14 @@ def _only_balance_changed(before: Wallet, after: Wallet) -> bool:
         and after.card is before.card
         and after.stripe_paused == before.stripe_paused
         and after.credits_out == before.credits_out
+        and after.card_terms is before.card_terms
+        and after.attempt_day_end == before.attempt_day_end
     )
 
 
 def wallet_to_state(w: Wallet) -> tuple[Any, ...]:
     s, b, c = w.settings, w.balance, w.card
-    credits = json.dumps(
-        [{"at": x.issued_at.isoformat(), "amount": str(x.amount)} for x in w.credits_out]
-    )
+    credits = _credits_json(w.credits_out)
     return (
         w.customer_id,
         s.payment_method.value if s else None,
@@ -131,6 +163,8 @@ def wallet_to_state(w: Wallet) -> tuple[Any, ...]:
         b.newest[1] if b and b.newest else None,
         s.newest[0] if s and s.newest else None,
         s.newest[1] if s and s.newest else None,
+        _card_terms_json(w.card_terms),
+        w.attempt_day_end,
     )
 
 

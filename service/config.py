@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field, PostgresDsn, SecretStr, field_validator
@@ -71,6 +72,22 @@ class Settings(BaseSettings):
     # Rules of the contract that an operator may tune.
     future_skew_seconds: float = Field(300, ge=0, validation_alias="AUTO_TOPUP_FUTURE_SKEW_SECONDS")
     old_day_window_days: int = Field(1, ge=0, validation_alias="AUTO_TOPUP_OLD_DAY_WINDOW_DAYS")
+    # A partner credit no balance event names (caused_by) stops being reserved after this.
+    partner_credit_hold_seconds: float = Field(
+        48 * 3600, gt=0, validation_alias="AUTO_TOPUP_PARTNER_CREDIT_HOLD_SECONDS"
+    )
+
+    # For tests and drills: the service's clock runs this many seconds ahead of (or behind,
+    # when negative) the host's clock. Within a century either way.
+    clock_offset_seconds: float = Field(
+        0.0,
+        ge=-3_155_760_000,
+        le=3_155_760_000,
+        allow_inf_nan=False,
+        validation_alias="AUTO_TOPUP_CLOCK_OFFSET_SECONDS",
+        description="for tests and drills: the service's clock runs this many seconds ahead "
+        "of (or behind, when negative) the host's clock",
+    )
 
     # Operational knobs.
     topic_partitions: int = Field(6, ge=1, validation_alias="AUTO_TOPUP_TOPIC_PARTITIONS")
@@ -134,7 +151,17 @@ class Settings(BaseSettings):
             default_timezone=self.default_timezone,
             future_skew=timedelta(seconds=self.future_skew_seconds),
             old_day_window_days=self.old_day_window_days,
+            credit_hold=timedelta(seconds=self.partner_credit_hold_seconds),
         )
+
+    def clock(self) -> Callable[[], datetime]:
+        """The service's clock: the host's UTC time moved by AUTO_TOPUP_CLOCK_OFFSET_SECONDS."""
+        offset = timedelta(seconds=self.clock_offset_seconds)
+
+        def now() -> datetime:
+            return datetime.now(UTC) + offset
+
+        return now
 
     @property
     def dsn(self) -> str:

@@ -143,12 +143,14 @@ def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: 
         wallet.card_terms,
         wallet.attempt_day_end,
     )
+    # A balance dated before the settings in effect is judged under those settings: in
+    # event-time order its decision is theirs, so it is dated when they were made.
+    at = event.occurred_at
+    settings = wallet.settings
+    if settings is not None and settings.occurred_at > at:
+        at = settings.occurred_at
     return _evaluate(
-        updated,
-        trigger_event_id=event.event_id,
-        occurred_at=event.occurred_at,
-        now=now,
-        policy=policy,
+        updated, trigger_event_id=event.event_id, occurred_at=at, now=now, policy=policy
     )
 
 

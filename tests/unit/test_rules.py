@@ -93,9 +93,9 @@ def test_two_due_events_a_minute_apart_across_local_midnight_are_two_days() -> N
 
 
 def test_business_day_follows_new_york_across_dst_end() -> None:
-    wallet = configured(timezone="America/New_York")
     # 2026-11-02 04:30 UTC is 23:30 EST on Nov 1 (after the change), still Nov 1.
     at = datetime(2026, 11, 2, 4, 30, tzinfo=UTC)
+    wallet = configured(timezone="America/New_York", at=at - timedelta(hours=1))
     out = rules.apply_balance(wallet, balance(amount="1", at=at), at, POLICY)
     assert out.topup is not None
     assert out.topup.business_date == date(2026, 11, 1)
@@ -435,3 +435,18 @@ def test_a_stale_sequence_still_counts_as_seen() -> None:
     assert seen.wallet.balance.amount == Decimal("50")
     later = balance(amount="2", at=NOW + timedelta(seconds=1), sequence=12)
     assert rules.apply_balance(seen.wallet, later, NOW, POLICY).status is Status.STALE
+
+
+def test_a_balance_dated_before_the_settings_in_effect_is_decided_at_their_time() -> None:
+    """In event-time order, a late balance (dated 23:50) under settings made at 00:10 the next
+    day (auto-trigger on) would have been known when those settings arrived: the top-up is
+    theirs, on their business date, not on the day the balance is dated."""
+    day = datetime(2026, 3, 10, 23, 50, tzinfo=UTC)
+    turned_on = day + timedelta(minutes=20)
+    off = configured(auto=False, at=day - timedelta(hours=1))
+    on = rules.apply_settings(
+        off, settings("cust-1", auto=True, at=turned_on), turned_on, POLICY
+    ).wallet
+    out = rules.apply_balance(on, balance(amount="1", at=day), turned_on, POLICY)
+    assert out.topup is not None
+    assert out.topup.business_date == date(2026, 3, 11)

@@ -11,7 +11,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
@@ -22,7 +22,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.subscriber.usecase import BatchSubscriber as KafkaSubscriber
 
 from service.adapters.kafka.relay import OutboxRelay, make_producer
-from service.adapters.kafka.topics import ensure_topics
+from service.adapters.kafka.topics import NotCoPartitioned, check_co_partitioned, ensure_topics
 from service.adapters.postgres.charges import PgChargeStore
 from service.adapters.postgres.errors import is_transient
 from service.adapters.postgres.migrate import migrate
@@ -35,6 +35,7 @@ from service.entrypoints.gc_policy import GcPolicy
 from service.entrypoints.http import HttpServer, Probes
 from service.entrypoints.metrics import Metrics, TimedGateway
 from service.entrypoints.runtime_stats import GcPauses, rss_kb
+from service.service_layer.alignment import Alignment
 from service.service_layer.charger import Charger
 from service.service_layer.handlers import BatchHandler, BatchReport
 from service.service_layer.processor import BatchProcessor
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("auto_topup")
 T = TypeVar("T")
+
+# The exit code of `auto-topup run` when the input topics have different partition counts.
+EXIT_NOT_CO_PARTITIONED = 3
 
 
 def tracer(settings: Settings) -> OtelTracer | None:
@@ -103,9 +107,11 @@ async def prepare_kafka(settings: Settings) -> AIOKafkaProducer:
         settings.topics.all,
         settings.topic_partitions,
         settings.topic_replication_factor,
+        co_partitioned=settings.topics.inputs,
     )
     if created:
         log.info("created missing topics: %s", ", ".join(created))
+    await check_co_partitioned(settings.kafka_bootstrap_servers, settings.topics.inputs)
     producer = make_producer(settings.kafka_bootstrap_servers)
     try:
         await producer.start()
@@ -192,7 +198,27 @@ def build(settings: Settings) -> Service:
     if stripe_key is None:
         raise ValueError("STRIPE_API_KEY is required to run the service")
     tracing = tracer(settings)
-    handler = BatchHandler(uow, utc_now, settings.policy, settings.topics, tracing)
+    clock = settings.clock()  # every instant the service decides with (tests shift it)
+    if settings.clock_offset_seconds:
+        log.warning(
+            "AUTO_TOPUP_CLOCK_OFFSET_SECONDS=%s: the service's clock reads %s",
+            settings.clock_offset_seconds,
+            clock().isoformat(),
+        )
+    # Due records wait for the other input topic (contract v2); 0 ms: they never wait.
+    alignment = (
+        Alignment(
+            settings.topics.wallet_balance_changed,
+            settings.topics.settings_updated,
+            settings.input_align_ms / 1000,
+            time.monotonic,
+        )
+        if settings.input_align_ms > 0
+        else None
+    )
+    handler = BatchHandler(
+        uow, clock, settings.policy, settings.topics, tracing, alignment=alignment
+    )
     processor = BatchProcessor(handler, is_transient)
     service.processor = processor
 
@@ -216,7 +242,7 @@ def build(settings: Settings) -> Service:
         service.exit_code = 1
         os.kill(os.getpid(), signal.SIGTERM)
 
-    service.subscriber = subscribe(broker, settings, processor, committed, fatal)
+    service.subscriber = subscribe(broker, settings, processor, committed, fatal, alignment)
     probes = Probes(
         ready_checks={
             "postgres": service.postgres_problem,
@@ -232,7 +258,15 @@ def build(settings: Settings) -> Service:
         service.http = HttpServer(probes, settings.http_host, settings.http_port)
         await service.http.start()
         service.pool = await until_it_works("PostgreSQL", lambda: prepare_database(settings))
-        producer = await until_it_works("Kafka", lambda: prepare_kafka(settings))
+        try:
+            producer = await until_it_works("Kafka", lambda: prepare_kafka(settings))
+        except NotCoPartitioned as exc:
+            # One line, then a clean stop before anything is consumed (README: exit code 3).
+            log.critical("refusing to start: %s", exc)
+            service.exit_code = EXIT_NOT_CO_PARTITIONED
+            app.exit()
+            await asyncio.Event().wait()  # the shutdown cancels this start-up
+            return
         service.relay = relay = OutboxRelay(service.pool, producer)
         relay.start()
         gateway = TimedGateway(
@@ -246,14 +280,17 @@ def build(settings: Settings) -> Service:
         service.charger = Charger(
             PgChargeStore(service.pool),
             gateway,
-            utc_now,
+            clock,
             settings.topics,
             concurrency=settings.stripe_concurrency,
             lease_seconds=settings.stripe_timeout_seconds * 2,
             retry_max_seconds=settings.stripe_retry_max_seconds,
+            lookup_after=timedelta(seconds=settings.stripe_lookup_after_seconds),
+            key_horizon=timedelta(seconds=settings.stripe_key_horizon_seconds),
             on_published=relay.wake,
         )
         service.charger.start()
+        metrics.watch_charges(service.pool, clock)
 
     gc_pauses = GcPauses().install()
     memory: dict[str, int] = {}

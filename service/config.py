@@ -6,7 +6,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, PostgresDsn, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    PostgresDsn,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.domain.calendar import is_valid_timezone
@@ -96,6 +104,9 @@ class Settings(BaseSettings):
     )
     batch_max_records: int = Field(2000, ge=1, validation_alias="AUTO_TOPUP_BATCH_MAX_RECORDS")
     batch_timeout_ms: int = Field(20, ge=0, validation_alias="AUTO_TOPUP_BATCH_TIMEOUT_MS")
+    # How long a record that would trigger a top-up waits for the other input topic's partition
+    # to be read up to its time (contract v2, like Kafka Streams' max.task.idle.ms); 0: never.
+    input_align_ms: int = Field(500, ge=0, le=60_000, validation_alias="AUTO_TOPUP_INPUT_ALIGN_MS")
     session_timeout_ms: int = Field(
         10000, ge=1000, validation_alias="AUTO_TOPUP_KAFKA_SESSION_TIMEOUT_MS"
     )
@@ -110,6 +121,15 @@ class Settings(BaseSettings):
         300, gt=0, validation_alias="AUTO_TOPUP_STRIPE_RETRY_MAX_SECONDS"
     )
     stripe_concurrency: int = Field(8, ge=1, validation_alias="AUTO_TOPUP_STRIPE_CONCURRENCY")
+    # The Stripe horizon, counted from a charge's first attempt: looked up by metadata.daily_key
+    # before any request past the lookup age; never sent again past the key horizon (Stripe
+    # keeps idempotency keys for 24 hours), then it waits for an operator (needs_review).
+    stripe_lookup_after_seconds: float = Field(
+        23 * 3600, gt=0, validation_alias="AUTO_TOPUP_STRIPE_LOOKUP_AFTER_SECONDS"
+    )
+    stripe_key_horizon_seconds: float = Field(
+        24 * 3600, gt=0, le=24 * 3600, validation_alias="AUTO_TOPUP_STRIPE_KEY_HORIZON_SECONDS"
+    )
     http_host: str = Field("127.0.0.1", validation_alias="AUTO_TOPUP_HTTP_HOST", min_length=1)
     http_port: int = Field(8080, ge=0, le=65535, validation_alias="AUTO_TOPUP_HTTP_PORT")
     tracing: bool = Field(False, validation_alias="AUTO_TOPUP_TRACING")
@@ -132,6 +152,17 @@ class Settings(BaseSettings):
     def _non_empty_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("stripe_key_horizon_seconds")
+    @classmethod
+    def _horizon_after_lookup(cls, value: float, info: ValidationInfo) -> float:
+        lookup = info.data.get("stripe_lookup_after_seconds")
+        if lookup is not None and value <= lookup:
+            raise ValueError(
+                "AUTO_TOPUP_STRIPE_KEY_HORIZON_SECONDS must be greater than "
+                "AUTO_TOPUP_STRIPE_LOOKUP_AFTER_SECONDS"
+            )
         return value
 
     @property

@@ -7,11 +7,16 @@ from typing import Any
 import stripe
 
 from service.service_layer.payments import (
+    TEMPORARY_DECLINES,
     ChargeRequest,
     ChargeResult,
     ChargeStatus,
     TransientChargeError,
 )
+
+# One page of search results; a daily key has one PaymentIntent (more would be a bug of ours,
+# which the charger reports).
+SEARCH_LIMIT = 10
 
 
 def _failure_reason(error: Any) -> str:
@@ -21,6 +26,25 @@ def _failure_reason(error: Any) -> str:
     decline = getattr(error, "decline_code", None)
     code = getattr(error, "code", None)
     return str(decline or code or "card_declined")
+
+
+def _card_failed(reason: str) -> bool:
+    """A card error pauses Stripe top-ups unless Stripe documents the decline as temporary."""
+    return reason not in TEMPORARY_DECLINES
+
+
+def search_query(daily_key: str) -> str:
+    """The Search API query for one daily key (quotes and backslashes escaped)."""
+    value = daily_key.replace("\\", "\\\\").replace("'", "\\'")
+    return f"metadata['daily_key']:'{value}'"
+
+
+def _daily_key_of(intent: Any) -> str | None:
+    metadata = getattr(intent, "metadata", None)
+    try:
+        return None if metadata is None else str(metadata["daily_key"])
+    except KeyError:
+        return None
 
 
 def _result(intent: Any) -> ChargeResult:
@@ -39,12 +63,13 @@ def _result(intent: Any) -> ChargeResult:
             card_unusable=True,
         )
     error = getattr(intent, "last_payment_error", None)
+    reason = _failure_reason(error)
     return ChargeResult(
         ChargeStatus.FAILED,
         intent.id,
-        _failure_reason(error),
+        reason,
         str(getattr(error, "message", "") or f"payment intent {status}"),
-        card_unusable=True,
+        card_unusable=_card_failed(reason),
     )
 
 
@@ -77,12 +102,13 @@ class StripeGateway:
         except stripe.CardError as exc:
             error = exc.error
             intent_id = getattr(getattr(error, "payment_intent", None), "id", None)
+            reason = _failure_reason(error)
             return ChargeResult(
                 ChargeStatus.FAILED,
                 intent_id,
-                _failure_reason(error),
+                reason,
                 exc.user_message or str(exc),
-                card_unusable=True,
+                card_unusable=_card_failed(reason),
             )
         except stripe.StripeError as exc:
             return self._classify(exc)
@@ -94,6 +120,26 @@ class StripeGateway:
         except stripe.StripeError as exc:
             return self._classify(exc)
         return _result(intent)
+
+    async def find(self, daily_key: str) -> list[ChargeResult]:
+        """The PaymentIntents Stripe's Search API returns for metadata.daily_key. Search lags
+        writes (under a minute normally, up to an hour in an outage): an empty list is no proof
+        that no PaymentIntent exists; the charger decides what it may conclude. Any error, a
+        Search API that is not there (localstripe, accounts in India) included, raises
+        TransientChargeError: no answer, which proves nothing either."""
+        try:
+            page = await self._client.v1.payment_intents.search_async(
+                {"query": search_query(daily_key), "limit": SEARCH_LIMIT}
+            )
+        except stripe.StripeError as exc:
+            raise TransientChargeError(
+                f"search failed: {type(exc).__name__} ({exc.http_status}): {exc}"
+            ) from exc
+        return [
+            _result(intent)
+            for intent in page.data
+            if _daily_key_of(intent) == daily_key  # exact, whatever the search matched
+        ]
 
     @staticmethod
     def _classify(exc: stripe.StripeError) -> ChargeResult:

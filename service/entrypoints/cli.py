@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from service.config import Settings, describe_error
 from service.entrypoints import logs
+from service.entrypoints.cli_charges import charges
 from service.entrypoints.cli_dlq import dlq
 from service.entrypoints.cli_explain import explain
 from service.entrypoints.cli_replay import replay
@@ -20,6 +21,7 @@ cli = typer.Typer(
     add_completion=False,
 )
 cli.add_typer(dlq, name="dlq")
+cli.add_typer(charges, name="charges")
 cli.command(name="explain")(explain)
 cli.command(name="replay")(replay)
 

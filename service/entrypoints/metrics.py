@@ -10,8 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from service.adapters.postgres.charge_admin import charge_gauges
 from service.service_layer.handlers import BatchReport
 from service.service_layer.payments import (
     ChargeRequest,
@@ -19,6 +21,7 @@ from service.service_layer.payments import (
     PaymentGateway,
     TransientChargeError,
 )
+from service.service_layer.ports import Clock
 
 # Per-batch durations and event ages (seconds): from a few milliseconds to minutes of lag.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -83,6 +86,19 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.charges_needs_review = Gauge(
+            "auto_topup_stripe_charges_needs_review",
+            "Stripe charges past the idempotency-key horizon that the charger could not "
+            "settle, waiting for an operator (`auto-topup charges`; read at scrape time).",
+            registry=r,
+        )
+        self.oldest_unresolved_charge = Gauge(
+            "auto_topup_stripe_oldest_unresolved_charge_age_seconds",
+            "Age since its claim of the oldest Stripe charge still in the charger's hands "
+            "(claimed or charging; 0 when none; read at scrape time).",
+            registry=r,
+        )
+        self._charges: tuple[asyncpg.Pool, Clock] | None = None
 
     def batch_committed(
         self, report: BatchReport, seconds: float, oldest_age_seconds: float | None
@@ -104,8 +120,23 @@ class Metrics:
                     entry.method or "none", entry.outcome, entry.reason or ""
                 ).inc()
 
+    def watch_charges(self, pool: asyncpg.Pool, clock: Clock) -> None:
+        """Read the Stripe charge gauges from this database at every scrape."""
+        self._charges = (pool, clock)
+
+    async def refresh_charges(self) -> None:
+        if self._charges is None:
+            return
+        pool, clock = self._charges
+        gauges = await charge_gauges(pool)
+        self.charges_needs_review.set(gauges.needs_review)
+        oldest = gauges.oldest_unresolved
+        age = 0.0 if oldest is None else (clock() - oldest).total_seconds()
+        self.oldest_unresolved_charge.set(max(age, 0.0))
+
     async def render(self, refresh: Callable[[], Awaitable[None]]) -> bytes:
         await refresh()
+        await self.refresh_charges()
         return generate_latest(self.registry)
 
 
@@ -121,6 +152,18 @@ class TimedGateway:
 
     async def retrieve(self, payment_intent_id: str) -> ChargeResult:
         return await self._timed(lambda: self._inner.retrieve(payment_intent_id))
+
+    async def find(self, daily_key: str) -> list[ChargeResult]:
+        """Timed under outcome `search` (`search_error` when it failed); not a charge attempt,
+        so not counted in auto_topup_stripe_charges_total."""
+        started = time.perf_counter()
+        try:
+            found = await self._inner.find(daily_key)
+        except TransientChargeError:
+            self._metrics.stripe_call.labels("search_error").observe(time.perf_counter() - started)
+            raise
+        self._metrics.stripe_call.labels("search").observe(time.perf_counter() - started)
+        return found
 
     async def _timed(self, call: Callable[[], Awaitable[ChargeResult]]) -> ChargeResult:
         started = time.perf_counter()

@@ -9,6 +9,31 @@
   idempotency key, so Stripe answers with the first charge instead of making a second one.
 - A worker that dies mid-call leaves its row in 'charging'; when the lease runs out, any
   instance resumes it under the same key (the completer).
+
+The Stripe horizon (contract v2). Stripe keeps an idempotency key for 24 hours only: it replays
+a saved 5xx for that key until then, and after it a create under the same key makes a new
+PaymentIntent. So, counting from the charge's first attempt:
+- once a request's outcome was unknown (a 5xx, a network error, a timeout, a worker that died
+  mid-call: any attempt after the first without a PaymentIntent id), and for every attempt
+  past `lookup_after` (23 h), the charge is looked up at Stripe by metadata.daily_key before
+  any create, and what is found is adopted (succeeded: credit-issued; failed: top-up-failed;
+  processing: wait, then read it by its id);
+- no create is ever sent past the key horizon (24 h, less one lease so that the last create
+  is answered inside it): a charge not found there waits in phase 'needs_review' for an
+  operator (`auto-topup charges`).
+
+Search lag. Stripe's Search API is eventually consistent: a PaymentIntent is searchable under
+a minute after a write in normal times, up to an hour in an outage. So "not found" is never
+taken as proof that no charge was made:
+- inside the horizon, not found (or a search that fails) leads to the same create under the
+  same idempotency key, which Stripe still remembers: if the earlier request did create a
+  PaymentIntent, Stripe answers with it (or replays its saved error) and makes no second one.
+  The search is what gives the outcome behind a replayed 5xx; it is never what allows a
+  create. Past `lookup_after` a search must have answered before a create is sent;
+- past the create deadline, a not-found counts only from a search made `search_settle` (5
+  minutes) after the horizon, when every create sent has been answered and indexed in normal
+  times; even then the charge is not failed but goes to 'needs_review' (an outage can delay
+  the index longer): a person decides, with the Stripe dashboard, and `charges resolve`.
 """
 
 from __future__ import annotations
@@ -32,6 +57,7 @@ from service.service_layer.payments import (
     ChargeStatus,
     PaymentGateway,
     TransientChargeError,
+    adopt,
 )
 from service.service_layer.ports import Clock, OutboxRecord
 from service.service_layer.worker import Worker
@@ -40,6 +66,12 @@ log = logging.getLogger(__name__)
 
 # Stripe keeps idempotency keys for at least 24 hours; warn well before that.
 UNRESOLVED_WARNING = timedelta(hours=20)
+# Defaults of AUTO_TOPUP_STRIPE_LOOKUP_AFTER_SECONDS and AUTO_TOPUP_STRIPE_KEY_HORIZON_SECONDS.
+LOOKUP_AFTER = timedelta(hours=23)
+KEY_HORIZON = timedelta(hours=24)
+# How long after the horizon a search must be made before its "not found" counts (Stripe:
+# searchable in under a minute in normal times).
+SEARCH_SETTLE = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +81,19 @@ class PendingCharge:
     payment_intent_id: str | None
     claimed_at: datetime
     trace_headers: tuple[tuple[str, str], ...] = ()
+    # When the first attempt was leased (the Stripe key's age counts from it); set by lease().
+    first_attempt_at: datetime | None = None
+
+    @property
+    def started_at(self) -> datetime:
+        return self.first_attempt_at or self.claimed_at
 
 
 class ChargeStore(Protocol):
-    async def lease(self, limit: int, lease_seconds: float) -> list[PendingCharge]: ...
+    async def lease(self, limit: int, lease_seconds: float, now: datetime) -> list[PendingCharge]:
+        """Takes the due charges ('charging', one more attempt); `now` becomes the first
+        attempt's time of a charge never attempted before."""
+        ...
 
     async def finish(
         self,
@@ -66,13 +107,52 @@ class ChargeStore(Protocol):
     ) -> bool: ...
 
     async def postpone(
-        self, charge: PendingCharge, until: datetime, detail: str, payment_intent_id: str | None
+        self,
+        charge: PendingCharge,
+        until: datetime,
+        detail: str,
+        payment_intent_id: str | None,
+        looked_up_at: datetime | None = None,
     ) -> None: ...
+
+    async def review(
+        self, charge: PendingCharge, detail: str, looked_up_at: datetime | None
+    ) -> bool:
+        """Moves a charge still 'charging' to 'needs_review' (no more attempts); False if
+        another worker settled it first."""
+        ...
 
 
 def stripe_idempotency_key(topup: TopUp) -> str:
     """The same for every attempt of one daily key, and for no other."""
     return f"auto-topup:{topup.idempotency_key}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeOutcome:
+    """What a settled charge comes to: the daily key's result and the event to publish."""
+
+    result: str  # credit_issued | failed
+    reason: str | None
+    detail: str
+    record: OutboxRecord
+
+
+def charge_outcome(
+    topics: Topics, charge: PendingCharge, result: ChargeResult, now: datetime
+) -> ChargeOutcome:
+    """The output event of a final result (succeeded or failed), under the daily key's
+    deterministic event id: the same whoever settles it (the charger, or an operator)."""
+    topup = charge.topup
+    if result.status is ChargeStatus.SUCCEEDED:
+        assert result.payment_intent_id is not None
+        event = messages.credit_from_stripe(topup, result.payment_intent_id, now)
+        record = output_record(topics.credit_issued, event, charge.trace_headers)
+        return ChargeOutcome("credit_issued", None, "", record)
+    reason = result.reason or "card_declined"
+    failed = messages.top_up_failed(topup, reason, result.detail, now)
+    record = output_record(topics.top_up_failed, failed, charge.trace_headers)
+    return ChargeOutcome("failed", reason, result.detail, record)
 
 
 class Charger:
@@ -88,8 +168,13 @@ class Charger:
         retry_base_seconds: float = 1.0,
         retry_max_seconds: float = 300.0,
         poll_interval: float = 1.0,
+        lookup_after: timedelta = LOOKUP_AFTER,
+        key_horizon: timedelta = KEY_HORIZON,
+        search_settle: timedelta = SEARCH_SETTLE,
         on_published: Callable[[], None] = lambda: None,
     ) -> None:
+        if not timedelta(0) < lookup_after < key_horizon:
+            raise ValueError("the lookup age must be above zero and below the key horizon")
         self._store = store
         self._gateway = gateway
         self._clock = clock
@@ -98,6 +183,11 @@ class Charger:
         self._lease_seconds = lease_seconds
         self._retry_base = retry_base_seconds
         self._retry_max = retry_max_seconds
+        self._lookup_after = lookup_after
+        # A create is sent only while it is answered inside the horizon (within its lease).
+        self._create_deadline = key_horizon - timedelta(seconds=lease_seconds)
+        # The first search whose "not found" sends a charge to review.
+        self._review_after = key_horizon + search_settle
         self._on_published = on_published
         self._worker = Worker("stripe-charger", self.run_once, poll_interval=poll_interval)
 
@@ -117,7 +207,7 @@ class Charger:
 
     async def run_once(self) -> int:
         """Leases the due charges and settles them; returns how many it handled."""
-        charges = await self._store.lease(self._concurrency, self._lease_seconds)
+        charges = await self._store.lease(self._concurrency, self._lease_seconds, self._clock())
         if charges:
             await asyncio.gather(*(self._settle(c) for c in charges))
         return len(charges)
@@ -135,34 +225,117 @@ class Charger:
                 ChargeResult(ChargeStatus.FAILED, None, "stripe_card_missing", "no card on record"),
             )
             return
-        try:
-            if charge.payment_intent_id is not None:
+        if charge.payment_intent_id is not None:
+            # A PaymentIntent we know: read it by its id (strongly consistent, never a create).
+            try:
                 result = await self._gateway.retrieve(charge.payment_intent_id)
-            else:
-                result = await self._gateway.charge(
-                    ChargeRequest(
-                        idempotency_key=stripe_idempotency_key(topup),
-                        amount_minor=card_minor_units(topup.amount, topup.currency),
-                        currency=topup.currency,
-                        customer=card.stripe_customer_id,
-                        payment_method=card.stripe_payment_method_id,
-                        metadata={
-                            "daily_key": topup.idempotency_key,
-                            "trigger_event_id": topup.trigger_event_id[:500],
-                        },
-                    )
-                )
-        except TransientChargeError as exc:
-            await self._postpone(charge, str(exc), None)
+            except TransientChargeError as exc:
+                await self._postpone(charge, str(exc), None)
+                return
+            await self._settled(charge, result, None)
             return
+        now = self._clock()
+        age = now - charge.started_at
+        looked_up_at: datetime | None = None
+        # Old enough that no create goes out before a search has answered.
+        careful = age >= min(self._lookup_after, self._create_deadline)
+        # Any attempt after the first without a PaymentIntent id follows an unknown outcome.
+        if charge.attempts > 1 or careful:
+            try:
+                found = await self._gateway.find(topup.idempotency_key)
+            except TransientChargeError as exc:
+                if careful:
+                    if age >= self._review_after:
+                        await self._review(charge, f"no answer from Stripe's search: {exc}", None)
+                    else:
+                        await self._postpone(charge, str(exc), None)
+                    return
+                # Inside the window the idempotency key still covers the create below.
+                log.warning(
+                    "charge %s: lookup failed (%s); retrying under the same idempotency key",
+                    topup.idempotency_key,
+                    exc,
+                )
+                found = []
+            else:
+                looked_up_at = now
+            adopted = adopt(found)
+            if adopted is not None:
+                if sum(r.status is ChargeStatus.SUCCEEDED for r in found) > 1:
+                    log.error(
+                        "charge %s: Stripe holds %d succeeded PaymentIntents for one daily "
+                        "key (%s): refund all but %s",
+                        topup.idempotency_key,
+                        len(found),
+                        ", ".join(str(r.payment_intent_id) for r in found),
+                        adopted.payment_intent_id,
+                    )
+                await self._settled(charge, adopted, looked_up_at)
+                return
+            if age >= self._create_deadline:
+                # Never a create past the horizon: Stripe may have forgotten the key.
+                if age >= self._review_after:
+                    await self._review(
+                        charge,
+                        "no PaymentIntent found by metadata.daily_key past the Stripe key horizon",
+                        looked_up_at,
+                    )
+                else:  # the last creates may not be searchable yet: look again then
+                    until = charge.started_at + self._review_after
+                    await self._store.postpone(
+                        charge, until, "not found yet; final lookup pending", None, looked_up_at
+                    )
+                return
+        try:
+            result = await self._gateway.charge(
+                ChargeRequest(
+                    idempotency_key=stripe_idempotency_key(topup),
+                    amount_minor=card_minor_units(topup.amount, topup.currency),
+                    currency=topup.currency,
+                    customer=card.stripe_customer_id,
+                    payment_method=card.stripe_payment_method_id,
+                    metadata={
+                        "daily_key": topup.idempotency_key,
+                        "trigger_event_id": topup.trigger_event_id[:500],
+                    },
+                )
+            )
+        except TransientChargeError as exc:
+            await self._postpone(charge, str(exc), None, looked_up_at)
+            return
+        await self._settled(charge, result, looked_up_at)
+
+    async def _settled(
+        self, charge: PendingCharge, result: ChargeResult, looked_up_at: datetime | None
+    ) -> None:
         if result.status is ChargeStatus.PENDING:
-            await self._postpone(charge, "payment processing", result.payment_intent_id)
+            await self._postpone(
+                charge, "payment processing", result.payment_intent_id, looked_up_at
+            )
             return
         await self._finish(charge, result)
 
-    async def _postpone(self, charge: PendingCharge, detail: str, intent: str | None) -> None:
+    async def _review(
+        self, charge: PendingCharge, detail: str, looked_up_at: datetime | None
+    ) -> None:
+        if await self._store.review(charge, detail[:500], looked_up_at):
+            log.error(
+                "charge %s needs review after %d attempts (%s): no more requests are sent; "
+                "see `auto-topup charges list`",
+                charge.topup.idempotency_key,
+                charge.attempts,
+                detail,
+            )
+
+    async def _postpone(
+        self,
+        charge: PendingCharge,
+        detail: str,
+        intent: str | None,
+        looked_up_at: datetime | None = None,
+    ) -> None:
         until = self._retry_at(charge.attempts)
-        age = self._clock() - charge.claimed_at
+        age = self._clock() - charge.started_at
         level = logging.ERROR if age > UNRESOLVED_WARNING else logging.WARNING
         log.log(
             level,
@@ -172,27 +345,23 @@ class Charger:
             detail,
             until.isoformat(),
         )
-        await self._store.postpone(charge, until, detail, intent)
+        await self._store.postpone(charge, until, detail, intent, looked_up_at)
 
     async def _finish(self, charge: PendingCharge, result: ChargeResult) -> None:
-        topup, now = charge.topup, self._clock()
-        if result.status is ChargeStatus.SUCCEEDED:
-            assert result.payment_intent_id is not None
-            event = messages.credit_from_stripe(topup, result.payment_intent_id, now)
-            record = output_record(self._topics.credit_issued, event, charge.trace_headers)
-            done = await self._store.finish(
-                charge, "credit_issued", None, "", result.payment_intent_id, record, None
-            )
-        else:
-            reason = result.reason or "card_declined"
-            failed = messages.top_up_failed(topup, reason, result.detail, now)
-            record = output_record(self._topics.top_up_failed, failed, charge.trace_headers)
-            # Only a failure of the card itself pauses Stripe top-ups for this customer.
-            unusable = topup.card is not None and result.card_unusable
-            card = topup.card.stripe_payment_method_id if unusable and topup.card else None
-            done = await self._store.finish(
-                charge, "failed", reason, result.detail, result.payment_intent_id, record, card
-            )
+        topup = charge.topup
+        outcome = charge_outcome(self._topics, charge, result, self._clock())
+        # Only a hard failure of the card itself pauses Stripe top-ups for this customer; a
+        # decline that Stripe documents as temporary does not.
+        pause = topup.card.stripe_payment_method_id if topup.card and result.pauses_card else None
+        done = await self._store.finish(
+            charge,
+            outcome.result,
+            outcome.reason,
+            outcome.detail,
+            result.payment_intent_id,
+            outcome.record,
+            pause,
+        )
         if done:
             log.info(
                 "charge %s: %s",

@@ -71,6 +71,7 @@ class FakeGateway:
         self._outcomes = list(outcomes)
         self.calls: list[ChargeRequest] = []
         self.retrieved: list[str] = []
+        self.searched: list[str] = []
         self.called = asyncio.Event()
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:
@@ -80,6 +81,11 @@ class FakeGateway:
     async def retrieve(self, payment_intent_id: str) -> ChargeResult:
         self.retrieved.append(payment_intent_id)
         return await self._next()
+
+    async def find(self, daily_key: str) -> list[ChargeResult]:
+        """Stripe's search finds nothing (yet): the charger creates under the same key."""
+        self.searched.append(daily_key)
+        return []
 
     async def _next(self) -> ChargeResult:
         self.called.set()
@@ -223,6 +229,8 @@ async def test_transient_errors_are_retried_with_the_same_idempotency_key(
 
     assert len(gateway.calls) == 3
     assert {c.idempotency_key for c in gateway.calls} == {stripe_idempotency_key(topup)}
+    # After each unknown outcome, the charge was looked up before the next create.
+    assert gateway.searched == [topup.idempotency_key] * 2
     assert gateway.calls[0] == gateway.calls[1] == gateway.calls[2]
     row = await daily_key(pool, topup)
     assert (row["phase"], row["result"], row["stripe_payment_intent_id"]) == (

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import stripe
@@ -34,6 +34,7 @@ from service.service_layer.payments import (
     TransientChargeError,
 )
 from service.service_layer.ports import OutboxRecord
+from tests.charge_fakes import T0, FakeClock, MemoryChargeStore, stripe_topup
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -45,6 +46,7 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 class Reply:
     status: int
     body: dict[str, Any] | bytes  # bytes: sent as they are (not JSON)
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class Drop:
@@ -74,6 +76,8 @@ class ScriptedStripe:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self._script: list[Step] = []
+        # Answers a request when the script is empty (None: a 500 "unscripted").
+        self.otherwise: Callable[[Recorded], Step] | None = None
         self._lock = threading.Lock()
         self._released = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -103,9 +107,11 @@ class ScriptedStripe:
     def _take(self, request: Recorded) -> Step:
         with self._lock:
             self.requests.append(request)
-            if not self._script:
-                return Reply(500, {"error": {"type": "api_error", "message": "unscripted"}})
-            return self._script.pop(0)
+            if self._script:
+                return self._script.pop(0)
+            if self.otherwise is not None:
+                return self.otherwise(request)
+            return Reply(500, {"error": {"type": "api_error", "message": "unscripted"}})
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -135,6 +141,8 @@ class ScriptedStripe:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("Request-Id", f"req_{len(fake.requests)}")
+                for name, value in step.headers:
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -409,7 +417,7 @@ class OneChargeStore:
         self.finished: list[tuple[str, str | None, OutboxRecord]] = []
         self.postponed: list[str] = []
 
-    async def lease(self, limit: int, lease_seconds: float) -> list[PendingCharge]:
+    async def lease(self, limit: int, lease_seconds: float, now: datetime) -> list[PendingCharge]:
         due, self._due = self._due[:limit], self._due[limit:]
         return due
 
@@ -427,9 +435,19 @@ class OneChargeStore:
         return True
 
     async def postpone(
-        self, charge: PendingCharge, until: datetime, detail: str, payment_intent_id: str | None
+        self,
+        charge: PendingCharge,
+        until: datetime,
+        detail: str,
+        payment_intent_id: str | None,
+        looked_up_at: datetime | None = None,
     ) -> None:
         self.postponed.append(detail)
+
+    async def review(
+        self, charge: PendingCharge, detail: str, looked_up_at: datetime | None
+    ) -> bool:
+        raise AssertionError(f"unexpected review: {detail}")
 
 
 def _stripe_topup(tag: str, amount: str, currency: str) -> TopUp:
@@ -508,3 +526,262 @@ async def test_stripe_amount_units_where_they_differ_from_iso_4217(
 
     [sent] = stripe_http.requests
     assert sent.form["amount"] == [stripe_amount]
+
+
+# --- temporary declines -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason", "pauses"),
+    [
+        pytest.param({"decline_code": "try_again_later"}, "try_again_later", False, id="try-again"),
+        pytest.param(
+            {"decline_code": "issuer_not_available"}, "issuer_not_available", False, id="issuer"
+        ),
+        pytest.param(
+            {"decline_code": "reenter_transaction"}, "reenter_transaction", False, id="reenter"
+        ),
+        # processing_error comes as the error's code, without a decline_code.
+        pytest.param({"code": "processing_error"}, "processing_error", False, id="processing"),
+        pytest.param({"decline_code": "insufficient_funds"}, "insufficient_funds", True, id="hard"),
+        # localstripe's pm_card_chargeCustomerFail: card_declined without a decline_code.
+        pytest.param({}, "card_declined", True, id="localstripe-decline"),
+    ],
+)
+async def test_a_decline_stripe_documents_as_temporary_does_not_make_the_card_unusable(
+    stripe_http: ScriptedStripe,
+    gateway: StripeGateway,
+    fields: dict[str, str],
+    reason: str,
+    pauses: bool,
+) -> None:
+    stripe_http.script(
+        error(
+            402,
+            type="card_error",
+            message="Your card was declined.",
+            payment_intent=intent("pi_t", "requires_payment_method"),
+            **{"code": "card_declined", **fields},
+        )
+    )
+
+    result = await gateway.charge(REQUEST)
+
+    assert (result.status, result.reason, result.payment_intent_id) == (
+        ChargeStatus.FAILED,
+        reason,
+        "pi_t",
+    )
+    assert result.card_unusable is pauses
+    assert result.pauses_card is pauses
+
+
+# --- the Search API: looking a charge up by metadata.daily_key ----------------------------
+
+DAILY_KEY = "cust-1/2026-11-25"
+
+
+def found(*intents: dict[str, Any]) -> Reply:
+    """A search_result page, as GET /v1/payment_intents/search answers."""
+    return Reply(
+        200,
+        {
+            "object": "search_result",
+            "url": "/v1/payment_intents/search",
+            "has_more": False,
+            "next_page": None,
+            "data": list(intents),
+        },
+    )
+
+
+def with_key(pi_id: str, status: str, key: str = DAILY_KEY, **extra: Any) -> dict[str, Any]:
+    return intent(pi_id, status, metadata={"daily_key": key}, **extra)
+
+
+def search_query_of(request: Recorded) -> str:
+    [query] = parse_qs(urlsplit(request.path).query)["query"]
+    return query
+
+
+async def test_find_searches_by_metadata_daily_key_and_keeps_exact_matches(
+    stripe_http: ScriptedStripe, gateway: StripeGateway
+) -> None:
+    declined_error = {
+        "code": "card_declined",
+        "decline_code": "try_again_later",
+        "message": "Your card was declined.",
+    }
+    stripe_http.script(
+        found(
+            with_key("pi_ok", "succeeded"),
+            with_key("pi_wait", "processing"),
+            with_key("pi_no", "requires_payment_method", last_payment_error=declined_error),
+            with_key("pi_other", "succeeded", key="cust-1/2026-11-24"),  # not this key
+        )
+    )
+
+    results = await gateway.find(DAILY_KEY)
+
+    assert results == [
+        ChargeResult(ChargeStatus.SUCCEEDED, "pi_ok"),
+        ChargeResult(ChargeStatus.PENDING, "pi_wait"),
+        ChargeResult(
+            ChargeStatus.FAILED,
+            "pi_no",
+            "try_again_later",
+            "Your card was declined.",
+            card_unusable=False,
+        ),
+    ]
+    [sent] = stripe_http.requests
+    assert (sent.method, urlsplit(sent.path).path) == ("GET", "/v1/payment_intents/search")
+    assert search_query_of(sent) == "metadata['daily_key']:'cust-1/2026-11-25'"
+    assert "idempotency-key" not in sent.headers
+
+
+async def test_find_escapes_quotes_in_the_key(
+    stripe_http: ScriptedStripe, gateway: StripeGateway
+) -> None:
+    stripe_http.script(found())
+
+    assert await gateway.find("o'brien\\x/2026-11-25") == []
+
+    assert search_query_of(stripe_http.requests[0]) == (
+        "metadata['daily_key']:'o\\'brien\\\\x/2026-11-25'"
+    )
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        # localstripe has no Search API: GET /v1/payment_intents/search is a 404 there.
+        pytest.param(error(404, type="invalid_request_error", message="Not Found"), id="404"),
+        pytest.param(error(500, type="api_error", message="unknown"), id="500"),
+        pytest.param(error(429, type="invalid_request_error", code="rate_limit"), id="429"),
+        pytest.param(Drop(), id="dropped"),
+    ],
+)
+async def test_a_search_that_cannot_answer_is_no_answer(
+    stripe_http: ScriptedStripe, gateway: StripeGateway, reply: Step
+) -> None:
+    stripe_http.script(reply)
+
+    with pytest.raises(TransientChargeError, match="search failed"):
+        await gateway.find(DAILY_KEY)
+
+
+# --- the horizon, through the charger, counting creates on the wire ------------------------
+
+
+def _is_create(request: Recorded) -> bool:
+    return (request.method, urlsplit(request.path).path) == ("POST", "/v1/payment_intents")
+
+
+def _is_search(request: Recorded) -> bool:
+    return (request.method, urlsplit(request.path).path) == ("GET", "/v1/payment_intents/search")
+
+
+class StripeThatReplaysItsFirst500:
+    """What real Stripe does after a 5xx it saved for the key: every create under the key
+    replays that 500 (for 24 hours), and its search never finds a PaymentIntent. Records the
+    test clock's time of every request."""
+
+    def __init__(self, clock: FakeClock, search: Reply) -> None:
+        self.clock = clock
+        self.search = search
+        self.seen: list[tuple[datetime, Recorded]] = []
+
+    def __call__(self, request: Recorded) -> Step:
+        self.seen.append((self.clock(), request))
+        if _is_search(request):
+            return self.search
+        assert _is_create(request), request
+        return Reply(
+            500,
+            {"error": {"type": "api_error", "message": "An unknown error occurred"}},
+            headers=(("Idempotent-Replayed", "true"),),
+        )
+
+    def creates(self) -> list[datetime]:
+        return [at for at, r in self.seen if _is_create(r)]
+
+    def searches(self) -> list[datetime]:
+        return [at for at, r in self.seen if _is_search(r)]
+
+
+def _horizon_charger(store: MemoryChargeStore, gateway: StripeGateway, clock: FakeClock) -> Charger:
+    return Charger(
+        store,
+        gateway,
+        clock,
+        Topics(),
+        lease_seconds=60.0,
+        retry_base_seconds=60.0,
+        retry_max_seconds=300.0,
+        lookup_after=timedelta(hours=23),
+        key_horizon=timedelta(hours=24),
+        search_settle=timedelta(minutes=5),
+    )
+
+
+async def test_past_the_horizon_a_charge_is_looked_up_and_never_created_again(
+    stripe_http: ScriptedStripe, gateway: StripeGateway
+) -> None:
+    clock = FakeClock(T0)
+    store = MemoryChargeStore(clock)
+    topup = stripe_topup()
+    store.claim(topup)
+    stripe = StripeThatReplaysItsFirst500(clock, found())
+    stripe_http.otherwise = stripe
+    charger = _horizon_charger(store, gateway, clock)
+
+    while clock() < T0 + timedelta(hours=26):
+        await charger.run_once()
+        clock.advance(timedelta(minutes=7))
+
+    creates, searches = stripe.creates(), stripe.searches()
+    assert creates[0] == T0
+    assert len(creates) > 200  # every retry until near the horizon...
+    assert max(creates) < T0 + timedelta(hours=24)  # ...and not one after it
+    assert all(at > T0 for at in searches)  # looked up after the first unknown outcome
+    assert max(searches) >= T0 + timedelta(hours=24, minutes=5)
+    # Every create carried the same idempotency key and body.
+    sent = [r for _, r in stripe.seen if _is_create(r)]
+    assert {r.headers["idempotency-key"] for r in sent} == {"auto-topup:cust-1/2026-11-25"}
+    assert len({r.body for r in sent}) == 1
+    row = store.row(topup)
+    assert (row.phase, row.result) == ("needs_review", None)
+    assert store.outbox == {}
+    # A needs_review charge is never leased again: nothing more goes to Stripe.
+    requests = len(stripe_http.requests)
+    clock.advance(timedelta(days=2))
+    assert await charger.run_once() == 0
+    assert len(stripe_http.requests) == requests
+
+
+async def test_past_the_horizon_a_charge_found_by_search_is_adopted_without_a_create(
+    stripe_http: ScriptedStripe, gateway: StripeGateway
+) -> None:
+    clock = FakeClock(T0)
+    store = MemoryChargeStore(clock)
+    topup = stripe_topup()
+    store.claim(topup)
+    stripe = StripeThatReplaysItsFirst500(clock, found(with_key("pi_went_through", "succeeded")))
+    stripe_http.otherwise = stripe
+    charger = _horizon_charger(store, gateway, clock)
+    assert await charger.run_once() == 1  # T0: the create gets a 500 (it went through)
+
+    clock.advance(timedelta(hours=24, minutes=10))  # the service was away all day
+    assert await charger.run_once() == 1
+
+    assert stripe.creates() == [T0]
+    assert stripe.searches() == [T0 + timedelta(hours=24, minutes=10)]
+    row = store.row(topup)
+    assert (row.phase, row.result, row.payment_intent_id) == (
+        "done",
+        "credit_issued",
+        "pi_went_through",
+    )
+    [event] = store.events()
+    assert event["stripe_payment_intent_id"] == "pi_went_through"

@@ -50,6 +50,8 @@ ALERTED = frozenset(
         "auto_topup_stripe_call_seconds",
         "auto_topup_batch_seconds",
         "auto_topup_events_consumed_total",
+        "auto_topup_stripe_charges_needs_review",
+        "auto_topup_stripe_oldest_unresolved_charge_age_seconds",
         "up",
     }
 )

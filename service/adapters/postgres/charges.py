@@ -14,7 +14,7 @@ from service.service_layer.charger import PendingCharge
 from service.service_layer.ports import OutboxRecord
 
 
-def _pending(row: asyncpg.Record) -> PendingCharge:
+def pending_from_row(row: asyncpg.Record) -> PendingCharge:
     topup = TopUp(
         customer_id=row["customer_id"],
         business_date=row["business_date"],
@@ -29,7 +29,12 @@ def _pending(row: asyncpg.Record) -> PendingCharge:
     )
     trace = tuple((name, value) for name, value in json.loads(row["trace_headers"]))
     return PendingCharge(
-        topup, row["attempts"], row["stripe_payment_intent_id"], row["created_at"], trace
+        topup,
+        row["attempts"],
+        row["stripe_payment_intent_id"],
+        row["created_at"],
+        trace,
+        row["first_attempt_at"],
     )
 
 
@@ -37,10 +42,10 @@ class PgChargeStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def lease(self, limit: int, lease_seconds: float) -> list[PendingCharge]:
+    async def lease(self, limit: int, lease_seconds: float, now: datetime) -> list[PendingCharge]:
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(q("lease_charges"), limit, lease_seconds)
-        return [_pending(r) for r in rows]
+            rows = await conn.fetch(q("lease_charges"), limit, lease_seconds, now)
+        return [pending_from_row(r) for r in rows]
 
     async def finish(
         self,
@@ -71,7 +76,12 @@ class PgChargeStore:
         return True
 
     async def postpone(
-        self, charge: PendingCharge, until: datetime, detail: str, payment_intent_id: str | None
+        self,
+        charge: PendingCharge,
+        until: datetime,
+        detail: str,
+        payment_intent_id: str | None,
+        looked_up_at: datetime | None = None,
     ) -> None:
         t = charge.topup
         async with self._pool.acquire() as conn:
@@ -82,4 +92,15 @@ class PgChargeStore:
                 until,
                 detail[:500],
                 payment_intent_id,
+                looked_up_at,
             )
+
+    async def review(
+        self, charge: PendingCharge, detail: str, looked_up_at: datetime | None
+    ) -> bool:
+        t = charge.topup
+        async with self._pool.acquire() as conn:
+            moved = await conn.fetchval(
+                q("review_charge"), t.customer_id, t.business_date, detail[:500], looked_up_at
+            )
+        return moved is not None

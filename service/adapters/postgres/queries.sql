@@ -142,10 +142,13 @@ SELECT count(*) FROM outbox WHERE published_at IS NULL;
 -- name: lease_charges
 -- Takes up to $1 Stripe charges that are due (new, or waiting for a retry) and moves them to
 -- 'charging' with one more attempt; the lease ($2 seconds) makes a crashed worker's charge
--- due again, for the next instance to resume under the same idempotency key.
+-- due again, for the next instance to resume under the same idempotency key. $3 (the
+-- charger's clock) is the first attempt's time of a charge never attempted: the age of its
+-- Stripe idempotency key counts from it. 'needs_review' is never leased.
 UPDATE daily_keys AS k SET
     phase = 'charging',
     attempts = k.attempts + 1,
+    first_attempt_at = coalesce(k.first_attempt_at, $3),
     next_attempt_at = now() + make_interval(secs => $2),
     updated_at = now()
 FROM (
@@ -168,10 +171,12 @@ WHERE customer_id = $1 AND business_date = $2 AND phase = 'charging'
 RETURNING customer_id;
 
 -- name: postpone_charge
--- A charge whose outcome is not known yet: try again at $3 (same idempotency key).
+-- A charge whose outcome is not known yet: try again at $3 (same idempotency key). $6: when
+-- Stripe's search was last asked about it (NULL: not in this attempt).
 UPDATE daily_keys SET
     next_attempt_at = $3, detail = $4,
-    stripe_payment_intent_id = coalesce($5, stripe_payment_intent_id), updated_at = now()
+    stripe_payment_intent_id = coalesce($5, stripe_payment_intent_id),
+    looked_up_at = coalesce($6, looked_up_at), updated_at = now()
 WHERE customer_id = $1 AND business_date = $2 AND phase = 'charging';
 
 -- name: pause_stripe
@@ -221,3 +226,53 @@ WHERE w.customer_id = ANY($1::text[]);
 -- name: applied_migrations
 -- The migrations applied so far (a dry-run replay checks the schema without migrating).
 SELECT version FROM schema_migrations;
+
+-- name: review_charge
+-- A charge past the Stripe key horizon that the charger cannot settle: no more requests, an
+-- operator decides (`auto-topup charges resolve`). Only from 'charging', like finish_charge.
+UPDATE daily_keys SET
+    phase = 'needs_review', detail = $3, looked_up_at = coalesce($4, looked_up_at),
+    next_attempt_at = NULL, updated_at = now()
+WHERE customer_id = $1 AND business_date = $2 AND phase = 'charging'
+RETURNING customer_id;
+
+-- name: open_charges
+-- Read-only, for `auto-topup charges list`: the Stripe charges not settled yet (in the
+-- charger's hands, or waiting for an operator), oldest claim first.
+SELECT customer_id, business_date, amount::text, currency, phase, attempts, detail,
+    stripe_payment_intent_id, stripe_customer_id, created_at, first_attempt_at, looked_up_at,
+    next_attempt_at, updated_at
+FROM daily_keys
+WHERE phase IN ('claimed', 'charging', 'needs_review')
+ORDER BY created_at, customer_id, business_date
+LIMIT $1;
+
+-- name: charge_gauges
+-- For /metrics at scrape time: charges waiting for an operator, and the claim time of the
+-- oldest charge still in the charger's hands (NULL: none).
+SELECT count(*) FILTER (WHERE phase = 'needs_review') AS needs_review,
+    min(created_at) FILTER (WHERE phase IN ('claimed', 'charging')) AS oldest_unresolved
+FROM daily_keys
+WHERE phase IN ('claimed', 'charging', 'needs_review');
+
+-- name: lock_charge
+-- `auto-topup charges resolve`: one daily key, locked until the resolution commits (the
+-- charger's own writes wait, then find it settled).
+SELECT * FROM daily_keys WHERE customer_id = $1 AND business_date = $2 FOR UPDATE;
+
+-- name: resolve_charge
+-- An operator's decision on a charge in 'needs_review' (locked by lock_charge first).
+UPDATE daily_keys SET
+    phase = 'done', result = $3, reason = $4, detail = $5,
+    stripe_payment_intent_id = coalesce($6, stripe_payment_intent_id),
+    next_attempt_at = NULL, updated_at = now()
+WHERE customer_id = $1 AND business_date = $2 AND phase = 'needs_review'
+RETURNING customer_id;
+
+-- name: insert_charge_audit
+-- Who settled a charge by hand, when, why, and what was decided and published.
+INSERT INTO charge_audit (
+    customer_id, business_date, daily_key, old_phase, decision, reason, payment_intent_id,
+    event_id, resolved_by, why, resolved_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+RETURNING id;

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -18,6 +20,7 @@ from faststream.kafka.subscriber.usecase import BatchSubscriber as KafkaSubscrib
 from faststream.message import StreamMessage
 
 from service.config import Settings
+from service.service_layer.alignment import Alignment, Held
 from service.service_layer.handlers import BatchReport
 from service.service_layer.ports import InputRecord
 from service.service_layer.processor import BatchProcessor, Stopped
@@ -27,6 +30,14 @@ decisions = logging.getLogger("auto_topup.decisions")
 batches = logging.getLogger("auto_topup.batches")
 
 Parser = Callable[[tuple[ConsumerRecord, ...]], Awaitable[StreamMessage[Any]]]
+
+# Co-partitioned assignment: with both input topics at the same partition count and every
+# member subscribed to both, the range assignor gives each member the same partition numbers of
+# both (it lays out each topic's partitions in order over the members sorted by id). Round-robin
+# stays second in the list for rolling upgrades: a group picks a strategy that every member
+# supports, so old and new instances share round-robin until the last old one has left, then
+# the group moves to range at the next rebalance. Drop it once no instance predates range.
+ASSIGNORS = (RangePartitionAssignor, RoundRobinPartitionAssignor)
 
 
 def _utf8(value: bytes) -> bool:
@@ -66,15 +77,99 @@ async def no_decoder(message: StreamMessage[Any], original: Any) -> None:
 class DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     """Before partitions go to another member, the batch in flight is applied and committed."""
 
-    def __init__(self, in_flight: asyncio.Lock) -> None:
+    def __init__(
+        self,
+        in_flight: asyncio.Lock,
+        on_change: Callable[[set[TopicPartition]], None] | None = None,
+    ) -> None:
         self._in_flight = in_flight
+        self._on_change = on_change
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._in_flight:
             log.info("partitions revoked: %s", _names(revoked))
+            if self._on_change is not None:
+                self._on_change(set())
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned: %s", _names(assigned))
+        if self._on_change is not None:
+            self._on_change(assigned)
+
+
+class Pending:
+    """Records that the handler did not apply (see alignment.py), kept until it does.
+
+    They are handed in again with every batch, ahead of the new records (a partition's order is
+    kept), and once more when the bound of a waiting one runs out. Nothing is fetched again and
+    no partition stops: the records after a held one are applied as they come (those of its
+    customer are held too). A partition is committed only up to its first held record, so a
+    restart or a rebalance redelivers it and what follows (applied again, that changes
+    nothing). Everything is forgotten on an assignment change.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, int], list[InputRecord]] = {}
+        # (topic, partition) -> the offset after the last record fetched from it
+        self._next: dict[tuple[str, int], int] = {}
+        self.retry_in: float | None = None  # when a waiting record's bound runs out
+
+    def __bool__(self) -> bool:
+        return bool(self._held)
+
+    def reset(self) -> None:
+        self._held.clear()
+        self._next.clear()
+        self.retry_in = None
+
+    def records(self) -> list[InputRecord]:
+        return [r for records in self._held.values() for r in records]
+
+    def fetched(self, batch: Sequence[ConsumerRecord]) -> None:
+        """Notes how far each partition was fetched (a batch comes partition by partition)."""
+        last: ConsumerRecord | None = None
+        for r in batch:
+            if last is not None and (r.partition != last.partition or r.topic != last.topic):
+                self._next[(last.topic, last.partition)] = last.offset + 1
+            last = r
+        if last is not None:
+            self._next[(last.topic, last.partition)] = last.offset + 1
+
+    def settle(
+        self, given: Sequence[InputRecord], held: Sequence[Held]
+    ) -> dict[TopicPartition, int] | None:
+        """Keeps what the handler held of `given`. Returns the offsets to commit: each
+        partition's first held record, or how far it was fetched; None when nothing is held
+        (then the consumer's positions are right)."""
+        if not held and not self._held:
+            return None
+        wanted = {(h.topic, h.partition, h.offset) for h in held}
+        keys = {(h.topic, h.partition) for h in held}
+        kept: dict[tuple[str, int], list[InputRecord]] = {}
+        for r in given:
+            if (r.topic, r.partition) in keys and (r.topic, r.partition, r.offset) in wanted:
+                kept.setdefault((r.topic, r.partition), []).append(r)
+        self._held = kept
+        # Records held only behind another (no bound of their own) whose customer no longer
+        # waits are decided again at once, not at the next fetch.
+        self.retry_in = min(
+            (h.retry_in for h in held if h.retry_in > 0), default=0.0 if held else None
+        )
+        return {
+            TopicPartition(topic, partition): kept[(topic, partition)][0].offset
+            if (topic, partition) in kept
+            else offset
+            for (topic, partition), offset in self._next.items()
+        }
+
+
+def not_co_partitioned(assigned: set[TopicPartition], inputs: Sequence[str]) -> str | None:
+    """Why this member's assignment does not hold the same partition numbers of every input
+    topic (None when it does)."""
+    numbers = {t: sorted(p.partition for p in assigned if p.topic == t) for t in inputs}
+    if len({tuple(n) for n in numbers.values()}) <= 1:
+        return None
+    return "; ".join(f"{t}: {n}" for t, n in numbers.items())
 
 
 def _names(partitions: set[TopicPartition]) -> str:
@@ -117,10 +212,33 @@ def subscribe(
     processor: BatchProcessor,
     on_committed: Callable[[BatchReport, float, float | None], None],
     on_fatal: Callable[[BaseException], None],
+    alignment: Alignment | None = None,
 ) -> KafkaSubscriber:
-    """Subscribes the batch handler; on_committed(report, seconds, oldest record's age)."""
+    """Subscribes the batch handler; on_committed(report, seconds, oldest record's age).
+
+    `alignment` is the one the handler holds records with (None: nothing is ever held)."""
     in_flight = asyncio.Lock()
     halted = asyncio.Event()
+    pending = Pending()
+    timers: list[asyncio.TimerHandle] = []
+    retries: set[asyncio.Task[None]] = set()
+    inputs = settings.topics.inputs
+
+    def assignment_changed(assigned: set[TopicPartition]) -> None:
+        # The uncommitted records, held ones first, come again to whoever owns them now.
+        pending.reset()
+        schedule_retry()
+        if alignment is not None:
+            alignment.assign((tp.topic, tp.partition) for tp in assigned)
+        why = not_co_partitioned(assigned, inputs)
+        if why is not None:
+            log.warning(
+                "this instance does not hold the same partitions of both input topics (%s): "
+                "settings and balances are applied as they come, without waiting for each "
+                "other. Expected only while a rolling upgrade from the round-robin assignor "
+                "runs (instances of both versions in the group).",
+                why,
+            )
 
     subscriber = broker.subscriber(
         *settings.topics.inputs,
@@ -132,12 +250,81 @@ def subscribe(
         batch_timeout_ms=settings.batch_timeout_ms,
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=max(settings.session_timeout_ms // 3, 500),
-        listener=DrainOnRevoke(in_flight),
+        partition_assignment_strategy=ASSIGNORS,
+        listener=DrainOnRevoke(in_flight, assignment_changed),
         parser=tolerant_parser,
         decoder=no_decoder,
         title="auto-topup-inputs",
         include_in_schema=False,
     )
+
+    async def apply(
+        records: list[InputRecord],
+    ) -> tuple[BatchReport, dict[TopicPartition, int] | None]:
+        """Applies records (under in_flight); what the handler held stays pending."""
+        try:
+            report = await processor.process(records)
+            offsets = pending.settle(records, report.held)
+        except Stopped:
+            log.info("shutting down: %d records are left for redelivery", len(records))
+            raise
+        except BaseException as exc:
+            # Never commit past records that were not applied: stop consuming, exit, and
+            # let the next start redeliver them.
+            halted.set()
+            on_fatal(exc)
+            raise
+        if report.held and batches.isEnabledFor(logging.DEBUG):
+            batches.debug(
+                "%d records held: %s",
+                len(report.held),
+                ", ".join(f"{h.topic}[{h.partition}]@{h.offset}" for h in report.held),
+            )
+        return report, offsets
+
+    async def commit(msg: KafkaMessage | None, offsets: dict[TopicPartition, int] | None) -> None:
+        try:
+            if offsets is None:  # nothing held: the positions after the batch
+                assert msg is not None
+                await msg.ack()
+            elif offsets and subscriber.consumer is not None:  # no further than a held record
+                await subscriber.consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            # Applied but not committed: whoever owns the partitions now gets these records
+            # again, and applying them again changes nothing.
+            log.warning(
+                "offset commit failed after a rebalance (%s); records will be "
+                "redelivered and de-duplicated",
+                exc,
+            )
+
+    def schedule_retry() -> None:
+        """Held records are decided again with every batch, and when a bound runs out."""
+        for timer in timers:
+            timer.cancel()
+        timers.clear()
+        if pending.retry_in is not None:
+            timers.append(asyncio.get_running_loop().call_later(pending.retry_in, start_retry))
+
+    def start_retry() -> None:
+        timers.clear()
+        task = asyncio.get_running_loop().create_task(retry(), name="held-records")
+        retries.add(task)
+        task.add_done_callback(retries.discard)
+
+    async def retry() -> None:
+        started = time.perf_counter()
+        async with in_flight:
+            if halted.is_set() or not pending:
+                return
+            try:
+                report, offsets = await apply(pending.records())
+            except BaseException:  # reported by apply (a shutdown, or fatal)
+                return
+            await commit(None, offsets)
+            schedule_retry()
+        _log_report(report)
+        on_committed(report, time.perf_counter() - started, None)
 
     async def consume(msg: KafkaMessage) -> None:
         records = [
@@ -148,30 +335,14 @@ def subscribe(
         async with in_flight:
             if halted.is_set():
                 raise Halted("consumer halted; waiting for shutdown")
-            try:
-                report = await processor.process(records)
-            except Stopped:
-                log.info(
-                    "shutting down: %d records of this batch are left for redelivery", len(records)
-                )
-                raise
-            except BaseException as exc:
-                # Never commit past records that were not applied: stop consuming, exit, and
-                # let the next start redeliver them.
-                halted.set()
-                on_fatal(exc)
-                raise
+            if pending:
+                records = pending.records() + records  # ahead: a partition's order is kept
+            pending.fetched(msg.raw_message)
+            report, offsets = await apply(records)
             applied = time.perf_counter()
-            try:
-                await msg.ack()  # commits the positions after this batch
-            except (CommitFailedError, IllegalStateError, KafkaError) as exc:
-                # Applied but not committed: whoever owns the partitions now gets these records
-                # again, and applying them again changes nothing.
-                log.warning(
-                    "offset commit failed after a rebalance (%s); records will be "
-                    "redelivered and de-duplicated",
-                    exc,
-                )
+            await commit(msg, offsets)
+            if offsets is not None:
+                schedule_retry()
         done = time.perf_counter()
         if batches.isEnabledFor(logging.DEBUG):
             batches.debug(

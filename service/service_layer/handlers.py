@@ -13,6 +13,7 @@ from service.contract import messages
 from service.contract.codec import Invalid, decode_balance, decode_settings
 from service.domain import rules
 from service.domain.model import BalanceChanged, PaymentMethod, SettingsUpdated, TopUp, Wallet
+from service.service_layer.alignment import Alignment, Held, in_event_time
 from service.service_layer.outbox import dead_letter_record, output_record
 from service.service_layer.ports import (
     Claim,
@@ -35,6 +36,9 @@ class BatchReport:
     log: list[DecisionLog] = field(default_factory=list)
     stripe_claims: int = 0
     outbox_rows: int = 0
+    # Records not applied (waiting for the other input topic, or behind one of their customer
+    # that waits): the consumer commits nothing at or after them and hands them in again.
+    held: list[Held] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -59,12 +63,15 @@ class BatchHandler:
         policy: rules.Policy,
         topics: Topics,
         tracer: Tracer | None = None,
+        alignment: Alignment | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._policy = policy
         self._topics = topics
         self._tracer = tracer
+        # Without one (replay, tests), records are ordered but never wait.
+        self._alignment = alignment
 
     def decode(self, record: InputRecord) -> Event | Invalid:
         if record.topic == self._topics.wallet_balance_changed:
@@ -79,6 +86,11 @@ class BatchHandler:
         ids = {e.customer_id for _, e in decoded if not isinstance(e, Invalid)}
         # The oldest business date that can still trigger, wherever the customer lives.
         since = now.date() - timedelta(days=self._policy.old_day_window_days + 2)
+        align = self._alignment
+        if align is not None:
+            align.fetched(decoded, now + self._policy.future_skew)
+        # One customer's settings and balances in event-time order (contract v2).
+        ordered = in_event_time(decoded, self._topics.settings_updated)
 
         async with self._uow() as uow:
             wallets = await uow.store.lock_wallets(ids, since) if ids else {}
@@ -86,8 +98,11 @@ class BatchHandler:
             if partner_ids:
                 wallets.update(await uow.store.lock_wallets(partner_ids, since))
             batch = _Batch(wallets, now)
-            for record, event in decoded:
-                self._apply(batch, record, event)
+            if align is None:
+                for record, event in ordered:
+                    self._apply(batch, record, event)
+            else:
+                self._apply_aligned(batch, ordered, align)
 
             if batch.changed:
                 await uow.store.save_wallets([wallets[i] for i in sorted(batch.changed)])
@@ -120,6 +135,15 @@ class BatchHandler:
             assert outcome.reason is not None
             self._reject(batch, record, Invalid(outcome.reason, outcome.detail), event)
             return
+        if outcome.decision is rules.Decision.TRIGGERED and self._alignment is not None:
+            wait = self._alignment.hold(
+                record.topic, record.partition, record.offset, event.customer_id, event.occurred_at
+            )
+            if wait > 0:  # not applied: it comes again (see alignment.py)
+                batch.report.held.append(
+                    Held(record.topic, record.partition, record.offset, event.customer_id, wait)
+                )
+                return
         report = batch.report
         report.counts[f"{record.topic}.{outcome.status.value}"] += 1
         if outcome.wallet is not wallet and outcome.wallet != wallet:
@@ -160,6 +184,44 @@ class BatchHandler:
             )
         )
 
+    def _apply_aligned(
+        self,
+        batch: _Batch,
+        ordered: Sequence[tuple[InputRecord, Event | Invalid]],
+        align: Alignment,
+    ) -> None:
+        """Applies the records in order, except those of a customer whose earlier record waits
+        for the other input topic (they wait behind it)."""
+        horizon = batch.now + self._policy.future_skew
+        held = batch.report.held
+        for record, event in ordered:
+            if isinstance(event, Invalid):
+                # Keyed by a customer whose record waits: behind it (the key is the customer).
+                key = record.key
+                if key and align.waits_for(key.decode("utf-8", "replace")):
+                    held.append(
+                        Held(
+                            record.topic,
+                            record.partition,
+                            record.offset,
+                            key.decode("utf-8", "replace"),
+                            0.0,
+                        )
+                    )
+                    continue
+            # Future-dated records are dead-lettered at once, whatever waits.
+            elif event.occurred_at <= horizon:
+                topic, partition, offset = record.topic, record.partition, record.offset
+                if not align.admit(topic, partition, offset, event.customer_id, event.occurred_at):
+                    held.append(Held(topic, partition, offset, event.customer_id, 0.0))
+                    continue
+                before = len(held)
+                self._apply(batch, record, event)
+                if len(held) == before:
+                    align.settled(topic, partition, offset)
+                continue
+            self._apply(batch, record, event)
+
     def _reject(
         self, batch: _Batch, record: InputRecord, why: Invalid, event: Event | None = None
     ) -> None:
@@ -171,6 +233,8 @@ class BatchHandler:
 
     async def dead_letter_only(self, record: InputRecord, why: Invalid) -> BatchReport:
         """Dead-letters one record in a transaction of its own (it could not be processed)."""
+        if self._alignment is not None:  # its customer's later records must not wait for it
+            self._alignment.forget(record.topic, record.partition, record.offset)
         batch = _Batch({}, self._clock())
         self._reject(batch, record, why)
         async with self._uow() as uow:

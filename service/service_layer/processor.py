@@ -1,7 +1,8 @@
 """Runs batches through the handler: retries what is transient, isolates what is poison.
 
 The consumer commits a batch's offsets only after `process` returns, so everything here must
-either apply every record (or dead-letter it) or raise `Stopped` and let the records come again.
+either apply every record (or dead-letter it, or report it held: the consumer then commits
+nothing at or after it) or raise `Stopped` and let the records come again.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class BatchProcessor:
             report.log.extend(part.log)
             report.stripe_claims += part.stripe_claims
             report.outbox_rows += part.outbox_rows
+            report.held += part.held
         return report
 
     async def _poison(self, record: InputRecord, exc: Exception) -> BatchReport:

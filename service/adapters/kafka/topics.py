@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,52 @@ async def partitions_of(bootstrap: str, names: Iterable[str]) -> list[TopicParti
     return found
 
 
+class NotCoPartitioned(Exception):
+    """Topics that must have the same number of partitions do not."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = counts
+        found = ", ".join(f"{name} has {n}" for name, n in counts.items())
+        super().__init__(
+            "the input topics must have the same number of partitions (co-partitioned by "
+            f"customer_id): {found}"
+        )
+
+
+async def partition_counts(bootstrap: str, names: Iterable[str]) -> dict[str, int]:
+    """How many partitions each named topic has. A topic that the broker does not know (yet:
+    it may just have been created) raises UnknownTopicOrPartitionError, a KafkaError."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="auto-topup-admin")
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(dict.fromkeys(names)))
+    finally:
+        await admin.close()
+    counts: dict[str, int] = {}
+    for topic in described:
+        if topic["error_code"] != 0 or not topic["partitions"]:
+            raise UnknownTopicOrPartitionError(f"topic {topic['topic']} has no partitions yet")
+        counts[topic["topic"]] = len(topic["partitions"])
+    return counts
+
+
+async def check_co_partitioned(bootstrap: str, names: Sequence[str]) -> dict[str, int]:
+    """The partition count of each named topic; NotCoPartitioned when they differ."""
+    counts = await partition_counts(bootstrap, names)
+    if len(set(counts.values())) > 1:
+        raise NotCoPartitioned({n: counts[n] for n in dict.fromkeys(names)})
+    return counts
+
+
 async def ensure_topics(
-    bootstrap: str, names: Iterable[str], partitions: int, replication_factor: int
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int,
+    replication_factor: int,
+    co_partitioned: Sequence[str] = (),
 ) -> list[str]:
-    """Creates each missing topic; returns the names it created."""
+    """Creates each missing topic; returns the names it created. A missing topic of
+    `co_partitioned` gets the partition count of one of them that exists, if any."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="auto-topup-admin")
     await admin.start()
     try:
@@ -40,11 +82,26 @@ async def ensure_topics(
         missing = [n for n in dict.fromkeys(names) if n not in existing]
         if not missing:
             return []
+        counts = {n: partitions for n in missing}
+        present = [n for n in co_partitioned if n in existing]
+        if present and any(n in co_partitioned for n in missing):
+            (first,) = await admin.describe_topics(present[:1])
+            if first["error_code"] == 0 and first["partitions"]:
+                for n in missing:
+                    if n in co_partitioned:
+                        counts[n] = len(first["partitions"])
+        created: list[str] = []
         with contextlib.suppress(TopicAlreadyExistsError):  # another instance was first
-            await admin.create_topics(
-                [NewTopic(n, partitions, replication_factor) for n in missing]
+            response = await admin.create_topics(
+                [NewTopic(n, counts[n], replication_factor) for n in missing]
             )
-        log.info("created topics %s", ", ".join(missing))
-        return missing
+            # per topic (name, error code, ...): 0 created; 36 it exists (the topic list lags)
+            created = [str(e[0]) for e in response.topic_errors if e[1] == 0]
+            for error in response.topic_errors:
+                if error[1] not in (0, TopicAlreadyExistsError.errno):
+                    log.warning("could not create topic %s: %s", error[0], error[1:])
+        if created:
+            log.info("created topics %s", ", ".join(created))
+        return created
     finally:
         await admin.close()

@@ -10,12 +10,9 @@ and how the gateway classifies each of Stripe's answers.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,118 +32,9 @@ from service.service_layer.payments import (
 )
 from service.service_layer.ports import OutboxRecord
 from tests.charge_fakes import T0, FakeClock, MemoryChargeStore, stripe_topup
+from tests.stripe_http_fake import Drop, Hang, Recorded, Reply, ScriptedStripe, Step, error, found, intent
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-
-
-# --- the scripted server ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: dict[str, Any] | bytes  # bytes: sent as they are (not JSON)
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-class Drop:
-    """Read the request, then close the connection without answering."""
-
-
-class Hang:
-    """Read the request and never answer (until the test ends)."""
-
-
-Step = Reply | Drop | Hang
-
-
-@dataclass(frozen=True)
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]  # names in lower case
-    body: bytes
-
-    @property
-    def form(self) -> dict[str, list[str]]:
-        return parse_qs(self.body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-
-
-class ScriptedStripe:
-    def __init__(self) -> None:
-        self.requests: list[Recorded] = []
-        self._script: list[Step] = []
-        # Answers a request when the script is empty (None: a 500 "unscripted").
-        self.otherwise: Callable[[Recorded], Step] | None = None
-        self._lock = threading.Lock()
-        self._released = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def base(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def script(self, *steps: Step) -> None:
-        with self._lock:
-            self._script.extend(steps)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._released.set()  # lets a hanging handler go
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    def _take(self, request: Recorded) -> Step:
-        with self._lock:
-            self.requests.append(request)
-            if self._script:
-                return self._script.pop(0)
-            if self.otherwise is not None:
-                return self.otherwise(request)
-            return Reply(500, {"error": {"type": "api_error", "message": "unscripted"}})
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                self._answer()
-
-            def do_POST(self) -> None:
-                self._answer()
-
-            def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                step = fake._take(Recorded(self.command, self.path, headers, body))
-                if isinstance(step, Hang):
-                    fake._released.wait(timeout=60)
-                if not isinstance(step, Reply):
-                    self.close_connection = True  # nothing written: the client sees EOF
-                    return
-                data = step.body if isinstance(step.body, bytes) else json.dumps(step.body).encode()
-                self.send_response(step.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("Request-Id", f"req_{len(fake.requests)}")
-                for name, value in step.headers:
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-        return Handler
 
 
 @pytest.fixture
@@ -162,26 +50,6 @@ def stripe_http() -> Iterator[ScriptedStripe]:
 @pytest.fixture
 def gateway(stripe_http: ScriptedStripe) -> StripeGateway:
     return StripeGateway(api_key="sk_test_fake", api_base=stripe_http.base, timeout_seconds=10)
-
-
-# --- Stripe's shapes ----------------------------------------------------------------------
-
-
-def intent(pi_id: str, status: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": pi_id,
-        "object": "payment_intent",
-        "status": status,
-        "amount": 10000,
-        "currency": "usd",
-        "livemode": False,
-        "last_payment_error": None,
-        **extra,
-    }
-
-
-def error(status: int, **fields: Any) -> Reply:
-    return Reply(status, {"error": fields})
 
 
 REQUEST = ChargeRequest(
@@ -579,20 +447,6 @@ async def test_a_decline_stripe_documents_as_temporary_does_not_make_the_card_un
 # --- the Search API: looking a charge up by metadata.daily_key ----------------------------
 
 DAILY_KEY = "cust-1/2026-11-25"
-
-
-def found(*intents: dict[str, Any]) -> Reply:
-    """A search_result page, as GET /v1/payment_intents/search answers."""
-    return Reply(
-        200,
-        {
-            "object": "search_result",
-            "url": "/v1/payment_intents/search",
-            "has_more": False,
-            "next_page": None,
-            "data": list(intents),
-        },
-    )
 
 
 def with_key(pi_id: str, status: str, key: str = DAILY_KEY, **extra: Any) -> dict[str, Any]:

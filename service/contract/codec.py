@@ -142,10 +142,39 @@ def decode_balance(raw: bytes | None, key: bytes | None) -> BalanceChanged | Inv
     )
 
 
+# Settings of contract v2 that this version does not apply yet (amount modes, caps, fallback,
+# open invoices): refused whole, never ignored, since an ignored cap would charge more than its
+# owner allowed. `amount_mode: fixed` is the v1 behaviour and is accepted.
+NOT_YET_SUPPORTED = (
+    "target_balance",
+    "max_amount",
+    "monthly_cap",
+    "fallback_method",
+    "max_open_invoices",
+)
+
+
+def _unsupported(body: dict[str, Any]) -> Invalid | None:
+    named = [name for name in NOT_YET_SUPPORTED if body.get(name) is not None]
+    mode = body.get("amount_mode")
+    if mode is not None and mode != "fixed":
+        named.insert(0, "amount_mode")
+    if not named:
+        return None
+    return Invalid(
+        "unsupported_setting",
+        f"{', '.join(named)}: not applied by this version of the service; the settings were "
+        "not changed (send them without these fields, or upgrade the service)",
+    )
+
+
 def decode_settings(raw: bytes | None, key: bytes | None) -> SettingsCommand | Invalid:
     body = _loads(raw)
     if isinstance(body, Invalid):
         return body
+    unsupported = _unsupported(body)
+    if unsupported is not None:
+        return unsupported
     try:
         wire = SettingsUpdated.model_validate(body)
     except ValidationError as exc:

@@ -74,6 +74,18 @@ class CardTerms:
     trigger_amount: Decimal
     limit_threshold: Decimal
     currency: str
+    # The (occurred_at, event_id) of the online top-up that set them: a later-dated online top-up
+    # replaces them even when it is stale as settings (a Finance app update dated after it).
+    newest: tuple[datetime, str] | None = None
+
+    def same_amounts(
+        self, trigger_amount: Decimal, limit_threshold: Decimal, currency: str
+    ) -> bool:
+        return (self.trigger_amount, self.limit_threshold, self.currency) == (
+            trigger_amount,
+            limit_threshold,
+            currency,
+        )
 
 
 @value

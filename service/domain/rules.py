@@ -150,7 +150,12 @@ def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: 
     if settings is not None and settings.occurred_at > at:
         at = settings.occurred_at
     return _evaluate(
-        updated, trigger_event_id=event.event_id, occurred_at=at, now=now, policy=policy
+        updated,
+        trigger_event_id=event.event_id,
+        occurred_at=at,
+        now=now,
+        policy=policy,
+        event_at=event.occurred_at,
     )
 
 
@@ -212,7 +217,9 @@ def _settings_error(wallet: Wallet, event: SettingsUpdated) -> tuple[str, str] |
         # Whatever the stored method is (since v2): a round trip through another method must
         # not let the Finance app charge the card an amount its owner never set.
         terms = wallet.card_terms
-        if terms != CardTerms(event.trigger_amount, event.limit_threshold, event.currency):
+        if terms is None or not terms.same_amounts(
+            event.trigger_amount, event.limit_threshold, event.currency
+        ):
             card_set = (
                 "not known (save the card again in an online top-up)"
                 if terms is None
@@ -240,7 +247,12 @@ def apply_settings(
         (event.event_id, event.version, event.occurred_at),
     ):
         seen = replace(previous, version=_highest(previous.version, event.version))
-        return Outcome(replace(wallet, settings=seen), Status.STALE, reason="stale_settings")
+        stale = replace(wallet, settings=seen)
+        if event.origin is Origin.ONLINE_TOP_UP and _settings_error(wallet, event) is None:
+            # Older than the settings in effect, but maybe the card's latest: the card and its
+            # amounts are what the last online top-up set, whatever came from the Finance app.
+            stale = _saved_card(stale, event)
+        return Outcome(stale, Status.STALE, reason="stale_settings")
     error = _settings_error(wallet, event)
     if error is not None:
         return _reject(wallet, *error)
@@ -259,14 +271,9 @@ def apply_settings(
         event_id=event.event_id,
         newest=_newest(previous.newest if previous else None, event.occurred_at, event.event_id),
     )
-    card, paused, terms = wallet.card, wallet.stripe_paused, wallet.card_terms
+    updated = replace(wallet, settings=settings)
     if event.origin is Origin.ONLINE_TOP_UP:
-        assert event.stripe_customer_id is not None
-        assert event.stripe_payment_method_id is not None
-        card = Card(event.stripe_customer_id, event.stripe_payment_method_id)
-        terms = CardTerms(event.trigger_amount, event.limit_threshold, event.currency)
-        paused = False  # new card details: Stripe top-ups may go again
-    updated = replace(wallet, settings=settings, card=card, stripe_paused=paused, card_terms=terms)
+        updated = _saved_card(updated, event)
 
     turned_on = event.auto_trigger and (previous is None or not previous.auto_trigger)
     raised = previous is not None and event.limit_threshold > previous.limit_threshold
@@ -281,6 +288,22 @@ def apply_settings(
     )
 
 
+def _saved_card(wallet: Wallet, event: SettingsUpdated) -> Wallet:
+    """The card and its amounts from an online top-up, unless the card's are newer."""
+    assert event.stripe_customer_id is not None
+    assert event.stripe_payment_method_id is not None
+    at = (event.occurred_at, event.event_id)
+    terms = wallet.card_terms
+    if terms is not None and terms.newest is not None and at <= terms.newest:
+        return wallet
+    return replace(
+        wallet,
+        card=Card(event.stripe_customer_id, event.stripe_payment_method_id),
+        card_terms=CardTerms(event.trigger_amount, event.limit_threshold, event.currency, at),
+        stripe_paused=False,  # new card details: Stripe top-ups may go again
+    )
+
+
 # --- the rule ---------------------------------------------------------------------------------
 
 
@@ -289,22 +312,42 @@ def _blocked(wallet: Wallet, reason: str, decision: Decision = Decision.BLOCKED)
 
 
 def _evaluate(
-    wallet: Wallet, *, trigger_event_id: str, occurred_at: datetime, now: datetime, policy: Policy
+    wallet: Wallet,
+    *,
+    trigger_event_id: str,
+    occurred_at: datetime,
+    now: datetime,
+    policy: Policy,
+    event_at: datetime | None = None,
 ) -> Outcome:
+    """`occurred_at`: when the decision is dated; `event_at`: the triggering event's own time
+    (earlier for a late balance), which the old-day guard judges."""
     settings, balance = wallet.settings, wallet.balance
     if settings is None:
         return _blocked(wallet, "no_settings", Decision.NOT_DUE)
     if balance is None:
         return _blocked(wallet, "balance_unknown", Decision.NOT_DUE)
-    if balance.amount > settings.limit_threshold:
+    threshold, amount, currency = (
+        settings.limit_threshold,
+        settings.trigger_amount,
+        settings.currency,
+    )
+    if settings.payment_method is PaymentMethod.STRIPE:
+        # A card is charged only what its owner set in the latest online top-up.
+        terms = wallet.card_terms
+        if terms is None:
+            return _blocked(wallet, "stripe_card_terms_unknown")
+        threshold, amount, currency = terms.limit_threshold, terms.trigger_amount, terms.currency
+    if balance.amount > threshold:
         return _blocked(wallet, "above_threshold", Decision.NOT_DUE)
     if not settings.auto_trigger:
         return _blocked(wallet, "auto_trigger_off")
-    if balance.currency != settings.currency:
+    if balance.currency != currency:
         return _blocked(wallet, "currency_mismatch")
     timezone = settings.timezone or policy.default_timezone
     day = business_date(occurred_at, timezone)
-    if day < business_date(now, timezone) - timedelta(days=policy.old_day_window_days):
+    oldest = business_date(now, timezone) - timedelta(days=policy.old_day_window_days)
+    if business_date(event_at or occurred_at, timezone) < oldest:
         return _blocked(wallet, "old_business_date")
     if settings.payment_method is PaymentMethod.STRIPE and wallet.stripe_paused:
         return _blocked(wallet, "stripe_paused")
@@ -319,9 +362,9 @@ def _evaluate(
         business_date=day,
         trigger_event_id=trigger_event_id,
         balance_at_trigger=balance.amount,
-        limit_threshold=settings.limit_threshold,
-        amount=settings.trigger_amount,
-        currency=settings.currency,
+        limit_threshold=threshold,
+        amount=amount,
+        currency=currency,
         payment_method=settings.payment_method,
         partner_id=settings.partner_id,
         card=wallet.card,

@@ -134,9 +134,11 @@ class Alignment:
         self._waiting.clear()
         self._since.clear()
 
-    def fetched(self, decoded: Iterable[Decoded], horizon: datetime) -> None:
-        """Records fetched by this instance. Those dated after `horizon` (further ahead than
-        the allowed skew: they are dead-lettered) do not count."""
+    def fetched(self, decoded: Iterable[Decoded], horizon: datetime, now: datetime) -> None:
+        """Records fetched by this instance at `now`. Those dated after `horizon` (further
+        ahead than the allowed skew: they are dead-lettered) do not count; one dated ahead of
+        `now` shows the partition read up to `now` only (a producer's clock that runs ahead
+        must not let a record of another customer skip the wait)."""
         all_marks = self._marks
         for record, event in decoded:
             if isinstance(event, Invalid):
@@ -144,6 +146,8 @@ class Alignment:
             at = event.occurred_at
             if at > horizon:
                 continue
+            if at > now:
+                at = now
             marks = all_marks.get(record.topic)
             if marks is None:
                 continue

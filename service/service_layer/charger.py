@@ -286,6 +286,13 @@ class Charger:
                         charge, until, "not found yet; final lookup pending", None, looked_up_at
                     )
                 return
+        if charge.attempts > 1 and self._clock() - charge.started_at >= self._create_deadline:
+            # The lookup itself took us past the create deadline: never a create now.
+            until = charge.started_at + self._review_after
+            await self._store.postpone(
+                charge, until, "create deadline passed during the lookup", None, looked_up_at
+            )
+            return
         try:
             result = await self._gateway.charge(
                 ChargeRequest(

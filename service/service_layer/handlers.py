@@ -88,7 +88,7 @@ class BatchHandler:
         since = now.date() - timedelta(days=self._policy.old_day_window_days + 2)
         align = self._alignment
         if align is not None:
-            align.fetched(decoded, now + self._policy.future_skew)
+            align.fetched(decoded, now + self._policy.future_skew, now)
         # One customer's settings and balances in event-time order (contract v2).
         ordered = in_event_time(decoded, self._topics.settings_updated)
 

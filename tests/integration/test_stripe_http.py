@@ -32,7 +32,17 @@ from service.service_layer.payments import (
 )
 from service.service_layer.ports import OutboxRecord
 from tests.charge_fakes import T0, FakeClock, MemoryChargeStore, stripe_topup
-from tests.stripe_http_fake import Drop, Hang, Recorded, Reply, ScriptedStripe, Step, error, found, intent
+from tests.stripe_http_fake import (
+    Drop,
+    Hang,
+    Recorded,
+    Reply,
+    ScriptedStripe,
+    Step,
+    error,
+    found,
+    intent,
+)
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

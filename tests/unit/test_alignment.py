@@ -136,12 +136,12 @@ def test_a_due_record_waits_until_the_other_partition_is_read_up_to_its_time() -
     at = T + timedelta(seconds=2)
     assert align.hold(BAL, 0, 7, "a", at) == BOUND  # it waits, at most the bound
     # Read from another partition, or up to an earlier time: still waiting.
-    align.fetched(_pairs(settings("x", at=at + timedelta(seconds=9))), NOW)  # SET[0]
+    align.fetched(_pairs(settings("x", at=at + timedelta(seconds=9))), NOW, NOW)  # SET[0]
     align.assign(None)
-    align.fetched([(InputRecord(SET, 1, 0, None, b""), settings("x", at=at))], NOW)
-    align.fetched([(InputRecord(SET, 0, 0, None, b""), settings("x", at=T))], NOW)
+    align.fetched([(InputRecord(SET, 1, 0, None, b""), settings("x", at=at))], NOW, NOW)
+    align.fetched([(InputRecord(SET, 0, 0, None, b""), settings("x", at=T))], NOW, NOW)
     assert align.hold(BAL, 0, 7, "a", at) > 0
-    align.fetched([(InputRecord(SET, 0, 1, None, b""), settings("y", at=at))], NOW)
+    align.fetched([(InputRecord(SET, 0, 1, None, b""), settings("y", at=at))], NOW, NOW)
     assert align.read_up_to(SET, 0) == at
     assert align.hold(BAL, 0, 7, "a", at) == 0
 
@@ -171,8 +171,22 @@ def test_no_wait_without_a_bound_or_without_the_other_partition() -> None:
 def test_records_dated_beyond_the_skew_do_not_count_as_read() -> None:
     align = _alignment(Monotonic())
     ahead = NOW + timedelta(hours=1)
-    align.fetched([(InputRecord(SET, 0, 0, None, b""), settings("x", at=ahead))], NOW)
+    align.fetched([(InputRecord(SET, 0, 0, None, b""), settings("x", at=ahead))], NOW, NOW)
     assert align.read_up_to(SET, 0) is None
+
+
+def test_a_record_dated_ahead_shows_the_partition_read_up_to_when_it_was_fetched_only() -> None:
+    """Another customer's settings dated 4 minutes ahead (within the skew) are fetched first;
+    a due balance dated after that fetch must still wait for its own customer's records."""
+    align = _alignment(Monotonic())
+    fetched_at = T
+    ahead = T + timedelta(minutes=4)
+    horizon = T + timedelta(minutes=5)
+    align.fetched(
+        [(InputRecord(SET, 0, 0, None, b""), settings("x", at=ahead))], horizon, fetched_at
+    )
+    assert align.read_up_to(SET, 0) == fetched_at
+    assert align.hold(BAL, 0, 7, "a", T + timedelta(seconds=2)) > 0
 
 
 def test_later_records_of_a_waiting_customer_wait_behind_it() -> None:

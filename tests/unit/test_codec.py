@@ -2,6 +2,7 @@
 
 import json
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -138,3 +139,28 @@ def test_output_event_ids_are_deterministic() -> None:
     assert a == output_event_id("cust-1", date(2026, 11, 25), "invoice-requested")
     assert a != output_event_id("cust-1", date(2026, 11, 26), "invoice-requested")
     assert a != output_event_id("cust-1", date(2026, 11, 25), "top-up-failed")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"amount_mode": "to_target", "target_balance": "100.00"},
+        {"max_amount": "100.00"},
+        {"monthly_cap": "150.00"},
+        {"fallback_method": "cheque_tt"},
+        {"max_open_invoices": 1},
+    ],
+)
+def test_v2_settings_this_version_does_not_apply_are_refused_not_ignored(
+    extra: dict[str, Any],
+) -> None:
+    body = settings_wire("cust-1", **extra)
+    got = decode_settings(dumps(body), b"cust-1")
+    assert isinstance(got, Invalid)
+    assert got.reason == "unsupported_setting"
+    assert next(iter(extra)) in got.detail
+
+
+def test_amount_mode_fixed_is_the_v1_behaviour() -> None:
+    body = settings_wire("cust-1", amount_mode="fixed")
+    assert not isinstance(decode_settings(dumps(body), b"cust-1"), Invalid)

@@ -113,6 +113,7 @@ class Intent:
     daily_key: str
     amount_minor: int
     status: ChargeStatus
+    created_at: datetime
     reason: str | None = None
 
 
@@ -130,6 +131,8 @@ class StripeSim:
         self.creates: list[tuple[datetime, ChargeRequest]] = []
         self.next = "ok"
         self.kept = STRIPE_KEY_KEPT  # how long Stripe keeps an idempotency key
+        self.search_lag = timedelta(0)  # how long a new PaymentIntent is not searchable
+        self.search_takes = timedelta(0)  # how long a search takes (the clock moves meanwhile)
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:
         now = self.clock()
@@ -149,6 +152,7 @@ class StripeSim:
             request.metadata["daily_key"],
             request.amount_minor,
             status,
+            now,
             reason,
         )
         self.intents[intent.id] = intent
@@ -170,7 +174,13 @@ class StripeSim:
         return self._result(self.intents[payment_intent_id])
 
     async def find(self, daily_key: str) -> list[ChargeResult]:
-        return [self._result(i) for i in self.intents.values() if i.daily_key == daily_key]
+        asked = self.clock()
+        self.clock.advance(self.search_takes)
+        return [
+            self._result(i)
+            for i in self.intents.values()
+            if i.daily_key == daily_key and i.created_at <= asked - self.search_lag
+        ]
 
 
 @dataclass(slots=True)
@@ -181,6 +191,9 @@ class Model:
     credits: list[Issued] = field(default_factory=list)
     decided: dict[str, list[Decided]] = field(default_factory=dict)
     paused: dict[str, str] = field(default_factory=dict)  # customer -> the card that failed
+    # Every online top-up not dead-lettered, stale ones too: the card is what the latest by
+    # time set, whichever order they arrived in.
+    onlines: dict[str, list[Sent]] = field(default_factory=dict)
 
 
 class MoneyMachine(RuleBasedStateMachine):
@@ -251,6 +264,8 @@ class MoneyMachine(RuleBasedStateMachine):
         for s in sorted(batch, key=lambda s: (s.at, s.record.topic != SETTINGS)):
             where = (s.record.topic, s.record.partition, s.record.offset)
             outcome = outcomes.get(where, "applied")
+            if s.fields.get("origin") == "online_top_up" and outcome != "dead_lettered":
+                self.model.onlines.setdefault(s.wallet_id, []).append(s)
             if s.record.topic == SETTINGS and outcome not in ("dead_lettered", "stale"):
                 if s.fields["origin"] == "online_top_up":
                     self.model.paused.pop(s.wallet_id, None)  # new card details
@@ -291,14 +306,17 @@ class MoneyMachine(RuleBasedStateMachine):
             # The card is charged only what its owner set in the latest online top-up.
             online = [
                 s
-                for s in self.model.accepted[topup.customer_id]
-                if s.fields["origin"] == "online_top_up" and s.at <= current.at
+                for s in self.model.onlines.get(topup.customer_id, [])
+                if s.batch < trigger.batch or (s.batch == trigger.batch and s.at <= trigger.at)
             ]
             assert online, f"a Stripe charge without an online top-up: {claim}"
-            assert topup.amount == Decimal(online[-1].fields["trigger_amount"]), (
+            latest = max(online, key=lambda s: (s.at, s.event_id))
+            assert topup.amount == Decimal(latest.fields["trigger_amount"]), (
                 f"charge of {topup.amount}; the card's owner set "
-                f"{online[-1].fields['trigger_amount']}: {claim}"
+                f"{latest.fields['trigger_amount']}: {claim}"
             )
+            assert topup.card is not None
+            assert topup.card.stripe_payment_method_id == latest.fields["stripe_payment_method_id"]
             assert topup.customer_id not in self.model.paused, f"charge on a paused card: {claim}"
         # No two attempts inside one business day, whatever the timezones.
         decided = self.model.decided.setdefault(topup.customer_id, [])
@@ -373,10 +391,17 @@ class MoneyMachine(RuleBasedStateMachine):
     def start(self, start: datetime) -> None:
         self.clock.now = start
 
-    @rule(fate=st.sampled_from(OUTCOMES))
-    def charger_runs(self, fate: str) -> None:
-        """The charger takes the due charges; Stripe's next new create goes as `fate` says."""
+    @rule(
+        fate=st.sampled_from(OUTCOMES),
+        lag=st.sampled_from([0, 0, 60, 3600]),
+        search=st.sampled_from([0, 0, 90, 1200]),
+    )
+    def charger_runs(self, fate: str, lag: int, search: int) -> None:
+        """The charger takes the due charges; Stripe's next new create goes as `fate` says, its
+        search lags `lag` s behind its writes and takes `search` s to answer."""
         self.stripe.next = fate
+        self.stripe.search_lag = timedelta(seconds=lag)
+        self.stripe.search_takes = timedelta(seconds=search)
         self.loop.run_until_complete(self.charger.run_once())
         # What the charger's transaction writes: its outbox rows, and a paused card.
         committed = self.db.committed
@@ -496,6 +521,56 @@ class MoneyMachine(RuleBasedStateMachine):
         if names and self.model.credits:
             extra["caused_by"] = self.model.credits[which % len(self.model.credits)].event_id
         self._deliver([self._balance(PARTNER, amount, 0, **extra)])
+
+    @rule(amount=st.sampled_from(PARTNER_AMOUNTS), names=st.booleans())
+    def both_customers_draw_on_the_partner(self, amount: str, names: bool) -> None:
+        """The reseller case: both customers on the partner's master account fall due, with a
+        partner balance between them that may or may not name the first credit."""
+        for customer in CUSTOMERS:
+            self._deliver(
+                [
+                    self._settings(
+                        customer, 0, method="master_account", partner_id=PARTNER, trigger="60.00"
+                    )
+                ]
+            )
+        self._deliver([self._balance(CUSTOMERS[0], "-10.00", 0)])
+        self.seq += 1
+        extra: dict[str, Any] = {"sequence": self.seq}
+        if names and self.model.credits:
+            extra["caused_by"] = self.model.credits[-1].event_id
+        self._deliver([self._balance(PARTNER, amount, 0, **extra)])
+        self._deliver([self._balance(CUSTOMERS[1], "-10.00", 0)])
+
+    def _open_charges(self) -> list[Any]:
+        return [
+            r
+            for r in self.charges.rows.values()
+            if r.phase in ("claimed", "charging") and r.first_attempt_at is not None
+        ]
+
+    @precondition(lambda self: any(r.phase == "claimed" for r in self.charges.rows.values()))
+    @rule(
+        fate=st.sampled_from(["down", "charged_then_500"]),
+        before=st.sampled_from([30, 61, 120, 600]),
+        search=st.sampled_from([0, 90, 1200]),
+    )
+    def an_outage_up_to_the_horizon(self, fate: str, before: int, search: int) -> None:
+        """Stripe fails a new charge's create (maybe after charging), stays away until just
+        before the 24-hour horizon, then its search takes `search` s to answer."""
+        self.charger_runs(fate, 0, 0)
+        self.time_runs_up_to_the_horizon(before)
+        self.charger_runs("ok", 0, search)
+
+    @precondition(lambda self: bool(self._open_charges()))
+    @rule(before=st.sampled_from([30, 61, 120, 600]))
+    def time_runs_up_to_the_horizon(self, before: int) -> None:
+        """The clock comes to `before` s short of the oldest open charge's 24-hour horizon
+        (where a slow search must not let a create go out late)."""
+        oldest = min(r.first_attempt_at for r in self._open_charges())
+        target = oldest + STRIPE_KEY_KEPT - timedelta(seconds=before)
+        if target > self.clock.now:
+            self.clock.now = target
 
     @rule(seconds=st.sampled_from([1, 60, 1800, 6 * 3600, 20 * 3600, 25 * 3600, 49 * 3600]))
     def time_passes(self, seconds: int) -> None:

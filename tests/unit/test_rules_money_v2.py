@@ -218,3 +218,79 @@ def test_online_top_up_below_stripes_minimum_is_rejected_at_the_door() -> None:
     assert out.status is Status.REJECTED
     assert out.reason == "invalid_amount_for_card"
     assert "minimum" in out.detail
+
+
+def test_a_late_online_top_up_still_sets_the_cards_amounts() -> None:
+    """The online top-up (new card, 20.00/10.00, dated T) arrives after a Finance app update
+    dated T+5 s that re-sent the old card's amounts (50.00/10.00): the card is charged what its
+    owner set last, 20.00 on the new card, whichever arrived first."""
+    wallet = _online(Wallet("cust-1"), at=T0 - timedelta(hours=1))
+    finance = _apply(
+        wallet, method=PaymentMethod.STRIPE, trigger="50.00", at=T0 + timedelta(seconds=5)
+    )
+    assert finance.status is Status.APPLIED
+    late = rules.apply_settings(
+        finance.wallet,
+        settings(
+            "cust-1",
+            method=PaymentMethod.STRIPE,
+            origin=Origin.ONLINE_TOP_UP,
+            card=("cus_1", "pm_new"),
+            trigger="20.00",
+            threshold="10.00",
+            at=T0,
+        ),
+        T0 + timedelta(seconds=6),
+        POLICY,
+    )
+    assert late.status is Status.STALE  # as settings
+    assert late.wallet.card is not None
+    assert late.wallet.card.stripe_payment_method_id == "pm_new"
+    out = rules.apply_balance(
+        late.wallet, balance(amount="9", at=T0 + timedelta(seconds=7)), T0, POLICY
+    )
+    assert out.topup is not None
+    assert out.topup.amount == Decimal("20.00")
+    assert out.topup.card is not None
+    assert out.topup.card.stripe_payment_method_id == "pm_new"
+
+
+def test_an_older_online_top_up_never_replaces_the_cards_newer_amounts() -> None:
+    wallet = _online(Wallet("cust-1"), trigger="80.00", at=T0)
+    older = rules.apply_settings(
+        wallet,
+        settings(
+            "cust-1",
+            method=PaymentMethod.STRIPE,
+            origin=Origin.ONLINE_TOP_UP,
+            card=("cus_1", "pm_old"),
+            trigger="20.00",
+            at=T0 - timedelta(minutes=1),
+        ),
+        T0,
+        POLICY,
+    )
+    assert older.status is Status.STALE
+    assert older.wallet.card_terms == wallet.card_terms
+
+
+def test_a_late_balance_older_than_the_window_triggers_nothing() -> None:
+    """Settings from yesterday (no turn-on, no raise), then a balance dated three days ago,
+    newer than the last known one: the old-day guard judges the event's own date."""
+    now = T0 + timedelta(days=1)
+    wallet = rules.apply_settings(
+        Wallet("cust-1"),
+        settings("cust-1", at=T0 - timedelta(days=5)),
+        now,
+        POLICY,
+    ).wallet
+    wallet = rules.apply_balance(
+        wallet, balance(amount="50", at=T0 - timedelta(days=4)), now, POLICY
+    ).wallet
+    wallet = rules.apply_settings(
+        wallet, settings("cust-1", at=T0, threshold="10.00"), now, POLICY
+    ).wallet
+    out = rules.apply_balance(wallet, balance(amount="1", at=T0 - timedelta(days=2)), now, POLICY)
+    assert out.status is Status.APPLIED
+    assert out.decision is Decision.BLOCKED
+    assert out.reason == "old_business_date"

@@ -66,7 +66,10 @@ def _card_terms(raw: str | None) -> CardTerms | None:
     if raw is None:
         return None
     t = json.loads(raw)
-    return CardTerms(Decimal(t["trigger_amount"]), Decimal(t["limit_threshold"]), t["currency"])
+    newest = (datetime.fromisoformat(t["at"]), t["event_id"]) if t.get("at") else None
+    return CardTerms(
+        Decimal(t["trigger_amount"]), Decimal(t["limit_threshold"]), t["currency"], newest
+    )
 
 
 def _card_terms_json(terms: CardTerms | None) -> str | None:
@@ -77,6 +80,8 @@ def _card_terms_json(terms: CardTerms | None) -> str | None:
             "trigger_amount": str(terms.trigger_amount),
             "limit_threshold": str(terms.limit_threshold),
             "currency": terms.currency,
+            "at": terms.newest[0].isoformat() if terms.newest else None,
+            "event_id": terms.newest[1] if terms.newest else None,
         }
     )
 

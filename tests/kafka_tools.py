@@ -9,9 +9,34 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
-from service.adapters.kafka.topics import partitions_of
+# Waits for conditions. None of them is a client library's default: a request to the local
+# broker is answered in milliseconds, but a broker that restarts or a slow machine may take
+# far longer, and a test should then wait, not fail.
+KAFKA_REQUEST_TIMEOUT_MS = 120_000  # one request to the broker (produce, fetch, metadata)
+WAIT_SECONDS = 120.0  # until the service has published what a test waits for
+STALL_SECONDS = 120.0  # reading a topic to its end: longest pause without a new record
+POLL_MS = 200  # one fetch; a poll interval, not a deadline
+
+
+async def partitions_of(bootstrap: str, names: Sequence[str]) -> list[TopicPartition]:
+    """Every partition of the named topics; a missing topic is an error."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
+    )
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(names))
+    finally:
+        await admin.close()
+    found: list[TopicPartition] = []
+    for topic in described:
+        if topic["error_code"] != 0 or not topic["partitions"]:
+            raise LookupError(f"topic {topic['topic']} does not exist")
+        found += [TopicPartition(topic["topic"], p["partition"]) for p in topic["partitions"]]
+    return found
 
 
 @dataclass(frozen=True)
@@ -31,7 +56,12 @@ class Record:
 async def produce(
     bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, bytes | None]]
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS,
+    )
     await producer.start()
     try:
         futures = [await producer.send(topic, value=v, key=k) for k, v in messages]
@@ -51,7 +81,10 @@ class TopicReader:
 
     async def __aenter__(self) -> TopicReader:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, enable_auto_commit=False, group_id=None
+            bootstrap_servers=self._bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS,
         )
         await self._consumer.start()
         try:
@@ -69,7 +102,7 @@ class TopicReader:
 
     async def poll(self) -> None:
         assert self._consumer is not None
-        batch = await self._consumer.getmany(timeout_ms=200)
+        batch = await self._consumer.getmany(timeout_ms=POLL_MS)
         for records in batch.values():
             self.records += [
                 Record(r.topic, r.partition, r.offset, r.key, r.value, dict(r.headers))
@@ -79,7 +112,7 @@ class TopicReader:
     async def wait_for(
         self,
         condition: Callable[[list[Record]], bool],
-        timeout: float = 30.0,
+        timeout: float = WAIT_SECONDS,
         what: str = "condition",
     ) -> list[Record]:
         deadline = time.monotonic() + timeout
@@ -93,13 +126,23 @@ class TopicReader:
         return self.records
 
     async def drain(self) -> list[Record]:
-        """Reads up to the current end of every partition."""
+        """Reads up to the current end of every partition. However many records that is, it
+        goes on while the reading moves, and fails after STALL_SECONDS without progress."""
         assert self._consumer is not None
         ends = await self._consumer.end_offsets(list(self._consumer.assignment()))
+        fewest, progress_at = None, time.monotonic()
         while True:
             positions = [await self._consumer.position(tp) for tp in ends]
-            if all(p >= end for p, end in zip(positions, ends.values(), strict=True)):
+            left = sum(max(end - p, 0) for p, end in zip(positions, ends.values(), strict=True))
+            if left == 0:
                 return self.records
+            if fewest is None or left < fewest:
+                fewest, progress_at = left, time.monotonic()
+            elif time.monotonic() - progress_at > STALL_SECONDS:
+                raise AssertionError(
+                    f"reading made no progress for {STALL_SECONDS}s with {left} records "
+                    f"left to read; read {len(self.records)}"
+                )
             await self.poll()
 
     def on(self, topic: str) -> list[Record]:

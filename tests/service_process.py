@@ -15,6 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Waits for conditions (a log line, an exit), with generous bounds: the service starts in a
+# couple of seconds, but it waits for a broker or a database that is restarting, and a slow
+# machine is slow at everything.
+START_SECONDS = 180.0  # until it logs that it consumes
+LOG_SECONDS = 60.0  # until it logs a line a test expects
+STOP_SECONDS = 120.0  # SIGTERM to exit: it may finish a batch, Stripe calls and the outbox
+READER_SECONDS = 10.0  # its stderr closing after it exited
+
 TOPIC_NAMES = {
     "WALLET_BALANCE_CHANGED": "wallet-balance-changed",
     "SETTINGS_UPDATED": "settings-updated",
@@ -50,7 +58,7 @@ class ServiceProcess:
         self._reader: threading.Thread | None = None
         self._changed = threading.Condition()
 
-    def start(self, timeout: float = 60.0, until: str = "auto-topup is consuming") -> None:
+    def start(self, timeout: float = START_SECONDS, until: str = "auto-topup is consuming") -> None:
         """Starts the service and waits until it logs `until`. Its HTTP port is chosen by the
         system unless the env sets AUTO_TOPUP_HTTP_PORT (see `http_port`)."""
         self.lines = []
@@ -82,7 +90,7 @@ class ServiceProcess:
         with self._changed:
             self._changed.notify_all()
 
-    def wait_for_log(self, text: str, timeout: float = 30.0) -> str:
+    def wait_for_log(self, text: str, timeout: float = LOG_SECONDS) -> str:
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
@@ -111,7 +119,7 @@ class ServiceProcess:
                 continue
         return out
 
-    def stop(self, timeout: float = 60.0) -> int:
+    def stop(self, timeout: float = STOP_SECONDS) -> int:
         """SIGTERM, then wait for a clean exit; returns the exit code."""
         assert self._proc is not None
         if self._proc.poll() is None:
@@ -123,7 +131,7 @@ class ServiceProcess:
             self._proc.wait()
             raise AssertionError(f"{self.name} did not stop within {timeout}s") from None
         if self._reader is not None:
-            self._reader.join(5)
+            self._reader.join(READER_SECONDS)
         return code
 
     def kill(self) -> None:

@@ -9,13 +9,15 @@ import stripe
 GOOD = "4242424242424242"
 DECLINED_ON_CHARGE = "4000000000000341"
 NEEDS_AUTHENTICATION = "4000002500003155"
+# One call to localstripe, named rather than the SDK's default (80 s): generous, it is local.
+REQUEST_SECONDS = 60.0
 
 
 def client(api_base: str) -> stripe.StripeClient:
     return stripe.StripeClient(
         "sk_test_e2e_fake_key",
         base_addresses={"api": api_base},
-        http_client=stripe.HTTPXClient(allow_sync_methods=True),
+        http_client=stripe.HTTPXClient(timeout=REQUEST_SECONDS, allow_sync_methods=True),
     )
 
 

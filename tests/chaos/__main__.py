@@ -1,6 +1,7 @@
 """`make chaos`: the big chaos run. Prints the counts line; exits 1 unless all is well.
 
 python -m tests.chaos [--events 200000] [--customers 20000] [--instances 3] ...
+                      [--now 2026-03-10T23:30:00Z]   (what the services' clock reads at start)
 """
 
 from __future__ import annotations
@@ -10,8 +11,16 @@ import asyncio
 import logging
 import os
 import sys
+from datetime import datetime
 
-from tests.chaos.harness import Chaos, Config, summary
+from tests.chaos.harness import DEFAULT_NOW, Chaos, Config, summary
+
+
+def instant(text: str) -> datetime:
+    at = datetime.fromisoformat(text)
+    if at.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset")
+    return at
 
 
 def main() -> int:
@@ -24,6 +33,8 @@ def main() -> int:
     parser.add_argument("--min-kills", type=int, default=50)
     parser.add_argument("--balance-seconds", type=float, default=130.0)
     parser.add_argument("--no-restarts", action="store_true")
+    parser.add_argument("--stall-seconds", type=float, default=300.0)
+    parser.add_argument("--now", type=instant, default=DEFAULT_NOW)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     try:
@@ -39,7 +50,8 @@ def main() -> int:
             balance_phase_seconds=args.balance_seconds,
             restart_kafka=not args.no_restarts,
             restart_postgres=not args.no_restarts,
-            phase_timeout=900.0,
+            stall_seconds=args.stall_seconds,
+            now=args.now,
         )
     except KeyError as missing:
         print(f"{missing.args[0]} is not set: run through `make chaos`", file=sys.stderr)

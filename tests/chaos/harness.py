@@ -11,30 +11,40 @@ import random
 import subprocess
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from service.adapters.kafka.topics import partitions_of
 from tests.chaos.private_stripe import PrivateStripe
 from tests.chaos.reference import Reference, compare
 from tests.chaos.scenario import Msg, Scenario, generate
 from tests.chaos.stripe_proxy import IdempotentStripe
-from tests.kafka_tools import TopicReader
-from tests.service_process import ServiceProcess, Topics
+from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS, TopicReader, partitions_of
+from tests.service_process import START_SECONDS, ServiceProcess, Topics
 from tests.stripe_tools import DECLINED_ON_CHARGE, GOOD, saved_card
 
 log = logging.getLogger("chaos")
 STACK = Path(__file__).resolve().parents[2] / "deploy" / "local" / "stack.sh"
 OUTPUTS = ("INVOICE_REQUESTED", "CREDIT_ISSUED", "TOP_UP_FAILED")
+
+# What the service's clock reads when a run starts, unless the caller pins another instant:
+# a fixed noon (UTC), far from every business-day boundary of the scenario's timezones, so
+# that no run depends on the hour or the date it is started at.
+DEFAULT_NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+# Waits. Each one waits for a condition; these bound the ones that do not grow with the work.
+STACK_SECONDS = 600.0  # one `stack.sh restart-*` (its own deadlines: 30 s stop, 90 s start)
+PG_CONNECT_SECONDS = 60.0
+PG_QUERY_SECONDS = 120.0
+POLL_SECONDS = 0.5  # how often a barrier looks again
 
 
 @dataclass
@@ -50,7 +60,12 @@ class Config:
     balance_phase_seconds: float = 6.0  # how long the big balance phase is spread over
     restart_kafka: bool = False
     restart_postgres: bool = True
-    phase_timeout: float = 180.0
+    # A barrier waits as long as the work left goes down, and gives up after this long
+    # without progress (a broker restart, a rebalance and a slow machine fit well inside).
+    stall_seconds: float = 300.0
+    # What the service's clock reads when the run starts: the scenario's instants are built
+    # from it and the service processes get the matching AUTO_TOPUP_CLOCK_OFFSET_SECONDS.
+    now: datetime = DEFAULT_NOW
 
 
 @dataclass
@@ -65,6 +80,10 @@ class Result:
     dead_unexpected: int = 0
     clean_exits: int = 0
     unclean_exits: int = 0
+    # What the reference model decided with: to check that a run covered what it should.
+    reference_stats: Counter[str] = field(default_factory=Counter)
+    business_dates: set[date] = field(default_factory=set)
+    stripe_creates: int = 0  # PaymentIntents created at Stripe (declined ones too)
 
     @property
     def ok(self) -> bool:
@@ -90,7 +109,15 @@ def _db_url(server: str, name: str) -> str:
 
 
 def _stack(command: str) -> None:
-    subprocess.run(["bash", str(STACK), command], check=True, capture_output=True, timeout=120)
+    done = subprocess.run(
+        ["bash", str(STACK), command], capture_output=True, text=True, timeout=STACK_SECONDS
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"stack.sh {command} exited {done.returncode}:\n{done.stderr[-4000:]}")
+
+
+async def _connect(url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(url, timeout=PG_CONNECT_SECONDS)
 
 
 class Chaos:
@@ -106,7 +133,7 @@ class Chaos:
         self.placed: dict[int, tuple[str, int, int]] = {}  # msg index -> topic, partition, offset
         self._killing = asyncio.Event()
         self._enough_kills = asyncio.Event()
-        self.stripe_base = ""
+        self.clock_offset = 0.0  # seconds the services' clock runs ahead of the host's
 
     # --- the pieces -------------------------------------------------------------------------
 
@@ -121,13 +148,18 @@ class Chaos:
             "AUTO_TOPUP_KAFKA_SESSION_TIMEOUT_MS": "6000",
             "AUTO_TOPUP_STRIPE_RETRY_MAX_SECONDS": "2",
             "AUTO_TOPUP_LOG_LEVEL": "INFO",
+            # The rules the reference model assumes, whatever the caller's environment says.
+            "AUTO_TOPUP_CLOCK_OFFSET_SECONDS": repr(self.clock_offset),
+            "AUTO_TOPUP_DEFAULT_TIMEZONE": "UTC",
+            "AUTO_TOPUP_FUTURE_SKEW_SECONDS": "300",
+            "AUTO_TOPUP_OLD_DAY_WINDOW_DAYS": "1",
             **self.topics.env(),
         }
 
     async def _admin_sql(self, sql: str) -> None:
-        conn = await asyncpg.connect(_db_url(self.cfg.database_url, "postgres"))
+        conn = await _connect(_db_url(self.cfg.database_url, "postgres"))
         try:
-            await conn.execute(sql)
+            await conn.execute(sql, timeout=PG_QUERY_SECONDS)
         finally:
             await conn.close()
 
@@ -165,102 +197,105 @@ class Chaos:
             try:
                 await asyncio.wait_for(self._killing.wait(), self.cfg.kill_every)
                 return
-            except TimeoutError:
+            except TimeoutError:  # pacing the kills, not waiting for a condition
                 pass
             victim = self.rng.choice(self.instances)
             victim.kill()
             self.result.kills += 1
-            await asyncio.to_thread(victim.start, 180.0)
+            await asyncio.to_thread(victim.start, START_SECONDS)
             if self.result.kills >= self.cfg.min_kills:
                 self._enough_kills.set()
 
-    async def barrier(self, group: str, timeout: float) -> None:
+    async def barrier(self, group: str) -> None:
         """Until the group has committed every input record and nothing waits in the outbox
-        or at Stripe."""
-        deadline = time.monotonic() + timeout
+        or at Stripe. It waits as long as what is left goes down (however slow the machine),
+        and fails after `stall_seconds` without progress."""
+        stall = self.cfg.stall_seconds
         inputs = await partitions_of(
             self.cfg.kafka, [self.topics["WALLET_BALANCE_CHANGED"], self.topics["SETTINGS_UPDATED"]]
         )
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.cfg.kafka)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.cfg.kafka, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
+        )
         await consumer.start()
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.cfg.kafka)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.cfg.kafka, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
+        )
         await admin.start()
+        fewest: int | None = None
+        progress_at = time.monotonic()
         try:
             while True:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"group {group} did not catch up in {timeout}s")
                 try:
                     ends = await consumer.end_offsets(inputs)
                     done = await admin.list_consumer_group_offsets(group)
                     behind = sum(
                         max(0, ends[tp] - (done[tp].offset if tp in done else 0)) for tp in inputs
                     )
-                    pending = await self._pending()
+                    left: int | None = behind + await self._pending()
                 except Exception as exc:  # the broker or the database is restarting
                     log.info("barrier: %s", exc)
-                    behind, pending = 1, 1
-                if behind == 0 and pending == 0:
+                    left = None
+                if left == 0:
                     return
-                await asyncio.sleep(0.5)  # polling a condition, with a deadline
+                if left is not None and (fewest is None or left < fewest):
+                    fewest, progress_at = left, time.monotonic()
+                elif time.monotonic() - progress_at > stall:
+                    raise TimeoutError(
+                        f"group {group} made no progress for {stall}s "
+                        f"({fewest} input records, outbox rows and charges still left)"
+                    )
+                await asyncio.sleep(POLL_SECONDS)  # polling a condition (see above)
         finally:
             await admin.close()
             await consumer.stop()
 
     async def _pending(self) -> int:
-        conn = await asyncpg.connect(_db_url(self.cfg.database_url, self.database))
+        conn = await _connect(_db_url(self.cfg.database_url, self.database))
         try:
             return int(
                 await conn.fetchval(
                     "SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL)"
-                    " + (SELECT count(*) FROM daily_keys WHERE phase <> 'done')"
+                    " + (SELECT count(*) FROM daily_keys WHERE phase <> 'done')",
+                    timeout=PG_QUERY_SECONDS,
                 )
             )
         finally:
             await conn.close()
-
-    async def double_charges(self) -> int:
-        per_key: dict[str, int] = {}
-        async with httpx.AsyncClient(
-            base_url=self.stripe_base, auth=("sk_test_chaos_fake", "")
-        ) as client:
-            after = None
-            while True:
-                params: dict[str, Any] = {"limit": 100}
-                if after:
-                    params["starting_after"] = after
-                page = (await client.get("/v1/payment_intents", params=params)).json()
-                for intent in page["data"]:
-                    key = (intent.get("metadata") or {}).get("daily_key", "")
-                    if key.startswith(f"c-{self.run}-"):
-                        per_key[key] = per_key.get(key, 0) + 1
-                if not page.get("has_more") or not page["data"]:
-                    break
-                after = page["data"][-1]["id"]
-        return sum(1 for n in per_key.values() if n > 1)
 
     # --- the run ----------------------------------------------------------------------------
 
     async def execute(self) -> Result:
         started = time.monotonic()
         cfg = self.cfg
+        if cfg.now.tzinfo is None:
+            raise ValueError("Config.now must be timezone-aware")
+        # The services' clock reads cfg.now now, and runs on from there.
+        self.clock_offset = (cfg.now - datetime.now(UTC)).total_seconds()
+        if self.clock_offset > 0:
+            # The charger writes when a charge is due from the service's clock, and PostgreSQL
+            # picks the due ones with its own now(): a clock ahead of the host's holds
+            # every Stripe charge back by the offset.
+            raise ValueError(f"Config.now {cfg.now.isoformat()} is ahead of the host's clock")
         await self._admin_sql(f'CREATE DATABASE "{self.database}"')
         stripe = PrivateStripe()
-        self.stripe_base = await asyncio.to_thread(stripe.start)
-        proxy = IdempotentStripe(self.stripe_base)
+        stripe_base = await asyncio.to_thread(stripe.start)
+        proxy = IdempotentStripe(stripe_base)
         stripe_url = await proxy.start()
         try:
-            good = await asyncio.to_thread(saved_card, self.stripe_base, GOOD)
-            bad = await asyncio.to_thread(saved_card, self.stripe_base, DECLINED_ON_CHARGE)
-            now = datetime.now(UTC)
+            good = await asyncio.to_thread(saved_card, stripe_base, GOOD)
+            bad = await asyncio.to_thread(saved_card, stripe_base, DECLINED_ON_CHARGE)
             scenario: Scenario = generate(
                 cfg.seed,
                 cfg.customers,
                 cfg.events,
-                now,
+                cfg.now,
                 {"good": good, "declined": bad},
                 run=self.run,
             )
-            reference = Reference(scenario, {bad[1]}, now)
+            reference = Reference(scenario, {bad[1]}, cfg.now)
+            self.result.reference_stats = reference.stats
+            self.result.business_dates = reference.business_dates
             self.result.events = scenario.size
             env = self.env(self.group, stripe_url)
             self.instances = [ServiceProcess(env, f"svc{i}") for i in range(cfg.instances)]
@@ -270,7 +305,7 @@ class Chaos:
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=5,
-                request_timeout_ms=60000,
+                request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS,
             )
             await producer.start()
             killer = asyncio.create_task(self.killer())
@@ -280,7 +315,8 @@ class Chaos:
                 self._killing.set()
                 await producer.stop()
             await killer  # raises what stopped the killer, if anything did
-            await self.barrier(self.group, cfg.phase_timeout)
+            await self.barrier(self.group)
+            self._check_the_day_held(reference)
             for proc in self.instances:
                 code = await asyncio.to_thread(proc.stop)
                 self.result.clean_exits += code == 0
@@ -289,11 +325,11 @@ class Chaos:
             replay = ServiceProcess(self.env(f"{self.group}-replay", stripe_url), "replay")
             self.instances.append(replay)
             await asyncio.to_thread(replay.start)
-            await self.barrier(f"{self.group}-replay", cfg.phase_timeout)
+            await self.barrier(f"{self.group}-replay")
             code = await asyncio.to_thread(replay.stop)
             self.result.clean_exits += code == 0
             self.result.unclean_exits += code != 0
-            await self._judge(reference, scenario)
+            await self._judge(reference, scenario, proxy)
         finally:
             await proxy.stop()
             for proc in self.instances:
@@ -304,6 +340,17 @@ class Chaos:
         if self.result.ok:
             await self._admin_sql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
         return self.result
+
+    def _check_the_day_held(self, reference: Reference) -> None:
+        """The reference decided the old-day guard with the business dates of `cfg.now`: that
+        holds only if every decision was made before the next business-day boundary."""
+        clock = datetime.now(UTC) + timedelta(seconds=self.clock_offset)
+        if clock >= reference.horizon:
+            raise RuntimeError(
+                f"the service's clock reached {clock.isoformat()}, past the business-day "
+                f"boundary at {reference.horizon.isoformat()}, before the run was done: "
+                "pin Config.now further from it"
+            )
 
     async def _phases(
         self, scenario: Scenario, producer: AIOKafkaProducer, killer: asyncio.Task[None]
@@ -320,9 +367,17 @@ class Chaos:
             seconds = cfg.balance_phase_seconds if index == 1 else 0.0
             await self.produce(producer, phase, offset, seconds, pauses)
             offset += len(phase)
-            await self._while_killing(killer, self.barrier(self.group, cfg.phase_timeout))
+            await self._while_killing(killer, self.barrier(self.group))
+        # Each kill waits for its victim to be back (at most START_SECONDS) before the next.
+        kills_left = cfg.min_kills - self.result.kills
+        if kills_left <= 0:
+            return
         await self._while_killing(
-            killer, asyncio.wait_for(self._enough_kills.wait(), cfg.phase_timeout)
+            killer,
+            asyncio.wait_for(
+                self._enough_kills.wait(),
+                kills_left * (cfg.kill_every + START_SECONDS) + cfg.stall_seconds,
+            ),
         )
 
     @staticmethod
@@ -336,7 +391,9 @@ class Chaos:
             raise RuntimeError("the killer stopped early")
         task.result()
 
-    async def _judge(self, reference: Reference, scenario: Scenario) -> None:
+    async def _judge(
+        self, reference: Reference, scenario: Scenario, proxy: IdempotentStripe
+    ) -> None:
         names = [*OUTPUTS, "AUTO_TOPUP_DEAD_LETTER"]
         async with TopicReader(self.cfg.kafka, *(self.topics[n] for n in names)) as reader:
             await reader.drain()
@@ -346,7 +403,12 @@ class Chaos:
                 events.append(record.json())
                 kinds.append(name.lower().replace("_", "-"))
         self.result.counts = compare(reference, events, kinds)
-        self.result.counts["double_charges"] = await self.double_charges()
+        # Every PaymentIntent the services made went through the proxy: one daily key with
+        # two of them is a customer charged twice.
+        self.result.counts["double_charges"] = sum(
+            1 for n in proxy.payment_intents.values() if n > 1
+        )
+        self.result.stripe_creates = sum(proxy.payment_intents.values())
         dead_seen = {
             (
                 r.headers["dlq_original_topic"].decode(),
@@ -376,5 +438,8 @@ def summary(result: Result) -> str:
             "dead_unexpected": result.dead_unexpected,
             "clean_exits": result.clean_exits,
             "unclean_exits": result.unclean_exits,
+            "stripe_payment_intents": result.stripe_creates,
+            "business_dates": sorted(d.isoformat() for d in result.business_dates),
+            "reference": dict(sorted(result.reference_stats.items())),
         }
     )

@@ -11,6 +11,9 @@ from pathlib import Path
 import httpx
 
 LAUNCHER = Path(__file__).resolve().parents[2] / "deploy" / "local" / "localstripe_launch.py"
+START_SECONDS = 120.0  # until it answers (an interpreter start and imports, on a slow core)
+PROBE_SECONDS = 5.0  # one probe of a local, empty server
+STOP_SECONDS = 30.0
 
 
 def _free_port() -> int:
@@ -25,7 +28,7 @@ class PrivateStripe:
         self.url = f"http://127.0.0.1:{self.port}"
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> str:
+    def start(self, timeout: float = START_SECONDS) -> str:
         self._proc = subprocess.Popen(
             [
                 sys.executable,
@@ -43,7 +46,7 @@ class PrivateStripe:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                httpx.get(f"{self.url}/v1/customers", auth=("sk_test_x", ""), timeout=2)
+                httpx.get(f"{self.url}/v1/customers", auth=("sk_test_x", ""), timeout=PROBE_SECONDS)
                 return self.url
             except httpx.HTTPError:
                 if self._proc.poll() is not None or time.monotonic() > deadline:
@@ -53,4 +56,4 @@ class PrivateStripe:
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
-            self._proc.wait(10)
+            self._proc.wait(STOP_SECONDS)

@@ -3,13 +3,32 @@
 It knows nothing of the service's code: it reads the scenario's messages in the order each
 partition delivers them (phases in order; inside a phase, each customer's own order) and says
 which decision each daily key must come to.
+
+Two rules depend on more than the messages, and the model keeps both explicit:
+
+- The old-day guard compares an event's business date with *today*, the date of the service's
+  clock in the customer's timezone. The model decides with `now`, the instant the service's
+  clock reads at the start of the run; it holds while the service's clock stays before
+  `horizon` (the next business-day boundary in one of the scenario's timezones), which the
+  harness checks.
+- A declined card pauses Stripe top-ups when the charger records the failure, beside the
+  consumer: after the phase's barrier for sure, but at no known point inside the phase. So the
+  pause takes effect at the end of the phase, and an event of the same phase whose outcome
+  would depend on when the pause lands raises `AmbiguousScenario` (the scenario must not
+  contain one) instead of being guessed.
+
+A Stripe top-up charges the card's own terms: the Trigger Amount and Limit Threshold of the
+latest online top-up by (occurred_at, event_id), which a settings message stale by version
+still sets (and which lift a pause), whatever the Finance app stored since. A balance dated
+before the settings in effect is decided on their date.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,6 +36,11 @@ from zoneinfo import ZoneInfo
 from tests.chaos.scenario import BALANCE, Msg, Scenario
 
 SCALES = {"JPY": 0, "KWD": 3}
+DEFAULT_TIMEZONE = "UTC"  # the service's AUTO_TOPUP_DEFAULT_TIMEZONE, which the harness keeps
+
+
+class AmbiguousScenario(Exception):
+    """The outcome depends on timing that the contract leaves open: fix the scenario."""
 
 
 @dataclass(frozen=True)
@@ -39,17 +63,34 @@ def _fmt(value: Decimal, currency: str) -> str:
     return f"{abs(out) if out == 0 else out:f}"
 
 
+def next_day_boundary(at: datetime, timezone: str) -> datetime:
+    """The first instant after `at` that is on another business date in `timezone`."""
+    zone = ZoneInfo(timezone)
+    tomorrow = at.astimezone(zone).date() + timedelta(days=1)
+    return datetime.combine(tomorrow, time(0), tzinfo=zone).astimezone(UTC)
+
+
 class Reference:
-    def __init__(self, scenario: Scenario, declined_cards: set[str], today_utc: datetime) -> None:
-        self.now = today_utc
+    def __init__(self, scenario: Scenario, declined_cards: set[str], now: datetime) -> None:
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        self.now = now
         self.declined = declined_cards
         self.settings: dict[str, dict[str, Any]] = {}
         self.balance: dict[str, dict[str, Any]] = {}
         self.days: dict[tuple[str, date], Expected] = {}
         self.dead: list[Msg] = []
+        self.paused: set[str] = set()  # Stripe top-ups paused (as of the last barrier)
+        self.terms: dict[str, dict[str, Any]] = {}  # the card's terms, from online top-ups
+        self.pausing: set[str] = set()  # declined in this phase: paused once it is over
+        self.stats: Counter[str] = Counter()
+        zones = {c.timezone for c in scenario.customers} | {DEFAULT_TIMEZONE}
+        self.horizon = min(next_day_boundary(now, z) for z in zones)
         for phase in scenario.phases:
             for msg in phase:
                 self._apply(msg)
+            self.paused |= self.pausing  # the barrier waits for every charge to finish
+            self.pausing.clear()
 
     def _apply(self, msg: Msg) -> None:
         if msg.dead_reason is not None:
@@ -69,39 +110,88 @@ class Reference:
         ):
             return  # stale or repeated
         self.balance[who] = body
-        self._due(who, body["event_id"], body["occurred_at"])
+        at = datetime.fromisoformat(body["occurred_at"])
+        # A balance dated before the settings in effect is decided at their time (event-time
+        # order); the old-day guard still judges the balance's own date.
+        s = self.settings.get(who)
+        decided = max(at, datetime.fromisoformat(s["occurred_at"])) if s else at
+        self._due(who, body["event_id"], decided, at)
 
     def _settings(self, body: dict[str, Any]) -> None:
         who = body["customer_id"]
         old = self.settings.get(who)
         if old is not None and body["version"] <= old["version"]:
+            # Stale as settings, but maybe the card's latest online top-up.
+            if body["origin"] == "online_top_up" and self._saved_card(who, body):
+                self.stats["card_terms_from_stale"] += 1
             return
         self.settings[who] = body
+        if body["origin"] == "online_top_up":
+            self._saved_card(who, body)
         on = body["auto_trigger"] and (old is None or not old["auto_trigger"])
         raised = old is not None and Decimal(body["limit_threshold"]) > Decimal(
             old["limit_threshold"]
         )
         if on or raised:
-            self._due(who, body["event_id"], body["occurred_at"])
+            at = datetime.fromisoformat(body["occurred_at"])
+            self._due(who, body["event_id"], at, at)
 
-    def _due(self, who: str, trigger: str, occurred_at: str) -> None:
+    def _saved_card(self, who: str, body: dict[str, Any]) -> bool:
+        """The card's terms from an online top-up, unless the card's are newer (then False);
+        new card details lift a pause."""
+        at = (datetime.fromisoformat(body["occurred_at"]), body["event_id"])
+        terms = self.terms.get(who)
+        if terms is not None and at <= terms["newest"]:
+            return False
+        self.terms[who] = {
+            "newest": at,
+            "trigger_amount": body["trigger_amount"],
+            "limit_threshold": body["limit_threshold"],
+        }
+        if who in self.pausing:
+            raise AmbiguousScenario(
+                f"{who}: new card details in the phase whose declined charge pauses the "
+                "card: the pause may land before or after them"
+            )
+        if who in self.paused:
+            self.stats["pause_lifted"] += 1
+        self.paused.discard(who)
+        return True
+
+    def _due(self, who: str, trigger: str, decided: datetime, event_at: datetime) -> None:
         s, b = self.settings.get(who), self.balance.get(who)
         if s is None or b is None or not s["auto_trigger"]:
             return
-        if Decimal(b["balance"]) > Decimal(s["limit_threshold"]):
+        amount, threshold = s["trigger_amount"], s["limit_threshold"]
+        if s["payment_method"] == "stripe":  # the card is charged on its own terms
+            amount = self.terms[who]["trigger_amount"]
+            threshold = self.terms[who]["limit_threshold"]
+        if Decimal(b["balance"]) > Decimal(threshold):
             return
-        zone = ZoneInfo(s.get("timezone") or "UTC")
-        day = datetime.fromisoformat(occurred_at).astimezone(zone).date()
-        if day < self.now.astimezone(zone).date() - timedelta(days=1):
+        zone = ZoneInfo(s.get("timezone") or DEFAULT_TIMEZONE)
+        day = decided.astimezone(zone).date()
+        if event_at.astimezone(zone).date() < self.now.astimezone(zone).date() - timedelta(days=1):
+            self.stats["old_day"] += 1
             return
-        if (who, day) in self.days:
+        method = s["payment_method"]
+        taken = (who, day) in self.days
+        if method == "stripe" and not taken and who in self.pausing:
+            raise AmbiguousScenario(
+                f"{who}: due on {day} in the phase whose declined charge pauses the card: "
+                "a second attempt or none, depending on when the charge fails"
+            )
+        if method == "stripe" and who in self.paused:
+            if not taken:  # a day the pause alone keeps free
+                self.stats["paused_other_day"] += 1
             return
-        currency, method = s["currency"], s["payment_method"]
+        if taken:
+            return
+        currency = s["currency"]
         common = {
             "customer_id": who,
             "business_date": day,
             "currency": currency,
-            "amount": _fmt(Decimal(s["trigger_amount"]), currency),
+            "amount": _fmt(Decimal(amount), currency),
             "payment_method": method,
             "trigger_event_id": trigger,
             "balance_at_trigger": _fmt(Decimal(b["balance"]), currency),
@@ -120,8 +210,13 @@ class Reference:
                 )
         elif s["stripe_payment_method_id"] in self.declined:
             self.days[(who, day)] = Expected("top-up-failed", reason="card_declined", **common)
+            self.pausing.add(who)  # a hard failure of the card itself
         else:
             self.days[(who, day)] = Expected("credit-issued", funding_source="stripe", **common)
+
+    @property
+    def business_dates(self) -> set[date]:
+        return {day for _, day in self.days}
 
 
 def compare(

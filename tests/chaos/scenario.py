@@ -13,14 +13,18 @@ import json
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 SETTINGS = "SETTINGS_UPDATED"
 BALANCE = "WALLET_BALANCE_CHANGED"
 CURRENCIES = (("USD", 2), ("USD", 2), ("USD", 2), ("EUR", 2), ("JPY", 0), ("KWD", 3))
 TIMEZONES = ("UTC", "UTC", "Asia/Kolkata", "America/New_York")
+# How far ahead the future-dated messages are: further than the service's skew (5 minutes)
+# from the chosen "now" until the end of the run, replay included, however slow the machine.
+FUTURE = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,12 @@ def _money(rng: random.Random, low: int, high: int, scale: int) -> str:
 
 def _iso(at: datetime) -> str:
     return at.isoformat().replace("+00:00", "Z")
+
+
+def day_start(at: datetime, timezone: str) -> datetime:
+    """The instant at which the business day of `at` began in `timezone`."""
+    zone = ZoneInfo(timezone)
+    return datetime.combine(at.astimezone(zone).date(), time(0), tzinfo=zone)
 
 
 class _Builder:
@@ -174,8 +184,10 @@ def generate(
     cards: dict[str, tuple[str, str]],
     run: str = "",
 ) -> Scenario:
-    """`cards` maps "good"/"declined" to a saved (stripe_customer_id, payment_method_id);
-    `run` makes the ids unique to one run (the same seed gives the same stream)."""
+    """`now` is what the service's clock reads when the run starts (the harness sets it): every
+    instant in the stream is built from it, never from the host's clock. `cards` maps
+    "good"/"declined" to a saved (stripe_customer_id, payment_method_id); `run` makes the ids
+    unique to one run (the same seed and `now` give the same stream)."""
     b = _Builder(seed, now, cards)
     rng = b.rng
     tag = f"{run or seed}"
@@ -203,16 +215,27 @@ def generate(
     rng.shuffle(first)
     scenario.phases.append(first)
 
-    # Phase 2: balances. Cheque and master-account customers also see yesterday; Stripe
-    # customers see one day only (a card failure pauses Stripe; that is tested elsewhere).
+    # Phase 2: balances. Cheque and master-account customers see the last 30 hours (two or
+    # three business days; the oldest one is past the old-day guard). Stripe customers see one
+    # business day in this phase, today's or yesterday's: a declined card pauses Stripe
+    # top-ups when the charge fails, which happens beside the consumer, so whether a later
+    # event of the same phase on another day comes before or after the pause is a race.
+    # Phases 3 and 4 then see the pause, or the new card details that lift it.
     per_customer = max(2.0, budget * 0.85 / customers)  # balance events, on average
     streams = []
     for c in people:
-        start = now - (timedelta(hours=2) if c.card else timedelta(hours=30))
+        end = now
+        if not c.card:
+            start = now - timedelta(hours=30)
+        elif rng.random() < 0.5:  # today, up to 2 hours of it
+            start = max(now - timedelta(hours=2), day_start(now, c.timezone))
+        else:  # the last 2 hours of yesterday
+            end = day_start(now, c.timezone)
+            start = end - timedelta(hours=2)
         stream: list[Msg] = []
         count = max(1, round(rng.uniform(1, 2 * per_customer - 1)))
         for k in range(count):
-            at = start + (now - start) * (k + 1) / (count + 1)
+            at = start + (end - start) * (k + 1) / (count + 1)  # inside [start, end)
             amount = _money(rng, -100, 400, c.scale)
             msg = b.balance_msg(c.id, amount, c.currency, at)
             stream.append(msg)
@@ -228,7 +251,7 @@ def generate(
                 body.update(
                     event_id=b.event_id(),
                     sequence=body["sequence"] + 1000,
-                    occurred_at=_iso(now + timedelta(hours=1)),
+                    occurred_at=_iso(now + FUTURE),
                 )
                 stream.append(Msg(BALANCE, c.id, json.dumps(body).encode(), "future_dated"))
         streams.append(stream)

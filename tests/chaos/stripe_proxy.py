@@ -3,15 +3,25 @@
 A POST with a key that was answered before gets the first answer again (Stripe keeps keys
 for at least 24 hours); one still in flight makes the second wait. Errors of 500 and above are
 not remembered, as at Stripe. Everything else goes through unchanged.
+
+It also counts the PaymentIntents it let localstripe create, per `metadata[daily_key]`: every
+charge of a run goes through here, so two for one daily key is a double charge (no need to
+list localstripe's PaymentIntents, which it scans whole on every page).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import Counter, defaultdict
+from urllib.parse import parse_qs
 
 import aiohttp
 from aiohttp import web
+
+# localstripe answers in milliseconds; this only stops a proxy call that would never end
+# (the services give up on their own Stripe timeout first, and retry under the same key).
+UPSTREAM_SECONDS = 300.0
+CREATE_PATH = "/v1/payment_intents"
 
 
 class IdempotentStripe:
@@ -23,16 +33,20 @@ class IdempotentStripe:
         self._session: aiohttp.ClientSession | None = None
         self.url = ""
         self.replayed = 0
+        # PaymentIntents created at localstripe (succeeded or declined) per daily key.
+        self.payment_intents: Counter[str] = Counter()
 
     async def start(self) -> str:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        # A caller that hangs up (a service killed mid-call) must not cut a call to localstripe
+        # short: it would have made the charge without the proxy remembering it.
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         port = self._runner.addresses[0][1]
-        self._session = aiohttp.ClientSession()
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=UPSTREAM_SECONDS))
         self.url = f"http://127.0.0.1:{port}"
         return self.url
 
@@ -52,10 +66,18 @@ class IdempotentStripe:
         async with self._session.request(
             request.method, self.upstream + request.path_qs, data=body, headers=headers
         ) as answer:
-            return answer.status, await answer.read(), answer.content_type
+            status, payload, kind = answer.status, await answer.read(), answer.content_type
+        if request.method == "POST" and request.path == CREATE_PATH and status in (200, 402):
+            # Created, or created and declined (a card error): a charge attempt either way.
+            form = parse_qs(body.decode("utf-8", "replace"))
+            self.payment_intents[form.get("metadata[daily_key]", [""])[0]] += 1
+        return status, payload, kind
 
     async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
+        try:
+            body = await request.read()
+        except ConnectionResetError:  # a service killed while it sent: nothing to forward
+            raise web.HTTPBadRequest(text="connection lost") from None
         key = request.headers.get("Idempotency-Key")
         if request.method != "POST" or not key:
             status, payload, kind = await self._forward(request, body)

@@ -19,7 +19,21 @@ def topics() -> Topics:
 
 
 @pytest.fixture
-def service_env(infra: Infra, database_url: str, topics: Topics) -> dict[str, str]:
+def clock_offset() -> float:
+    """Seconds the service's clock runs ahead of the host's (AUTO_TOPUP_CLOCK_OFFSET_SECONDS).
+
+    0 here: these tests date their events with the host's clock (so does the service, whatever
+    the caller's environment says). A test module that must not depend on the hour overrides
+    this fixture with a negative offset to an instant of its choice (a service clock ahead of
+    the host's holds Stripe charges back: the charger compares with PostgreSQL's now()) and
+    dates its events with `flow.now()`."""
+    return 0.0
+
+
+@pytest.fixture
+def service_env(
+    infra: Infra, database_url: str, topics: Topics, clock_offset: float
+) -> dict[str, str]:
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": infra.kafka,
         "DATABASE_URL": database_url,
@@ -27,6 +41,7 @@ def service_env(infra: Infra, database_url: str, topics: Topics) -> dict[str, st
         "AUTO_TOPUP_CONSUMER_GROUP": f"auto-topup-e2e-{uuid.uuid4().hex[:8]}",
         "AUTO_TOPUP_TOPIC_PARTITIONS": "3",
         "AUTO_TOPUP_LOG_LEVEL": "INFO",
+        "AUTO_TOPUP_CLOCK_OFFSET_SECONDS": repr(clock_offset),
         **topics.env(),
     }
     if infra.stripe_api_base:
@@ -46,17 +61,24 @@ def service(service_env: dict[str, str]) -> Iterator[ServiceProcess]:
 class Flow:
     """Contract events in, contract events out, for one running service."""
 
-    def __init__(self, infra: Infra, topics: Topics, reader: TopicReader) -> None:
+    def __init__(
+        self, infra: Infra, topics: Topics, reader: TopicReader, clock_offset: float = 0.0
+    ) -> None:
         self.infra = infra
         self.topics = topics
         self.reader = reader
+        self.clock_offset = clock_offset
+
+    def now(self) -> datetime:
+        """What the service's clock reads now."""
+        return datetime.now(UTC) + timedelta(seconds=self.clock_offset)
 
     async def send(self, name: str, body: dict[str, Any] | bytes, key: str) -> None:
         value = body if isinstance(body, bytes) else dumps(body)
         await produce(self.infra.kafka, self.topics[name], [(key.encode(), value)])
 
     async def settings(self, customer: str, **fields: Any) -> dict[str, Any]:
-        fields.setdefault("at", datetime.now(UTC) - timedelta(seconds=5))
+        fields.setdefault("at", self.now() - timedelta(seconds=5))
         body = settings_wire(customer, **fields)
         await self.send("SETTINGS_UPDATED", body, customer)
         return body
@@ -99,10 +121,12 @@ class Flow:
 
 
 @pytest.fixture
-async def flow(infra: Infra, topics: Topics, service: ServiceProcess) -> AsyncIterator[Flow]:
+async def flow(
+    infra: Infra, topics: Topics, service: ServiceProcess, clock_offset: float
+) -> AsyncIterator[Flow]:
     names = ("INVOICE_REQUESTED", "CREDIT_ISSUED", "TOP_UP_FAILED", "AUTO_TOPUP_DEAD_LETTER")
     async with TopicReader(infra.kafka, *(topics[n] for n in names)) as reader:
-        yield Flow(infra, topics, reader)
+        yield Flow(infra, topics, reader, clock_offset)
 
 
 def online_top_up(card: tuple[str, str], **fields: object) -> dict[str, object]:

@@ -21,11 +21,12 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.subscriber.usecase import BatchSubscriber as KafkaSubscriber
 
-from service.adapters.kafka.relay import OutboxRelay, make_producer
+from service.adapters.kafka.relay import OutboxRelay, make_producer, topic_configs, topic_restorer
 from service.adapters.kafka.topics import NotCoPartitioned, check_co_partitioned, ensure_topics
 from service.adapters.postgres.charges import PgChargeStore
-from service.adapters.postgres.errors import is_transient
+from service.adapters.postgres.errors import drop_read_only, is_misconfiguration, is_transient
 from service.adapters.postgres.migrate import migrate
+from service.adapters.postgres.outbox_admin import set_aside_count
 from service.adapters.postgres.sql import q
 from service.adapters.postgres.store import PgUnitOfWork
 from service.adapters.stripe_gateway import StripeGateway
@@ -81,8 +82,12 @@ async def until_it_works(what: str, step: Callable[[], Awaitable[T]]) -> T:
             asyncpg.InterfaceError,
             KafkaError,
         ) as exc:
-            if isinstance(exc, asyncpg.PostgresError) and not is_transient(exc):
-                raise  # a wrong password or a missing database does not go away by waiting
+            if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError) and (
+                is_misconfiguration(exc) or not is_transient(exc)
+            ):
+                # A wrong password or database, a DSN asyncpg refuses, a failing migration: no
+                # wait fixes them (the command prints one line: errors.problem_line).
+                raise
             log.warning("waiting for %s (%s: %s)", what, type(exc).__name__, exc)
             await asyncio.sleep(min(0.5 * tries, 5.0))
 
@@ -95,8 +100,9 @@ async def prepare_database(settings: Settings) -> asyncpg.Pool:
             log.info("database migrated: %s", ", ".join(applied))
     finally:
         await conn.close()
+    # drop_read_only: a connection to a primary turned read-only (a failover) is not reused.
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        settings.dsn, min_size=1, max_size=settings.db_pool_size
+        settings.dsn, min_size=1, max_size=settings.db_pool_size, reset=drop_read_only
     )
     return pool
 
@@ -108,6 +114,7 @@ async def prepare_kafka(settings: Settings) -> AIOKafkaProducer:
         settings.topic_partitions,
         settings.topic_replication_factor,
         co_partitioned=settings.topics.inputs,
+        topic_configs=topic_configs(settings),
     )
     if created:
         log.info("created missing topics: %s", ", ".join(created))
@@ -145,6 +152,7 @@ class Service:
         if self.pool is not None:
             backlog = await self.pool.fetchval(q("outbox_backlog"), timeout=2)
             self.metrics.outbox_backlog.set(backlog)
+            self.metrics.outbox_set_aside.set(await set_aside_count(self.pool))
         consumer = self.subscriber.consumer if self.subscriber is not None else None
         self.metrics.consumer_lag.clear()
         if consumer is None:
@@ -267,7 +275,9 @@ def build(settings: Settings) -> Service:
             app.exit()
             await asyncio.Event().wait()  # the shutdown cancels this start-up
             return
-        service.relay = relay = OutboxRelay(service.pool, producer)
+        service.relay = relay = OutboxRelay(
+            service.pool, producer, restore_topics=topic_restorer(settings)
+        )
         relay.start()
         gateway = TimedGateway(
             StripeGateway(

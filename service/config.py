@@ -147,6 +147,19 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown IANA timezone {value!r}")
         return value
 
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _asyncpg_scheme(cls, value: object) -> object:
+        # What asyncpg accepts (PostgresDsn also lets SQLAlchemy's postgresql+asyncpg:// by).
+        if isinstance(value, str):
+            scheme, sep, _ = value.partition("://")
+            if not sep or scheme not in ("postgresql", "postgres"):
+                raise ValueError(
+                    "must be a postgresql:// or postgres:// URL"
+                    + (f", not {scheme[:40]}://" if sep else "")
+                )
+        return value
+
     @field_validator("stripe_api_key")
     @classmethod
     def _non_empty_key(cls, value: SecretStr | None) -> SecretStr | None:

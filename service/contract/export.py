@@ -37,6 +37,14 @@ DEAD_LETTER_HEADERS: dict[str, Any] = {
         "dlq_reason": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
         "dlq_detail": {"type": "string"},
         "dlq_dead_lettered_at": {"type": "string", "format": "date-time"},
+        # Since v2: a value (or key, or the original headers) over 64 KiB is kept truncated.
+        "dlq_truncated": {"type": "string", "const": "true"},
+        "dlq_original_size": {"type": "string", "pattern": "^[0-9]+$"},
+        "dlq_original_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "dlq_key_truncated": {"type": "string", "const": "true"},
+        "dlq_original_key_size": {"type": "string", "pattern": "^[0-9]+$"},
+        "dlq_original_key_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "dlq_headers_dropped": {"type": "string", "pattern": "^[0-9]+$"},
     },
     "required": [
         "dlq_original_topic",

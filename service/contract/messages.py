@@ -26,13 +26,26 @@ def ce_type(event: OutputEvent) -> str:
     return f"{CE_TYPE_PREFIX}{type(event).model_config['title']}{CE_TYPE_VERSION}"
 
 
-# Headers of a dead-letter record (its value and key are the original ones, unchanged).
+# Headers of a dead-letter record (its value and key are the original ones, unchanged up to
+# 64 KiB each).
 DLQ_TOPIC: Final = "dlq_original_topic"
 DLQ_PARTITION: Final = "dlq_original_partition"
 DLQ_OFFSET: Final = "dlq_original_offset"
 DLQ_REASON: Final = "dlq_reason"
 DLQ_DETAIL: Final = "dlq_detail"
 DLQ_AT: Final = "dlq_dead_lettered_at"
+# Since v2, so that no dead letter is too big to publish: a value over the input limit (64 KiB)
+# is kept as its first 64 KiB, and these say so ("true", the original size in bytes as decimal
+# text, the original's SHA-256 as lowercase hex).
+DLQ_TRUNCATED: Final = "dlq_truncated"
+DLQ_ORIGINAL_SIZE: Final = "dlq_original_size"
+DLQ_ORIGINAL_SHA256: Final = "dlq_original_sha256"
+# Likewise for a key over 64 KiB (the contract's key is a customer_id, at most 128 characters).
+DLQ_KEY_TRUNCATED: Final = "dlq_key_truncated"
+DLQ_ORIGINAL_KEY_SIZE: Final = "dlq_original_key_size"
+DLQ_ORIGINAL_KEY_SHA256: Final = "dlq_original_key_sha256"
+# The original headers are kept while they add up to at most 64 KiB; this counts those left out.
+DLQ_HEADERS_DROPPED: Final = "dlq_headers_dropped"
 
 
 def event_id(topup: TopUp, event_type: str) -> str:

@@ -81,6 +81,7 @@ Flag = StrictBool
 
 _MONEY_LIMIT = Decimal(10) ** 18
 _MONEY_MAX_DECIMALS = 18
+_MONEY_MAX_DIGITS = 18  # before the point
 
 
 def plain_decimal(text: str) -> bool:
@@ -91,9 +92,15 @@ def plain_decimal(text: str) -> bool:
 def bounded_money(value: Decimal) -> Decimal:
     if not value.is_finite():
         raise ValueError("money must be finite")
-    exponent = value.as_tuple().exponent
+    _, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)
-    if abs(value) >= _MONEY_LIMIT or -exponent > _MONEY_MAX_DECIMALS:
+    # Digits as written count, zeros included: 0e1000000 has a million before the point, more
+    # than PostgreSQL's numeric (or the driver) can take.
+    if (
+        abs(value) >= _MONEY_LIMIT
+        or -exponent > _MONEY_MAX_DECIMALS
+        or len(digits) + exponent > _MONEY_MAX_DIGITS
+    ):
         raise ValueError("money out of range (at most 18 digits before and after the point)")
     return value
 

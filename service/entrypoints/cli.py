@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from typing import NoReturn
 
 import asyncpg
 import typer
 from pydantic import ValidationError
 
+from service.adapters.postgres.errors import problem_line
 from service.config import Settings, describe_error
 from service.entrypoints import logs
+from service.entrypoints.cli_admin import admin
 from service.entrypoints.cli_charges import charges
 from service.entrypoints.cli_dlq import dlq
 from service.entrypoints.cli_explain import explain
+from service.entrypoints.cli_outbox import outbox
 from service.entrypoints.cli_replay import replay
 
 cli = typer.Typer(
@@ -22,6 +26,8 @@ cli = typer.Typer(
 )
 cli.add_typer(dlq, name="dlq")
 cli.add_typer(charges, name="charges")
+cli.add_typer(admin, name="admin")
+cli.add_typer(outbox, name="outbox")
 cli.command(name="explain")(explain)
 cli.command(name="replay")(replay)
 
@@ -47,8 +53,20 @@ def run() -> None:
     from service.bootstrap import build
 
     service = build(settings)
-    asyncio.run(service.app.run())
+    try:
+        asyncio.run(service.app.run())
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # Start-up stopped on what no wait fixes (until_it_works): one line, exit code 2 for
+        # a misconfiguration (DATABASE_URL), 1 otherwise.
+        database_failed(exc)
     raise typer.Exit(service.exit_code)
+
+
+def database_failed(exc: BaseException) -> NoReturn:
+    """One line for the operator, and the exit code the README lists."""
+    line, code = problem_line(exc)
+    typer.echo(line, err=True)
+    raise typer.Exit(code) from None
 
 
 @cli.command()
@@ -59,13 +77,16 @@ def migrate() -> None:
     from service.adapters.postgres.migrate import migrate as apply
 
     async def go() -> list[str]:
-        conn = await asyncpg.connect(settings.dsn)
+        conn = await asyncpg.connect(settings.dsn, timeout=10)
         try:
             return await apply(conn)
         finally:
             await conn.close()
 
-    applied = asyncio.run(go())
+    try:
+        applied = asyncio.run(go())
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        database_failed(exc)
     typer.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
 
 

@@ -77,7 +77,14 @@ class Metrics:
         )
         self.outbox_backlog = Gauge(
             "auto_topup_outbox_backlog",
-            "Outbox records committed but not yet published (read at scrape time).",
+            "Outbox records committed but not yet published, set-aside ones apart (read at "
+            "scrape time).",
+            registry=r,
+        )
+        self.outbox_set_aside = Gauge(
+            "auto_topup_outbox_set_aside",
+            "Outbox records Kafka refused for good, set aside until an operator retries them "
+            "(`auto-topup outbox list`; read at scrape time).",
             registry=r,
         )
         self.consumer_lag = Gauge(

@@ -45,6 +45,7 @@ ALERTED = frozenset(
     {
         "auto_topup_consumer_lag",
         "auto_topup_outbox_backlog",
+        "auto_topup_outbox_set_aside",
         "auto_topup_dead_letters_total",
         "auto_topup_decisions_total",
         "auto_topup_stripe_call_seconds",

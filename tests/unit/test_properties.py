@@ -28,6 +28,7 @@ from service.contract.codec import Invalid, decode_balance, decode_settings
 from service.domain import rules
 from service.domain.model import PaymentMethod, TopUp, Wallet
 from service.service_layer.handlers import BatchHandler, BatchReport
+from service.service_layer.outbox import dead_letter_key
 from service.service_layer.ports import Claim, DecisionLog, InputRecord, OutboxRecord
 from tests.factories import NOW, balance_wire, dumps, settings_wire
 from tests.fakes import Tables, fake_uow_factory
@@ -352,9 +353,7 @@ def _check_once_a_day(run: Run) -> None:
 def _check_dead_letters(scenario: Scenario, run: Run) -> None:
     """One dead letter per invalid or future-dated record; every valid one applied or stale."""
     expected = {
-        f"dlq/{s.record.topic}/{s.record.partition}/{s.record.offset}": s
-        for s in scenario.sent
-        if s.expected_dead_letter is not None
+        dead_letter_key(s.record): s for s in scenario.sent if s.expected_dead_letter is not None
     }
     rows = [r for r in run.after_first.outbox if r.topic == TOPICS.dead_letter]
     found = Counter(r.dedupe_key for r in rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -72,9 +72,11 @@ async def ensure_topics(
     partitions: int,
     replication_factor: int,
     co_partitioned: Sequence[str] = (),
+    topic_configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[str]:
     """Creates each missing topic; returns the names it created. A missing topic of
-    `co_partitioned` gets the partition count of one of them that exists, if any."""
+    `co_partitioned` gets the partition count of one of them that exists, if any.
+    `topic_configs`: per topic name, the configs a topic created here is given."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="auto-topup-admin")
     await admin.start()
     try:
@@ -93,7 +95,7 @@ async def ensure_topics(
         created: list[str] = []
         with contextlib.suppress(TopicAlreadyExistsError):  # another instance was first
             response = await admin.create_topics(
-                [NewTopic(n, counts[n], replication_factor) for n in missing]
+                [_new_topic(n, counts[n], replication_factor, topic_configs) for n in missing]
             )
             # per topic (name, error code, ...): 0 created; 36 it exists (the topic list lags)
             created = [str(e[0]) for e in response.topic_errors if e[1] == 0]
@@ -103,5 +105,57 @@ async def ensure_topics(
         if created:
             log.info("created topics %s", ", ".join(created))
         return created
+    finally:
+        await admin.close()
+
+
+def _new_topic(
+    name: str,
+    partitions: int,
+    replication_factor: int,
+    topic_configs: Mapping[str, Mapping[str, str]] | None,
+) -> NewTopic:
+    configs = dict((topic_configs or {}).get(name, {}))
+    return NewTopic(name, partitions, replication_factor, topic_configs=configs or None)
+
+
+# Answers to CreateTopics that no retry changes: invalid name, not authorized (topic or
+# cluster), invalid partitions / replication factor / assignment / config, invalid request,
+# a policy that forbids it.
+_CANNOT_CREATE = frozenset({17, 29, 31, 37, 38, 39, 40, 42, 44})
+
+
+async def restore_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int,
+    replication_factor: int,
+    *,
+    create: bool = True,
+    topic_configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[str]:
+    """For the outbox relay, when sends to some topics fail as if they were gone (an output
+    topic deleted while the service runs): creates those of `names` that are missing (only
+    with `create`), and returns those that are missing and cannot be created (for good; a
+    failure that may go away is not reported: the relay tries again)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="auto-topup-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in dict.fromkeys(names) if n not in existing]
+        if not missing or not create:
+            return missing
+        response = await admin.create_topics(
+            [_new_topic(n, partitions, replication_factor, topic_configs) for n in missing]
+        )
+        failed: list[str] = []
+        for error in response.topic_errors:
+            name, code = str(error[0]), error[1]
+            if code == 0:
+                log.warning("re-created topic %s, which had been deleted", name)
+            elif code in _CANNOT_CREATE:
+                log.error("cannot re-create topic %s: %s", name, error[1:])
+                failed.append(name)
+        return failed
     finally:
         await admin.close()

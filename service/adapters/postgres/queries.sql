@@ -123,21 +123,26 @@ ON CONFLICT (customer_id, outcome, reason) DO UPDATE SET
     times = d.times + excluded.times;
 
 -- name: lease_outbox
--- Takes up to $1 unpublished records for $2 seconds. A relay that dies loses its lease and
--- another relay publishes the same records again (same event ids: consumers de-duplicate).
+-- Takes up to $1 records due for $2 seconds: unpublished, not set aside, not waiting for the
+-- retry of a transient failure. A relay that dies loses its lease and another relay publishes
+-- the same records again (same event ids: consumers de-duplicate).
 UPDATE outbox SET leased_until = now() + make_interval(secs => $2)
 WHERE id IN (
     SELECT id FROM outbox
-    WHERE published_at IS NULL AND (leased_until IS NULL OR leased_until < now())
+    WHERE published_at IS NULL AND set_aside_at IS NULL
+        AND (leased_until IS NULL OR leased_until < now())
+        AND (next_attempt_at IS NULL OR next_attempt_at <= now())
     ORDER BY id LIMIT $1
     FOR UPDATE SKIP LOCKED)
-RETURNING id, topic, key, value, headers;
+RETURNING id, topic, key, value, headers, attempts;
 
 -- name: mark_published
-UPDATE outbox SET published_at = now(), leased_until = NULL WHERE id = ANY($1::bigint[]);
+UPDATE outbox SET published_at = now(), leased_until = NULL, next_attempt_at = NULL
+WHERE id = ANY($1::bigint[]);
 
 -- name: outbox_backlog
-SELECT count(*) FROM outbox WHERE published_at IS NULL;
+-- Records waiting to be published (those set aside are counted by outbox_set_aside_count).
+SELECT count(*) FROM outbox WHERE published_at IS NULL AND set_aside_at IS NULL;
 
 -- name: lease_charges
 -- Takes up to $1 Stripe charges that are due (new, or waiting for a retry) and moves them to
@@ -275,4 +280,75 @@ INSERT INTO charge_audit (
     customer_id, business_date, daily_key, old_phase, decision, reason, payment_intent_id,
     event_id, resolved_by, why, resolved_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+RETURNING id;
+
+-- name: postpone_outbox
+-- Records whose send failed transiently ($1 ids, $2 errors, $3 seconds): leased again no sooner
+-- than that, one more failed attempt each.
+UPDATE outbox AS o SET
+    leased_until = NULL,
+    attempts = o.attempts + 1,
+    last_error = u.error,
+    next_attempt_at = now() + make_interval(secs => u.delay)
+FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS u(id, error, delay)
+WHERE o.id = u.id AND o.published_at IS NULL;
+
+-- name: set_aside_outbox
+-- Records Kafka refused for good ($1 ids, $2 errors): the relay no longer sends them until an
+-- operator retries them (`auto-topup outbox retry`).
+UPDATE outbox AS o SET
+    leased_until = NULL,
+    attempts = o.attempts + 1,
+    last_error = u.error,
+    next_attempt_at = NULL,
+    set_aside_at = now()
+FROM unnest($1::bigint[], $2::text[]) AS u(id, error)
+WHERE o.id = u.id AND o.published_at IS NULL;
+
+-- name: outbox_set_aside_count
+-- The gauge auto_topup_outbox_set_aside.
+SELECT count(*) FROM outbox WHERE published_at IS NULL AND set_aside_at IS NOT NULL;
+
+-- name: outbox_troubles
+-- What `auto-topup outbox list` shows: up to $1 unpublished records set aside or whose last send
+-- failed, oldest first (value size, not value).
+SELECT id, dedupe_key, topic, key, octet_length(value) AS value_bytes, attempts, last_error,
+    set_aside_at, next_attempt_at, created_at
+FROM outbox
+WHERE published_at IS NULL AND (set_aside_at IS NOT NULL OR attempts > 0)
+ORDER BY id
+LIMIT $1;
+
+-- name: outbox_record_state
+-- One record's state, for `auto-topup outbox retry ID`.
+SELECT id, topic, published_at, set_aside_at, attempts FROM outbox WHERE id = $1;
+
+-- name: retry_outbox
+-- Sends records again at once ($1 ids: each that is unpublished and set aside or waiting for a
+-- retry; NULL: every record set aside), with a fresh backoff.
+UPDATE outbox SET set_aside_at = NULL, next_attempt_at = NULL, leased_until = NULL, attempts = 0
+WHERE published_at IS NULL
+    AND CASE WHEN $1::bigint[] IS NULL THEN set_aside_at IS NOT NULL
+        ELSE id = ANY($1::bigint[]) AND (set_aside_at IS NOT NULL OR attempts > 0) END
+RETURNING id, topic;
+
+-- name: lock_counters
+-- `auto-topup admin reset-sequence|reset-version`: one wallet's counters (the highest
+-- sequence and settings version seen), locked until the reset commits: a batch of the
+-- running service waits for it, then reads the new value.
+SELECT customer_id, balance_sequence, settings_version
+FROM wallets WHERE customer_id = $1 FOR UPDATE;
+
+-- name: reset_balance_sequence
+-- An operator's reset of a runaway sequence (locked by lock_counters first).
+UPDATE wallets SET balance_sequence = $2, updated_at = now() WHERE customer_id = $1;
+
+-- name: reset_settings_version
+-- An operator's reset of a runaway settings version (locked by lock_counters first).
+UPDATE wallets SET settings_version = $2, updated_at = now() WHERE customer_id = $1;
+
+-- name: insert_counter_audit
+-- Who reset a wallet's counter, when, why, from which value to which.
+INSERT INTO counter_audit (customer_id, counter, old_value, new_value, reset_by, why, reset_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 RETURNING id;

@@ -11,7 +11,6 @@ from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -33,11 +32,12 @@ Parser = Callable[[tuple[ConsumerRecord, ...]], Awaitable[StreamMessage[Any]]]
 
 # Co-partitioned assignment: with both input topics at the same partition count and every
 # member subscribed to both, the range assignor gives each member the same partition numbers of
-# both (it lays out each topic's partitions in order over the members sorted by id). Round-robin
-# stays second in the list for rolling upgrades: a group picks a strategy that every member
-# supports, so old and new instances share round-robin until the last old one has left, then
-# the group moves to range at the next rebalance. Drop it once no instance predates range.
-ASSIGNORS = (RangePartitionAssignor, RoundRobinPartitionAssignor)
+# both (it lays out each topic's partitions in order over the members sorted by id). Range
+# alone: listing round-robin second (for rolling upgrades) made aiokafka 0.14's group join
+# rebalance endlessly when two instances start together ("Updating metadata for member ...
+# during CompletingRebalance" hundreds of times; no instance ever consumed). An upgrade from a
+# version with round-robin stops the old instances first (see the README).
+ASSIGNORS = (RangePartitionAssignor,)
 
 
 def _utf8(value: bytes) -> bool:

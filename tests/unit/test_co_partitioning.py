@@ -83,10 +83,10 @@ def test_round_robin_does_not() -> None:
     assert (4, 6) in split
 
 
-def test_the_service_prefers_range_and_keeps_round_robin_for_rolling_upgrades() -> None:
-    preferred, fallback = ASSIGNORS
-    assert preferred is RangePartitionAssignor
-    assert fallback is RoundRobinPartitionAssignor
+def test_the_service_uses_the_range_assignor_alone() -> None:
+    """Range alone: with round-robin listed second, aiokafka 0.14's group join rebalanced
+    endlessly when two instances started together."""
+    assert (RangePartitionAssignor,) == ASSIGNORS
 
 
 def test_an_assignment_that_splits_a_partition_number_is_named() -> None:

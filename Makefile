@@ -11,7 +11,7 @@ STACK := deploy/local/stack.sh
 WITH_ENV = set -a; eval "$$($(STACK) env)"; set +a;
 
 .PHONY: help install up down env status run test test-unit test-integration test-e2e lint \
-        format schemas demo chaos bench bench-handler clean
+        format schemas demo chaos fuzz-money bench bench-handler clean test-slow chaos-slow
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -66,6 +66,10 @@ schemas: install ## Regenerate schemas/ from the models
 chaos: up ## The big chaos run (200k events, 3 instances, 50+ kills, broker and DB restarts)
 	$(WITH_ENV) $(BIN)/python -m tests.chaos
 
+fuzz-money: install ## The stateful model test of the money rules, 100,000 examples (long)
+	AUTO_TOPUP_MODEL_EXAMPLES=$${AUTO_TOPUP_MODEL_EXAMPLES:-100000} $(BIN)/pytest -p no:cacheprovider \
+		tests/unit/test_money_model.py --hypothesis-show-statistics
+
 bench: up ## Throughput, latency, memory and GC against a raw aiokafka passthrough
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(WITH_ENV) $(BIN)/python -m tests.bench
@@ -78,3 +82,18 @@ demo: install ## Publish example events to the running service and print what it
 
 clean: down
 	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache
+
+# The proofs on a deliberately slow machine: the tests, the services they start and a stack of
+# their own (other ports, state in .stack/slow, stopped at the end) all pinned to one core.
+SLOW_CPUS ?= 0
+PIN = taskset -c $(SLOW_CPUS)
+SLOW_STACK_ENV = STACK_DIR=$(CURDIR)/.stack/slow STACK_KAFKA_PORT=29092 \
+	STACK_KAFKA_CONTROLLER_PORT=29093 STACK_PG_PORT=54329 STACK_STRIPE_PORT=28420
+WITH_SLOW_STACK = export $(SLOW_STACK_ENV); trap '$(STACK) down' EXIT; $(PIN) $(STACK) up; \
+	$(WITH_ENV)
+
+test-slow: install lint ## make test on one core (taskset -c 0), against a stack pinned to it
+	$(WITH_SLOW_STACK) $(PIN) $(BIN)/pytest tests/unit tests/integration tests/e2e
+
+chaos-slow: install ## make chaos on one core (taskset -c 0), against a stack pinned to it
+	$(WITH_SLOW_STACK) $(PIN) $(BIN)/python -m tests.chaos

@@ -6,18 +6,12 @@ Exit codes: 0 done; 1 not found, not resolvable, or PostgreSQL unreachable; 2 ba
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
-import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import asyncpg
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -30,14 +24,16 @@ from service.adapters.postgres.charge_admin import (
     open_charges,
     resolve,
 )
+from service.entrypoints.cli_support import console as _out
+from service.entrypoints.cli_support import settings as _settings
+from service.entrypoints.cli_support import with_database as _with_database
 from service.service_layer.payments import ChargeResult, ChargeStatus
 
 if TYPE_CHECKING:
-    from service.config import Settings
+    pass
 
 T = TypeVar("T")
 
-CONNECT_TIMEOUT_SECONDS = 10.0
 DEFAULT_LIMIT = 1000
 # What top-up-failed says when an operator settles a charge as failed without --reason.
 DEFAULT_FAILED_REASON = "stripe_charge_unresolved"
@@ -57,36 +53,6 @@ class ChargesError(Exception):
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def _settings() -> Settings:
-    from service.entrypoints.cli import load_settings  # here: cli.py imports this module
-
-    return load_settings()
-
-
-def _out() -> Console:
-    """Rich on stdout. Piped (and COLUMNS unset), a row is never wrapped: one line each."""
-    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(highlight=False, soft_wrap=False, width=1000 if piped else None)
-
-
-def _with_database(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    async def go() -> T:
-        conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_SECONDS)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    try:
-        return asyncio.run(go())
-    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
-        problem = f"{exc}: run `auto-topup migrate` first"
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        problem = f"cannot reach PostgreSQL: {type(exc).__name__}: {exc}"
-    typer.echo(f"error: {problem}", err=True)
-    raise typer.Exit(1)
 
 
 def parse_daily_key(text: str) -> tuple[str, date]:

@@ -10,8 +10,6 @@ import asyncio
 import base64
 import json
 import logging
-import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -25,6 +23,8 @@ from rich.table import Table
 from rich.text import Text
 
 from service.contract import messages
+from service.entrypoints.cli_support import console as _out
+from service.entrypoints.cli_support import settings as _settings
 
 if TYPE_CHECKING:
     from service.config import Settings
@@ -359,18 +359,6 @@ async def publish(
 
 
 # --- the commands --------------------------------------------------------------------------
-
-
-def _settings() -> Settings:
-    from service.entrypoints.cli import load_settings  # here: cli.py imports this module
-
-    return load_settings()
-
-
-def _out() -> Console:
-    """Rich on stdout. Piped (and COLUMNS unset), a row is never wrapped: one line each."""
-    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(highlight=False, soft_wrap=False, width=1000 if piped else None)
 
 
 def _warn(text: str) -> None:

@@ -7,17 +7,11 @@ Exit codes: 0 done; 1 not found, not retriable, or PostgreSQL unreachable; 2 bad
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import asyncpg
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -29,13 +23,16 @@ from service.adapters.postgres.outbox_admin import (
     retry,
     troubled_records,
 )
+from service.entrypoints.cli_support import console as _out
+from service.entrypoints.cli_support import printable
+from service.entrypoints.cli_support import settings as _settings
+from service.entrypoints.cli_support import with_database as _with_database
 
 if TYPE_CHECKING:
-    from service.config import Settings
+    pass
 
 T = TypeVar("T")
 
-CONNECT_TIMEOUT_SECONDS = 10.0
 DEFAULT_LIMIT = 1000
 ERROR_SHOWN_CHARS = 300
 
@@ -46,44 +43,6 @@ outbox = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-
-def _settings() -> Settings:
-    from service.entrypoints.cli import load_settings  # here: cli.py imports this module
-
-    return load_settings()
-
-
-def _out() -> Console:
-    """Rich on stdout. Piped (and COLUMNS unset), a row is never wrapped: one line each."""
-    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(highlight=False, soft_wrap=False, width=1000 if piped else None)
-
-
-def _with_database(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    async def go() -> T:
-        conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_SECONDS)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    try:
-        return asyncio.run(go())
-    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
-        problem = f"{exc}: run `auto-topup migrate` first"
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        problem = f"cannot reach PostgreSQL: {type(exc).__name__}: {exc}"
-    typer.echo(f"error: {printable(problem)}", err=True)
-    raise typer.Exit(1)
-
-
-def printable(text: str) -> str:
-    """Control characters (a terminal's escape sequences among them) shown as escapes."""
-    return "".join(
-        c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
-        for c in text
-    )
 
 
 def _key(key: bytes | None) -> str:

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from service.entrypoints.cli import cli
-from service.entrypoints.cli_outbox import printable
+from service.entrypoints.cli_support import printable
 
 
 @pytest.mark.parametrize(

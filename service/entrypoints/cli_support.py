@@ -1,0 +1,60 @@
+"""What the operator commands share: settings, a console that never wraps a piped row, one
+PostgreSQL connection per command with a one-line error, and terminal-safe text."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import asyncpg
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from service.config import Settings
+
+T = TypeVar("T")
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+def settings() -> Settings:
+    from service.entrypoints.cli import load_settings  # here: cli.py imports the commands
+
+    return load_settings()
+
+
+def console() -> Console:
+    """Rich on stdout. Piped (and COLUMNS unset), a row is never wrapped: one line each."""
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(highlight=False, soft_wrap=False, width=1000 if piped else None)
+
+
+def printable(text: str) -> str:
+    """Control characters (a terminal's escape sequences among them) shown as escapes."""
+    return "".join(
+        c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+        for c in text
+    )
+
+
+def with_database(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Runs `work` on one connection; PostgreSQL away or not migrated: one line, exit 1."""
+
+    async def go() -> T:
+        conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_SECONDS)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(go())
+    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
+        problem = f"{exc}: run `auto-topup migrate` first"
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        problem = f"cannot reach PostgreSQL: {type(exc).__name__}: {exc}"
+    typer.echo(f"error: {printable(problem)}", err=True)
+    raise typer.Exit(1)

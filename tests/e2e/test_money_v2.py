@@ -39,12 +39,9 @@ async def _daily_keys(database_url: str, customer: str) -> list[asyncpg.Record]:
         await conn.close()
 
 
-async def test_a_round_trip_through_cheque_never_charges_the_card_another_amount(
-    flow: Flow, stripe_base: str, database_url: str
-) -> None:
-    """Sequence 1: online top-up 50.00/10.00; the Finance app sends cheque 5000/4000, then
-    stripe 5000/4000: the second is dead-lettered `stripe_settings_locked`, the stored settings
-    stay Cheque/TT, and a balance of 3999 raises an invoice, never a 5000.00 card charge."""
+async def _round_trip(flow: Flow, stripe_base: str, back: tuple[str, str]) -> tuple[str, datetime]:
+    """A card saved with 50.00/10.00 in an online top-up; the Finance app switches to cheque
+    with 5000.00/4000.00, then back to stripe with `back` (trigger, threshold)."""
     customer = customer_id()
     card = saved_card(stripe_base, GOOD)
     now = datetime.now(UTC)
@@ -63,10 +60,20 @@ async def test_a_round_trip_through_cheque_never_charges_the_card_another_amount
     await flow.settings(
         customer,
         method="stripe",
-        trigger="5000.00",
-        threshold="4000.00",
+        trigger=back[0],
+        threshold=back[1],
         at=now - timedelta(seconds=10),
     )
+    return customer, now
+
+
+async def test_a_round_trip_through_cheque_never_charges_the_card_another_amount(
+    flow: Flow, stripe_base: str, database_url: str
+) -> None:
+    """Sequence 1: online top-up 50.00/10.00; the Finance app sends cheque 5000/4000, then
+    stripe 5000/4000: the second is dead-lettered `stripe_settings_locked`, the stored settings
+    stay Cheque/TT, and a balance of 3999 raises an invoice, never a 5000.00 card charge."""
+    customer, now = await _round_trip(flow, stripe_base, back=("5000.00", "4000.00"))
     await flow.flush(customer)
     (dead,) = flow.dead(customer)
     assert dead.headers["dlq_reason"] == b"stripe_settings_locked"
@@ -85,28 +92,7 @@ async def test_a_round_trip_through_cheque_never_charges_the_card_another_amount
 async def test_the_finance_app_may_choose_stripe_again_with_the_cards_amounts(
     flow: Flow, stripe_base: str
 ) -> None:
-    customer = customer_id()
-    card = saved_card(stripe_base, GOOD)
-    now = datetime.now(UTC)
-    await flow.settings(
-        customer,
-        **online_top_up(card, trigger="50.00", threshold="10.00"),
-        at=now - timedelta(seconds=30),
-    )
-    await flow.settings(
-        customer,
-        method="cheque_tt",
-        trigger="5000.00",
-        threshold="4000.00",
-        at=now - timedelta(seconds=20),
-    )
-    await flow.settings(
-        customer,
-        method="stripe",
-        trigger="50.00",
-        threshold="10.00",
-        at=now - timedelta(seconds=10),
-    )
+    customer, now = await _round_trip(flow, stripe_base, back=("50.00", "10.00"))
     await flow.balance(customer, "9.00", at=now)
     (credit,) = await flow.wait_out("CREDIT_ISSUED", customer)
     assert credit["amount"] == "50.00"

@@ -1,8 +1,9 @@
 """The Stripe horizon on a real PostgreSQL: migration 0006, the charge store's new phase
 'needs_review' and columns, the gauges, and settling a charge by hand (charge_admin).
 
-The charger runs on a fake clock (every instant from T0); which rows are due is the database's
-business (now()), so "time passes" by moving next_attempt_at into the past with an UPDATE.
+The charger runs on a fake clock (every instant from T0), and which rows are due is judged on
+that clock too, so "time passes" by advancing the clock, and a row is made due at once by moving
+its next_attempt_at before the clock's time with an UPDATE.
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ async def claim(pool: asyncpg.Pool, topup: TopUp) -> None:
     assert taken == {(topup.customer_id, topup.business_date)}
 
 
-async def make_due(pool: asyncpg.Pool, topup: TopUp) -> None:
+async def make_due(pool: asyncpg.Pool, topup: TopUp, clock: FakeClock) -> None:
+    """The retry time (or the lease) runs out: due by the charger's clock."""
     status = await pool.execute(
-        "UPDATE daily_keys SET next_attempt_at = now() - interval '1 second'"
+        "UPDATE daily_keys SET next_attempt_at = $3::timestamptz - interval '1 second'"
         " WHERE customer_id = $1 AND business_date = $2",
         topup.customer_id,
         topup.business_date,
+        clock(),
     )
     assert status == "UPDATE 1"
 
@@ -88,7 +91,7 @@ async def in_review(pool: asyncpg.Pool, topup: TopUp, clock: FakeClock) -> None:
     gateway = ScriptedGateway(clock, charges=[server_error()], finds=[[]])
     assert await charger(pool, gateway, clock).run_once() == 1
     clock.advance(HORIZON + timedelta(minutes=6))
-    await make_due(pool, topup)
+    await make_due(pool, topup, clock)
     assert await charger(pool, gateway, clock).run_once() == 1
     assert gateway.kinds() == ["charge", "find"]
     clock.now = T0
@@ -113,7 +116,7 @@ async def test_the_first_attempt_time_is_the_chargers_clock_and_is_kept(
     assert row["looked_up_at"] is None
 
     clock.advance(timedelta(minutes=7))
-    await make_due(pool, topup)
+    await make_due(pool, topup, clock)
     assert await charger(pool, gateway, clock).run_once() == 1
 
     row = await row_of(pool, topup)
@@ -135,7 +138,7 @@ async def test_past_the_horizon_the_row_goes_to_needs_review_and_is_never_leased
     assert "horizon" in row["detail"]
     assert await outbox(pool) == []
     # Even due by its old retry time, a row in review is not the charger's any more.
-    await make_due(pool, topup)
+    await make_due(pool, topup, clock)
     idle = ScriptedGateway(clock)
     assert await charger(pool, idle, clock).run_once() == 0
     assert idle.calls == []

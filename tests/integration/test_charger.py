@@ -104,8 +104,9 @@ class FakeGateway:
 
 @pytest.fixture
 def now() -> datetime:
-    """The fixed clock's time: near real time, because leases compare with the database's now()."""
-    return datetime.now(UTC)
+    """The charger's fixed clock: a chosen instant, not the host's time (due times and leases
+    are on the charger's clock, never on the database's now())."""
+    return datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 
 def charger(pool: asyncpg.Pool, gateway: FakeGateway, now: datetime, **kw: Any) -> Charger:
@@ -123,24 +124,26 @@ async def claim(pool: asyncpg.Pool, topup: TopUp, now: datetime) -> None:
     assert taken == {(topup.customer_id, topup.business_date)}
 
 
-async def daily_key(pool: asyncpg.Pool, topup: TopUp) -> asyncpg.Record:
+async def daily_key(pool: asyncpg.Pool, topup: TopUp, now: datetime) -> asyncpg.Record:
     row = await pool.fetchrow(
-        "SELECT *, next_attempt_at > now() AS in_future FROM daily_keys"
+        "SELECT *, next_attempt_at > $3 AS in_future FROM daily_keys"
         " WHERE customer_id = $1 AND business_date = $2",
         topup.customer_id,
         topup.business_date,
+        now,
     )
     assert row is not None
     return row
 
 
-async def make_due(pool: asyncpg.Pool, topup: TopUp) -> None:
-    """Time passes: the retry time (or the lease) runs out."""
+async def make_due(pool: asyncpg.Pool, topup: TopUp, now: datetime) -> None:
+    """Time passes: the retry time (or the lease) runs out, on the charger's clock."""
     status = await pool.execute(
-        "UPDATE daily_keys SET next_attempt_at = now() - interval '1 second'"
+        "UPDATE daily_keys SET next_attempt_at = $3::timestamptz - interval '1 second'"
         " WHERE customer_id = $1 AND business_date = $2",
         topup.customer_id,
         topup.business_date,
+        now,
     )
     assert status == "UPDATE 1"
 
@@ -181,7 +184,7 @@ async def test_success_charges_once_and_queues_one_credit_issued(
             metadata={"daily_key": "cust-1/2026-11-25", "trigger_event_id": "ev-cust-1"},
         )
     ]
-    row = await daily_key(pool, topup)
+    row = await daily_key(pool, topup, now)
     assert (row["phase"], row["result"], row["reason"]) == ("done", "credit_issued", None)
     assert row["stripe_payment_intent_id"] == "pi_1"
     assert row["next_attempt_at"] is None
@@ -216,14 +219,14 @@ async def test_transient_errors_are_retried_with_the_same_idempotency_key(
 
     for attempt in (1, 2):
         assert await worker.run_once() == 1
-        row = await daily_key(pool, topup)
+        row = await daily_key(pool, topup, now)
         assert (row["phase"], row["result"]) == ("charging", None)
         assert row["attempts"] == attempt
         assert row["in_future"], "a failed attempt is retried later, not at once"
         assert ("unavailable", "connection reset")[attempt - 1] in row["detail"]
         assert await outbox(pool) == []
         assert await worker.run_once() == 0  # not due before its retry time
-        await make_due(pool, topup)
+        await make_due(pool, topup, now)
 
     assert await worker.run_once() == 1
 
@@ -232,7 +235,7 @@ async def test_transient_errors_are_retried_with_the_same_idempotency_key(
     # After each unknown outcome, the charge was looked up before the next create.
     assert gateway.searched == [topup.idempotency_key] * 2
     assert gateway.calls[0] == gateway.calls[1] == gateway.calls[2]
-    row = await daily_key(pool, topup)
+    row = await daily_key(pool, topup, now)
     assert (row["phase"], row["result"], row["stripe_payment_intent_id"]) == (
         "done",
         "credit_issued",
@@ -257,17 +260,17 @@ async def test_a_worker_dying_mid_call_is_resumed_under_the_same_key(
     with pytest.raises(asyncio.CancelledError):
         await task
 
-    row = await daily_key(pool, topup)
+    row = await daily_key(pool, topup, now)
     assert (row["phase"], row["attempts"], row["in_future"]) == ("charging", 1, True)
     completer = FakeGateway(succeeded("pi_3"))
     assert await charger(pool, completer, now).run_once() == 0  # the lease still holds
-    await make_due(pool, topup)  # the lease runs out
+    await make_due(pool, topup, now)  # the lease runs out
 
     assert await charger(pool, completer, now).run_once() == 1
 
     assert completer.calls == dying.calls
     assert completer.calls[0].idempotency_key == stripe_idempotency_key(topup)
-    row = await daily_key(pool, topup)
+    row = await daily_key(pool, topup, now)
     assert (row["phase"], row["result"], row["stripe_payment_intent_id"]) == (
         "done",
         "credit_issued",
@@ -291,14 +294,14 @@ async def test_a_late_answer_after_the_completer_finished_changes_nothing(
     slow = FakeGateway(After(late, ChargeResult(ChargeStatus.FAILED, None, "card_declined")))
     stale = asyncio.create_task(charger(pool, slow, now).run_once())
     await slow.called.wait()
-    await make_due(pool, topup)  # its lease runs out while it still waits for Stripe
+    await make_due(pool, topup, now)  # its lease runs out while it still waits for Stripe
     completer = FakeGateway(succeeded("pi_7"))
     assert await charger(pool, completer, now).run_once() == 1
 
     late.set()  # the first worker's answer arrives after all
     assert await stale == 1
 
-    row = await daily_key(pool, topup)
+    row = await daily_key(pool, topup, now)
     assert (row["phase"], row["result"], row["reason"]) == ("done", "credit_issued", None)
     assert row["stripe_payment_intent_id"] == "pi_7"
     [(topic, _, event)] = await outbox(pool)
@@ -340,7 +343,7 @@ async def test_hard_failure_queues_top_up_failed_and_pauses_only_the_failed_card
     assert await charger(pool, gateway, now).run_once() == 1
 
     assert len(gateway.calls) == 1
-    row = await daily_key(pool, topup)
+    row = await daily_key(pool, topup, now)
     assert (row["phase"], row["result"], row["reason"]) == ("done", "failed", "card_declined")
     assert row["stripe_payment_intent_id"] == "pi_4"
     [(topic, key, event)] = await outbox(pool)
@@ -363,19 +366,19 @@ async def test_a_pending_payment_is_looked_up_not_charged_again(
     worker = charger(pool, gateway, now)
 
     assert await worker.run_once() == 1
-    row = await daily_key(pool, topup)
+    row = await daily_key(pool, topup, now)
     assert (row["phase"], row["stripe_payment_intent_id"], row["in_future"]) == (
         "charging",
         "pi_5",
         True,
     )
     assert await outbox(pool) == []
-    await make_due(pool, topup)
+    await make_due(pool, topup, now)
     assert await worker.run_once() == 1
 
     assert len(gateway.calls) == 1
     assert gateway.retrieved == ["pi_5"]
-    row = await daily_key(pool, topup)
+    row = await daily_key(pool, topup, now)
     assert (row["phase"], row["result"]) == ("done", "credit_issued")
     [(topic, _, event)] = await outbox(pool)
     assert (topic, event["stripe_payment_intent_id"]) == (TOPICS.credit_issued, "pi_5")
@@ -399,7 +402,7 @@ async def test_two_chargers_racing_on_one_due_row_charge_it_once(
     assert [await t for t in pending] == [1]
 
     assert len(gateway.calls) == 1
-    row = await daily_key(pool, topup)
+    row = await daily_key(pool, topup, now)
     assert (row["phase"], row["result"], row["attempts"]) == ("done", "credit_issued", 1)
     assert len(await outbox(pool)) == 1
 

@@ -150,15 +150,18 @@ SELECT count(*) FROM outbox WHERE published_at IS NULL AND set_aside_at IS NULL;
 -- due again, for the next instance to resume under the same idempotency key. $3 (the
 -- charger's clock) is the first attempt's time of a charge never attempted: the age of its
 -- Stripe idempotency key counts from it. 'needs_review' is never leased.
+-- Due times are on the charger's clock ($3), like the times it writes (a claim's, a retry's):
+-- compared with PostgreSQL's now(), a service clock behind the database's would lose every
+-- retry's backoff, and one ahead would hold charges back.
 UPDATE daily_keys AS k SET
     phase = 'charging',
     attempts = k.attempts + 1,
     first_attempt_at = coalesce(k.first_attempt_at, $3),
-    next_attempt_at = now() + make_interval(secs => $2),
+    next_attempt_at = $3 + make_interval(secs => $2),
     updated_at = now()
 FROM (
     SELECT customer_id, business_date FROM daily_keys
-    WHERE phase IN ('claimed', 'charging') AND next_attempt_at <= now()
+    WHERE phase IN ('claimed', 'charging') AND next_attempt_at <= $3
     ORDER BY next_attempt_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED

@@ -11,7 +11,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
@@ -62,10 +62,6 @@ def tracer(settings: Settings) -> OtelTracer | None:
             "pip install 'auto-topup[tracing]'"
         ) from None
     return otel_tracer(settings.tracing_exporter)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def until_it_works(what: str, step: Callable[[], Awaitable[T]]) -> T:

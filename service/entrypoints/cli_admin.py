@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import UTC, datetime
 from typing import Annotated
 
 import asyncpg
@@ -69,7 +68,7 @@ def _reset(counter: Counter, customer: str, to: int, by: str, why: str) -> None:
 
     settings = load_settings()
     logs.configure(settings.log_level)  # the audit line goes to the log too (stderr, JSON)
-    now = datetime.now(UTC)
+    now = settings.clock()()  # the service's clock (AUTO_TOPUP_CLOCK_OFFSET_SECONDS)
 
     async def go() -> CounterReset:
         conn = await asyncpg.connect(settings.dsn, timeout=CONNECT_TIMEOUT_SECONDS)

@@ -158,7 +158,7 @@ def list_charges(
     ] = DEFAULT_LIMIT,
 ) -> None:
     settings = _settings()
-    now = datetime.now(UTC)
+    now = settings.clock()()  # the service's clock (AUTO_TOPUP_CLOCK_OFFSET_SECONDS)
     rows = _with_database(settings.dsn, lambda conn: open_charges(conn, limit))
     if as_json:
         for charge in rows:
@@ -239,7 +239,7 @@ def resolve_charge(
         )
     )
     settings = _settings()
-    now = datetime.now(UTC)
+    now = settings.clock()()  # the service's clock (AUTO_TOPUP_CLOCK_OFFSET_SECONDS)
     try:
         done: Resolution = _with_database(
             settings.dsn,

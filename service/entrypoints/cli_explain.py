@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -515,7 +515,7 @@ def explain(
 
     settings = load_settings()
     policy = settings.policy
-    now = datetime.now(UTC)
+    now = settings.clock()()  # the service's clock (AUTO_TOPUP_CLOCK_OFFSET_SECONDS)
     try:
         snap = asyncio.run(read_snapshot(settings.dsn, customer, now, policy))
     except asyncpg.UndefinedTableError as exc:

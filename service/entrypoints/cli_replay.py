@@ -246,7 +246,7 @@ class Replay:
     async def run(self) -> Outcome:
         # The service's own start-up pieces (imported here: they are slow to import, and every
         # other command would pay for them).
-        from service.bootstrap import prepare_database, prepare_kafka, tracer, utc_now
+        from service.bootstrap import prepare_database, prepare_kafka, tracer
 
         s, o = self.settings, self.options
         async with contextlib.AsyncExitStack() as stack:
@@ -290,7 +290,7 @@ class Replay:
             tracing = None if o.dry_run else tracer(s)
             if tracing is not None:
                 stack.callback(tracing.close)
-            handler = BatchHandler(tap, utc_now, s.policy, s.topics, tracing)
+            handler = BatchHandler(tap, s.clock(), s.policy, s.topics, tracing)
             self._processor = BatchProcessor(handler, is_transient)
             await self._consume(consumer, window, tap, relay)
         return self.outcome
@@ -603,7 +603,7 @@ def replay(
         end,
         dry_run,
         report,
-        group or default_group(settings, datetime.now(UTC)),
+        group or default_group(settings, settings.clock()()),
         resume=group is not None and not dry_run,
         wait=wait,
     )

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import asyncio
+import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
@@ -10,12 +13,55 @@ import pytest
 from tests.conftest import Infra
 from tests.factories import balance_wire, dumps, settings_wire
 from tests.kafka_tools import Record, TopicReader, produce
-from tests.service_process import ServiceProcess, Topics
+from tests.service_process import ServiceProcess, Topics, command
 
 
 @pytest.fixture
 def topics() -> Topics:
     return Topics()
+
+
+# The time of day (UTC) that `pinned_offset` puts the service's clock at: far from every
+# business-day boundary of the timezones the tests use (UTC midnight, 10 hours away; Asia/Kolkata
+# midnight, 18:30 UTC, 8.5 hours away). AUTO_TOPUP_TEST_CLOCK=HH:MM (read by the tests only, never
+# by the service) picks another, e.g. 00:30 or 23:30 to prove that a module does not depend on it.
+PINNED_TIME = time(10, 0)
+PINNED_TIME_ENV = "AUTO_TOPUP_TEST_CLOCK"
+
+
+def pinned_time() -> time:
+    """The time of day (UTC) the service's clock is pinned to: AUTO_TOPUP_TEST_CLOCK, or 10:00."""
+    raw = os.environ.get(PINNED_TIME_ENV, "").strip()
+    if not raw:
+        return PINNED_TIME
+    try:
+        at = time.fromisoformat(raw)
+    except ValueError:
+        raise pytest.UsageError(f"{PINNED_TIME_ENV}={raw!r}: expected HH:MM (UTC)") from None
+    if at.tzinfo is not None:
+        raise pytest.UsageError(f"{PINNED_TIME_ENV}={raw!r}: a UTC time of day, without offset")
+    return at
+
+
+def pinned_instant(host_now: datetime, at: time | None = None) -> datetime:
+    """The latest instant at time of day `at` (UTC; default `pinned_time()`) that is not after
+    `host_now`: today's, or yesterday's. Never ahead of the host's clock, which would hold
+    Stripe charges back (the charger compares with PostgreSQL's now())."""
+    today = datetime.combine(host_now.astimezone(UTC).date(), at or pinned_time(), UTC)
+    return today if today <= host_now else today - timedelta(days=1)
+
+
+def pinned_offset(at: time | None = None) -> float:
+    """The clock offset (zero or negative, within a day) that makes the service's clock read
+    `pinned_instant` now, and run on from there: what a module overrides `clock_offset` with
+    so that none of its tests depends on the hour or the date it runs at."""
+    host_now = datetime.now(UTC)
+    return (pinned_instant(host_now, at) - host_now).total_seconds()
+
+
+def service_now(clock_offset: float) -> datetime:
+    """What the service's clock reads now, for a service started with this offset."""
+    return datetime.now(UTC) + timedelta(seconds=clock_offset)
 
 
 @pytest.fixture
@@ -24,9 +70,10 @@ def clock_offset() -> float:
 
     0 here: these tests date their events with the host's clock (so does the service, whatever
     the caller's environment says). A test module that must not depend on the hour overrides
-    this fixture with a negative offset to an instant of its choice (a service clock ahead of
-    the host's holds Stripe charges back: the charger compares with PostgreSQL's now()) and
-    dates its events with `flow.now()`."""
+    this fixture with a negative offset to an instant of its choice (one the host has seen, so
+    that the broker's and PostgreSQL's own timestamps never lie in the service's future),
+    usually `pinned_offset()`, and dates its events with `flow.now()` (`service_now`
+    without a Flow); Flow's helpers do so for the events they date themselves."""
     return 0.0
 
 
@@ -71,7 +118,7 @@ class Flow:
 
     def now(self) -> datetime:
         """What the service's clock reads now."""
-        return datetime.now(UTC) + timedelta(seconds=self.clock_offset)
+        return service_now(self.clock_offset)
 
     async def send(self, name: str, body: dict[str, Any] | bytes, key: str) -> None:
         value = body if isinstance(body, bytes) else dumps(body)
@@ -84,6 +131,7 @@ class Flow:
         return body
 
     async def balance(self, customer: str, amount: str, **fields: Any) -> dict[str, Any]:
+        fields.setdefault("at", self.now())
         body = balance_wire(customer, amount, **fields)
         await self.send("WALLET_BALANCE_CHANGED", body, customer)
         return body
@@ -142,3 +190,45 @@ def online_top_up(card: tuple[str, str], **fields: object) -> dict[str, object]:
 
 def customer_id(prefix: str = "cust") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# How long a test waits for an operator command (`auto-topup explain`, `charges`, `dlq`,
+# `outbox`, `replay`, or one that fails at start-up) to exit. On an idle machine it is done in a
+# second or two; but each run starts an interpreter, imports the service and connects to Kafka
+# or PostgreSQL, all slow on a slow, loaded machine, and the command's own bounded waits must
+# fit well inside this one (`dlq`'s --timeout, 30 s by default; 10 s to connect to PostgreSQL).
+# As long as a test waits for the running service (tests/kafka_tools.py's WAIT_SECONDS).
+CLI_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class CliRun:
+    code: int
+    out: str
+    err: str
+
+
+async def run_cli(env: Mapping[str, str], *args: str, columns: int | None = None) -> CliRun:
+    """`auto-topup *args` as an operator runs it, stdout and stderr piped, with `env` on top of
+    the test's environment; waits for it to exit, at most CLI_SECONDS (then kills it, and
+    fails). `columns` is the width of its tables (COLUMNS); without it, no COLUMNS or LINES
+    is passed on (piped output has no terminal width)."""
+    base = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    width = {} if columns is None else {"COLUMNS": str(columns)}
+    proc = await asyncio.create_subprocess_exec(
+        *command()[:-1],
+        *args,
+        env={**base, **env, **width},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), CLI_SECONDS)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(
+            f"`auto-topup {' '.join(args)}` did not exit within {CLI_SECONDS:g}s"
+        ) from None
+    assert proc.returncode is not None
+    return CliRun(proc.returncode, out.decode(), err.decode())

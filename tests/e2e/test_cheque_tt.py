@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+
+import pytest
 
 from service.contract.codec import output_event_id
 from tests.conftest import Infra
+from tests.e2e.conftest import pinned_offset, service_now
 from tests.factories import balance_wire, dumps, settings_wire
 from tests.kafka_tools import Record, TopicReader, produce
 from tests.service_process import ServiceProcess, Topics
+
+
+@pytest.fixture
+def clock_offset() -> float:
+    """The service's clock at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK): far from
+    the day boundary, whatever the hour the tests run at; events are dated from it."""
+    return pinned_offset()
 
 
 def _key(customer_id: str) -> bytes:
@@ -18,10 +28,10 @@ def _key(customer_id: str) -> bytes:
 
 
 async def test_low_balance_publishes_one_invoice_request(
-    infra: Infra, topics: Topics, service: ServiceProcess
+    infra: Infra, topics: Topics, service: ServiceProcess, clock_offset: float
 ) -> None:
     customer = f"cust-{uuid.uuid4().hex[:6]}"
-    now = datetime.now(UTC)
+    now = service_now(clock_offset)
     settings = settings_wire(
         customer, trigger="250.00", threshold="20.00", at=now - timedelta(seconds=2), version=1
     )
@@ -71,12 +81,13 @@ async def test_low_balance_publishes_one_invoice_request(
         # The same inputs again (a redelivery or a replay), then a marker on the same
         # partition: once the marker is dead-lettered, the repeats were processed.
         await produce(infra.kafka, topics["SETTINGS_UPDATED"], [(_key(customer), dumps(settings))])
+        lower = balance_wire(customer, "5.00", at=service_now(clock_offset), sequence=11)
         await produce(
             infra.kafka,
             topics["WALLET_BALANCE_CHANGED"],
             [
                 (_key(customer), dumps(low)),
-                (_key(customer), dumps(balance_wire(customer, "5.00", sequence=11))),
+                (_key(customer), dumps(lower)),
                 (_key(customer), b"marker: not json"),
             ],
         )
@@ -89,10 +100,10 @@ async def test_low_balance_publishes_one_invoice_request(
 
 
 async def test_malformed_message_is_dead_lettered_and_consumption_goes_on(
-    infra: Infra, topics: Topics, service: ServiceProcess
+    infra: Infra, topics: Topics, service: ServiceProcess, clock_offset: float
 ) -> None:
     customer = f"cust-{uuid.uuid4().hex[:6]}"
-    now = datetime.now(UTC)
+    now = service_now(clock_offset)
     garbage = b'{"event_id": "x", "balance": 1.5e99999'
     naive = balance_wire(customer, "1.00", occurred_at="2026-11-25T10:00:00")
     await produce(

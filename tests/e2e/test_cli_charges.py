@@ -5,35 +5,37 @@ once, and the audit row says who, when and why.
 The charges are put in their phases directly in the service's database (driving a real one to
 'needs_review' takes 24 hours of Stripe answers): one in 'needs_review', one still in the
 charger's hands with its next attempt a day away, so that the running charger leaves both alone.
+
+The service's clock, and the `charges` command's (both read AUTO_TOPUP_CLOCK_OFFSET_SECONDS), are
+pinned at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK); every time is built from it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import shutil
-import sys
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
 from service.adapters.postgres.store import PgUnitOfWork
 from service.contract.codec import output_event_id
 from service.domain.model import Card, PaymentMethod, TopUp
 from service.service_layer.ports import Claim
-from tests.e2e.conftest import Flow, customer_id
+from tests.e2e.conftest import Flow, customer_id, pinned_offset, run_cli
 from tests.e2e.test_http import scrape, until, value
+from tests.kafka_tools import WAIT_SECONDS
 from tests.service_process import ServiceProcess
 
 
-def _command() -> list[str]:
-    exe = shutil.which("auto-topup", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "service.entrypoints.cli"]
+@pytest.fixture
+def clock_offset() -> float:
+    """The service's clock at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK), whatever the
+    hour the tests run at; every time is built from it (`flow.now()`)."""
+    return pinned_offset()
 
 
 @dataclass(frozen=True)
@@ -44,17 +46,8 @@ class Run:
 
 
 async def charges(env: dict[str, str], *args: str) -> Run:
-    proc = await asyncio.create_subprocess_exec(
-        *_command(),
-        "charges",
-        *args,
-        env={**os.environ, **env, "COLUMNS": "250"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return Run(proc.returncode, out.decode(), err.decode())
+    done = await run_cli(env, "charges", *args, columns=250)
+    return Run(done.code, done.out, done.err)
 
 
 def _topup(customer: str, day: date) -> TopUp:
@@ -72,11 +65,13 @@ def _topup(customer: str, day: date) -> TopUp:
 
 
 async def put_in_phase(
-    pool: asyncpg.Pool, topup: TopUp, phase: str, first_attempt_at: datetime
+    pool: asyncpg.Pool, topup: TopUp, phase: str, first_attempt_at: datetime, now: datetime
 ) -> None:
     """Claims the daily key with its next attempt a day away (the running charger leaves it),
-    then gives it the phase a day of Stripe trouble would have."""
-    away = datetime.now(UTC) + timedelta(days=1)
+    then gives it the phase a day of Stripe trouble would have. `now` is the service's clock;
+    the charger compares the next attempt with PostgreSQL's now(), up to a day later (the
+    pinned clock is behind the host's by less than a day): two days on is a day away on both."""
+    away = now + timedelta(days=2)
     async with PgUnitOfWork(pool) as uow:
         taken = await uow.store.claim_daily_keys([Claim(topup, "claimed", next_attempt_at=away)])
         await uow.commit()
@@ -97,14 +92,14 @@ async def put_in_phase(
 async def test_list_and_resolve_a_charge_in_review(
     flow: Flow, service: ServiceProcess, service_env: dict[str, str], database_url: str
 ) -> None:
-    now = datetime.now(UTC)
+    now = flow.now()
     day = (now - timedelta(days=2)).date()
     stuck, busy = customer_id("review"), customer_id("busy")
     review_topup, busy_topup = _topup(stuck, day), _topup(busy, day)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
-        await put_in_phase(pool, review_topup, "needs_review", now - timedelta(hours=25))
-        await put_in_phase(pool, busy_topup, "charging", now - timedelta(hours=2))
+        await put_in_phase(pool, review_topup, "needs_review", now - timedelta(hours=25), now)
+        await put_in_phase(pool, busy_topup, "charging", now - timedelta(hours=2), now)
 
         # The gauge of /metrics sees the charge in review.
         port = service.http_port
@@ -113,7 +108,9 @@ async def test_list_and_resolve_a_charge_in_review(
             samples = await scrape(port)
             return value(samples, "auto_topup_stripe_charges_needs_review") == expected
 
-        await until(lambda: review_gauge(1), "auto_topup_stripe_charges_needs_review 1")
+        await until(
+            lambda: review_gauge(1), "auto_topup_stripe_charges_needs_review 1", WAIT_SECONDS
+        )
 
         listed = await charges(service_env, "list", "--json")
         assert listed.code == 0, listed.err
@@ -192,12 +189,15 @@ async def test_list_and_resolve_a_charge_in_review(
         }
         assert (audit[0]["resolved_by"], audit[0]["why"]) == ("alice", why)
         assert (audit[0]["payment_intent_id"], audit[0]["event_id"]) == ("pi_e2e_manual", credit_id)
-        assert now <= audit[0]["resolved_at"] <= datetime.now(UTC)
+        # Resolved on the service's clock (`charges` reads its offset), during this test.
+        assert now <= audit[0]["resolved_at"] <= flow.now()
 
         after = await charges(service_env, "list", "--json")
         keys = [json.loads(line)["daily_key"] for line in after.out.splitlines()]
         assert review_key not in keys
         assert busy_key in keys
-        await until(lambda: review_gauge(0), "auto_topup_stripe_charges_needs_review 0")
+        await until(
+            lambda: review_gauge(0), "auto_topup_stripe_charges_needs_review 0", WAIT_SECONDS
+        )
     finally:
         await pool.close()

@@ -1,31 +1,41 @@
-"""`auto-topup dlq list|redrive`, run as a subprocess against the real stack."""
+"""`auto-topup dlq list|redrive`, run as a subprocess against the real stack.
+
+The service's clock is pinned (`clock_offset`), and every event and dead letter is dated from it.
+`dlq` itself decides nothing by the time: it shows dlq_at as it is."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
-import os
 import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from service.adapters.kafka.topics import ensure_topics, partitions_of
 from service.contract import messages
 from tests.conftest import Infra
-from tests.e2e.conftest import Flow, customer_id
+from tests.e2e.conftest import Flow, customer_id, pinned_offset, run_cli, service_now
 from tests.factories import balance_wire, dumps, settings_wire
-from tests.kafka_tools import Record, TopicReader
-from tests.service_process import ServiceProcess, Topics, command
+from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS, WAIT_SECONDS, Record, TopicReader
+from tests.service_process import ServiceProcess, Topics
 
 Headers = list[tuple[str, bytes]]
+
+
+@pytest.fixture
+def clock_offset() -> float:
+    """The service's clock at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK), whatever the
+    hour the tests run at; every event is dated from it (`flow.now()`, `service_now`)."""
+    return pinned_offset()
 
 
 @dataclass(frozen=True)
@@ -48,25 +58,20 @@ class Result:
 
 async def dlq_cli(env: dict[str, str], *args: str) -> Result:
     """`auto-topup dlq ...` as an operator runs it (stdout piped, so no terminal width)."""
-    base = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    proc = await asyncio.create_subprocess_exec(
-        *command()[:-1],
-        "dlq",
-        *args,
-        env={**base, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return Result(proc.returncode, out.decode(), err.decode())
+    done = await run_cli(env, "dlq", *args)
+    return Result(done.code, done.out, done.err)
 
 
 async def send(
     bootstrap: str, records: Sequence[tuple[str, bytes | None, bytes | None, Headers]]
 ) -> list[tuple[str, int, int]]:
     """Publishes (topic, key, value, headers); returns where each landed."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS,
+    )
     await producer.start()
     try:
         futures = [
@@ -80,7 +85,9 @@ async def send(
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
+    )
     await consumer.start()
     try:
         ends = await consumer.end_offsets(await partitions_of(bootstrap, [topic]))
@@ -95,13 +102,15 @@ async def read_topic(bootstrap: str, topic: str) -> list[Record]:
 
 
 async def wait_committed(
-    bootstrap: str, group: str, topics: Sequence[str], timeout: float = 30.0
+    bootstrap: str, group: str, topics: Sequence[str], timeout: float = WAIT_SECONDS
 ) -> None:
     """Until the group's committed offsets reach the current end of every partition."""
     ends: dict[tuple[str, int], int] = {}
     for topic in topics:
         ends |= {(topic, p): end for p, end in (await end_offsets(bootstrap, topic)).items()}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
+    )
     await admin.start()
     try:
         deadline = time.monotonic() + timeout
@@ -121,7 +130,10 @@ def where(landed: tuple[str, int, int]) -> str:
     return f"{topic}[{partition}]@{offset}"
 
 
-def dlq_headers(original: tuple[str, int, int], reason: str, detail: str = "") -> Headers:
+def dlq_headers(
+    original: tuple[str, int, int], reason: str, at: datetime, detail: str = ""
+) -> Headers:
+    """The dlq_* headers the service puts on a dead letter, dead-lettered at `at`."""
     topic, partition, offset = original
     return [
         (messages.DLQ_TOPIC, topic.encode()),
@@ -129,7 +141,7 @@ def dlq_headers(original: tuple[str, int, int], reason: str, detail: str = "") -
         (messages.DLQ_OFFSET, str(offset).encode()),
         (messages.DLQ_REASON, reason.encode()),
         (messages.DLQ_DETAIL, detail.encode()),
-        (messages.DLQ_AT, datetime.now(UTC).isoformat().encode()),
+        (messages.DLQ_AT, at.isoformat().encode()),
     ]
 
 
@@ -139,14 +151,20 @@ async def test_list_shows_the_real_dead_letters_and_filters(
     balance_t, settings_t = topics["WALLET_BALANCE_CHANGED"], topics["SETTINGS_UPDATED"]
     dlq_t = topics["AUTO_TOPUP_DEAD_LETTER"]
     c1, c2, c3, c4 = (customer_id().encode() for _ in range(4))
+    now = flow.now()
     bad_json = b'{"customer_id": "[bold red]x[/]", oops'  # rich markup, shown as it is
     not_utf8 = b'\xff\xfe{"balance": "1.00"}'
     landed = await send(
         infra.kafka,
         [
             (balance_t, c1, bad_json, [("trace-id", b"t-1")]),
-            (balance_t, c2 + b"-other", dumps(balance_wire(c2.decode(), "5.00")), []),
-            (settings_t, c3, dumps(settings_wire(c3.decode(), timezone="Mars/Olympus")), []),
+            (balance_t, c2 + b"-other", dumps(balance_wire(c2.decode(), "5.00", at=now)), []),
+            (
+                settings_t,
+                c3,
+                dumps(settings_wire(c3.decode(), timezone="Mars/Olympus", at=now)),
+                [],
+            ),
             (balance_t, c4, not_utf8, []),
         ],
     )
@@ -211,12 +229,12 @@ async def test_list_shows_the_real_dead_letters_and_filters(
 
 
 async def test_redrive_after_a_fix_publishes_the_original_once_and_is_safe_twice(
-    infra: Infra, topics: Topics, service_env: dict[str, str]
+    infra: Infra, topics: Topics, service_env: dict[str, str], clock_offset: float
 ) -> None:
     balance_t, settings_t = topics["WALLET_BALANCE_CHANGED"], topics["SETTINGS_UPDATED"]
     dlq_t = topics["AUTO_TOPUP_DEAD_LETTER"]
     customer, other = customer_id(), customer_id()
-    now = datetime.now(UTC)
+    now = service_now(clock_offset)  # the services below run with this offset (service_env)
     future = balance_wire(customer, "1.00", at=now + timedelta(hours=1))
     future_bytes = dumps(future)
     marker = f"marker {uuid.uuid4()}".encode()
@@ -232,7 +250,12 @@ async def test_redrive_after_a_fix_publishes_the_original_once_and_is_safe_twice
                     # after the settings on their partition: once dead-lettered, they are in
                     (settings_t, customer.encode(), marker, []),
                     (balance_t, customer.encode(), future_bytes, [("trace-id", b"redrive-me")]),
-                    (balance_t, b"not-" + other.encode(), dumps(balance_wire(other, "1.00")), []),
+                    (
+                        balance_t,
+                        b"not-" + other.encode(),
+                        dumps(balance_wire(other, "1.00", at=now)),
+                        [],
+                    ),
                 ],
             )
             await reader.wait_for(
@@ -299,22 +322,25 @@ async def test_redrive_after_a_fix_publishes_the_original_once_and_is_safe_twice
 
 
 async def test_redrive_selects_by_reason_and_never_publishes_elsewhere(
-    infra: Infra, topics: Topics, service_env: dict[str, str]
+    infra: Infra, topics: Topics, service_env: dict[str, str], clock_offset: float
 ) -> None:
     balance_t, dlq_t = topics["WALLET_BALANCE_CHANGED"], topics["AUTO_TOPUP_DEAD_LETTER"]
+    at = service_now(clock_offset)  # when these dead letters were (said to be) dead-lettered
+    later = at + timedelta(milliseconds=1)
     elsewhere, missing = f"elsewhere.{topics.suffix}", f"missing.{topics.suffix}"
     await ensure_topics(infra.kafka, [*topics.env().values(), elsewhere], 3, 1)
     original = [("h", b"1")]
     await send(
         infra.kafka,
         [
-            (dlq_t, b"k1", b"to elsewhere", dlq_headers((elsewhere, 0, 7), "future_dated")),
-            (dlq_t, b"k2", b"{bad", dlq_headers((balance_t, 1, 8), "invalid_json")),
-            (dlq_t, b"k3", b"{}", original + dlq_headers((balance_t, 2, 9), "future_dated")),
-            # the same one again (a relay that crashed before marking it): published once
-            (dlq_t, b"k3", b"{}", original + dlq_headers((balance_t, 2, 9), "future_dated")),
+            (dlq_t, b"k1", b"to elsewhere", dlq_headers((elsewhere, 0, 7), "future_dated", at)),
+            (dlq_t, b"k2", b"{bad", dlq_headers((balance_t, 1, 8), "invalid_json", at)),
+            (dlq_t, b"k3", b"{}", original + dlq_headers((balance_t, 2, 9), "future_dated", at)),
+            # the same one again (a relay that crashed before marking it), dead-lettered a
+            # moment later: published once
+            (dlq_t, b"k3", b"{}", original + dlq_headers((balance_t, 2, 9), "future_dated", later)),
             (dlq_t, b"foreign", b"x", []),
-            (dlq_t, b"k4", b"{}", dlq_headers((missing, 0, 1), "schema_violation")),
+            (dlq_t, b"k4", b"{}", dlq_headers((missing, 0, 1), "schema_violation", at)),
         ],
     )
     dry, redrive, broken, unreachable = await asyncio.gather(

@@ -1,28 +1,38 @@
-"""`auto-topup explain` against the running service: what an operator sees after real events."""
+"""`auto-topup explain` against the running service: what an operator sees after real events.
+
+The service's clock, and `explain`'s (both read AUTO_TOPUP_CLOCK_OFFSET_SECONDS), are pinned
+(`clock_offset`); every event is dated from them (`flow.now()`)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tests.e2e.conftest import Flow, customer_id
+import pytest
+
+from tests.e2e.conftest import Flow, customer_id, pinned_offset, run_cli
+from tests.kafka_tools import WAIT_SECONDS
 from tests.service_process import Topics
 
+# A customer's own timezone, and the time of day (UTC) the test that uses it pins the service's
+# clock at: noon there (no daylight saving time), twelve hours from either of its midnights, so
+# that its business day does not change while the test runs.
+ZONE = "Asia/Kolkata"
+NOON_IN_ZONE = clock_time(6, 30)
 
-def _command() -> list[str]:
-    exe = shutil.which("auto-topup", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "service.entrypoints.cli"]
+
+@pytest.fixture
+def clock_offset(request: pytest.FixtureRequest) -> float:
+    """The service's clock at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK), or at the
+    time of day (UTC) a test asks for (indirect parametrization): never at the host's hour."""
+    at: clock_time | None = getattr(request, "param", None)
+    return pinned_offset(at)
 
 
 @dataclass(frozen=True)
@@ -38,18 +48,8 @@ class Run:
 
 async def explain(env: dict[str, str], customer: str, *args: str) -> Run:
     """Runs `auto-topup explain` as an operator would, against this test's database."""
-    proc = await asyncio.create_subprocess_exec(
-        *_command(),
-        "explain",
-        customer,
-        *args,
-        env={**os.environ, **env, "COLUMNS": "200"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return Run(proc.returncode, out.decode(), err.decode())
+    done = await run_cli(env, "explain", customer, *args, columns=200)
+    return Run(done.code, done.out, done.err)
 
 
 async def explain_until(
@@ -57,7 +57,7 @@ async def explain_until(
     customer: str,
     condition: Callable[[dict[str, Any]], bool],
     what: str,
-    timeout: float = 30.0,
+    timeout: float = WAIT_SECONDS,
 ) -> dict[str, Any]:
     """`explain --json` again and again (each run takes a moment) until `condition` holds."""
     deadline = time.monotonic() + timeout
@@ -83,24 +83,11 @@ def _has(outcome: str, reason: str | None) -> Callable[[dict[str, Any]], bool]:
     return lambda r: any(d["outcome"] == outcome and d["reason"] == reason for d in r["decisions"])
 
 
-def _far_from_midnight(now: datetime, *zones: str) -> str:
-    """A zone whose business day does not change during the test."""
-    for name in zones:
-        local = now.astimezone(ZoneInfo(name))
-        if (
-            timedelta(minutes=10)
-            < local - local.replace(hour=0, minute=0)
-            < timedelta(hours=23, minutes=50)
-        ):
-            return name
-    raise AssertionError("unreachable: the zones are hours apart")
-
-
 async def test_auto_trigger_off_and_an_unknown_customer(
     flow: Flow, service_env: dict[str, str], topics: Topics
 ) -> None:
     customer = customer_id("explain-a")
-    now = datetime.now(UTC)
+    now = flow.now()
     settings = await flow.settings(
         customer, auto=False, threshold="10.00", at=now - timedelta(seconds=10), version=3
     )
@@ -165,13 +152,17 @@ async def test_auto_trigger_off_and_an_unknown_customer(
         assert unknown.out == ""
 
 
+@pytest.mark.parametrize("clock_offset", [NOON_IN_ZONE], indirect=True, ids=["noon-in-zone"])
 async def test_daily_key_taken_shows_todays_key_and_the_next_business_day(
     flow: Flow, service_env: dict[str, str], topics: Topics
 ) -> None:
     customer = customer_id("explain-b")
-    now = datetime.now(UTC)
-    tz_name = _far_from_midnight(now, "America/New_York", "Asia/Kolkata")
+    now = flow.now()
+    tz_name = ZONE
     tz = ZoneInfo(tz_name)
+    # The precondition the pinned clock is for: hours from the zone's midnight either way.
+    local = now.astimezone(tz)
+    assert timedelta(hours=1) < local - local.replace(hour=0, minute=0) < timedelta(hours=23)
     settings = await flow.settings(
         customer,
         threshold="10.00",

@@ -4,28 +4,45 @@ with the service itself not running."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-import os
-import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from service.adapters.kafka.topics import ensure_topics, partitions_of
 from service.contract.codec import output_event_id
 from tests.conftest import Infra
+from tests.e2e.conftest import pinned_offset, run_cli, service_now
 from tests.factories import balance_wire, dumps, settings_wire
 from tests.kafka_tools import TopicReader
 from tests.service_process import Topics
 
 OUTPUTS = ("INVOICE_REQUESTED", "CREDIT_ISSUED", "TOP_UP_FAILED", "AUTO_TOPUP_DEAD_LETTER")
+
+
+@pytest.fixture
+def clock_offset() -> float:
+    """The service's clock at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK), and every
+    event dated from it (`ticks`): far from the day boundary whatever the hour the tests run
+    at. `replay` decides with the same clock as the service (it is given the service's
+    environment, AUTO_TOPUP_CLOCK_OFFSET_SECONDS included)."""
+    return pinned_offset()
+
+
+def ticks(start: datetime) -> Callable[[], datetime]:
+    """Event times from `start` on, a millisecond apart: each event newer than the one before."""
+    count = itertools.count()
+    return lambda: start + timedelta(milliseconds=next(count))
 
 
 @dataclass
@@ -36,18 +53,8 @@ class Done:
 
 
 async def replay(env: dict[str, str], *args: str) -> Done:
-    exe = Path(sys.executable).parent / "auto-topup"
-    proc = await asyncio.create_subprocess_exec(
-        str(exe),
-        "replay",
-        *args,
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return Done(proc.returncode, out.decode(), err.decode())
+    done = await run_cli(env, "replay", *args)  # waits CLI_SECONDS at most
+    return Done(done.code, done.out, done.err)
 
 
 def ok(done: Done) -> Done:
@@ -130,31 +137,42 @@ def cid(prefix: str) -> str:
 
 
 async def test_dry_run_predicts_the_live_replay_which_is_idempotent(
-    infra: Infra, topics: Topics, service_env: dict[str, str], database_url: str, tmp_path: Path
+    infra: Infra,
+    topics: Topics,
+    service_env: dict[str, str],
+    database_url: str,
+    tmp_path: Path,
+    clock_offset: float,
 ) -> None:
     await ensure_topics(infra.kafka, topics.env().values(), 3, 1)
     a, b, c, d, e, partner = (cid(p) for p in ("a", "b", "c", "d", "e", "partner"))
+    start = service_now(clock_offset)
+    at = ticks(start)
     since = await moment()
     async with Sender(infra, topics) as send:
         cheque: dict[str, Any] = {"trigger": "100.00", "threshold": "10.00", "version": 1}
-        await send.send("SETTINGS_UPDATED", a, settings_wire(a, **cheque))
-        await send.send("SETTINGS_UPDATED", b, settings_wire(b, auto=False, **cheque))
-        await send.send("SETTINGS_UPDATED", c, settings_wire(c, **cheque))
-        await send.send("WALLET_BALANCE_CHANGED", partner, balance_wire(partner, "500.00"))
+        await send.send("SETTINGS_UPDATED", a, settings_wire(a, at=at(), **cheque))
+        await send.send("SETTINGS_UPDATED", b, settings_wire(b, auto=False, at=at(), **cheque))
+        await send.send("SETTINGS_UPDATED", c, settings_wire(c, at=at(), **cheque))
+        await send.send("WALLET_BALANCE_CHANGED", partner, balance_wire(partner, "500.00", at=at()))
         await send.send(
             "SETTINGS_UPDATED",
             e,
-            settings_wire(e, method="master_account", partner_id=partner, **cheque),
+            settings_wire(e, method="master_account", partner_id=partner, at=at(), **cheque),
         )
-        await send.send("WALLET_BALANCE_CHANGED", a, balance_wire(a, "50.00", sequence=1))
-        await send.send("WALLET_BALANCE_CHANGED", a, balance_wire(a, "5.00", sequence=2))
-        await send.send("WALLET_BALANCE_CHANGED", b, balance_wire(b, "5.00", sequence=1))
-        await send.send("WALLET_BALANCE_CHANGED", c, balance_wire(c, "5.00", sequence=1))
-        await send.send("WALLET_BALANCE_CHANGED", c, balance_wire(c, "50.00", sequence=2))
-        await send.send("WALLET_BALANCE_CHANGED", c, balance_wire(c, "3.00", sequence=3))
+        for customer, amount, sequence in (
+            (a, "50.00", 1),
+            (a, "5.00", 2),
+            (b, "5.00", 1),
+            (c, "5.00", 1),
+            (c, "50.00", 2),
+            (c, "3.00", 3),
+        ):
+            body = balance_wire(customer, amount, at=at(), sequence=sequence)
+            await send.send("WALLET_BALANCE_CHANGED", customer, body)
         await send.send("WALLET_BALANCE_CHANGED", d, b'{"event_id": "broken"')
-        await send.send("WALLET_BALANCE_CHANGED", e, balance_wire(e, "2.00", sequence=1))
-    today = datetime.now(UTC).date()
+        await send.send("WALLET_BALANCE_CHANGED", e, balance_wire(e, "2.00", at=at(), sequence=1))
+    today = start.date()  # the business date of every event (UTC, the default timezone)
     ends_before = await end_offsets(infra, topics)
 
     # 1. The dry run: decisions reported, nothing written, nothing published.
@@ -228,25 +246,33 @@ async def test_dry_run_predicts_the_live_replay_which_is_idempotent(
 
 
 async def test_only_the_window_is_replayed_in_batches_that_see_each_other(
-    infra: Infra, topics: Topics, service_env: dict[str, str], database_url: str, tmp_path: Path
+    infra: Infra,
+    topics: Topics,
+    service_env: dict[str, str],
+    database_url: str,
+    tmp_path: Path,
+    clock_offset: float,
 ) -> None:
     await ensure_topics(infra.kafka, topics.env().values(), 3, 1)
     customer, before, inside, after = (cid(p) for p in ("p", "x-before", "x-inside", "x-after"))
+    at = ticks(service_now(clock_offset))
     start = await moment()
     async with Sender(infra, topics) as send:
-        await send.send("SETTINGS_UPDATED", customer, settings_wire(customer, version=1))
+        await send.send("SETTINGS_UPDATED", customer, settings_wire(customer, at=at(), version=1))
         await send.send("WALLET_BALANCE_CHANGED", before, b"not json")
         since = await moment()
         for sequence, amount in enumerate(("5.00", "50.00", "3.00"), start=1):
             await send.send(
                 "WALLET_BALANCE_CHANGED",
                 customer,
-                balance_wire(customer, amount, sequence=sequence),
+                balance_wire(customer, amount, at=at(), sequence=sequence),
             )
         await send.send("WALLET_BALANCE_CHANGED", inside, b"not json")
         until = await moment()
         await send.send(
-            "WALLET_BALANCE_CHANGED", customer, balance_wire(customer, "1.00", sequence=4)
+            "WALLET_BALANCE_CHANGED",
+            customer,
+            balance_wire(customer, "1.00", at=at(), sequence=4),
         )
         await send.send("WALLET_BALANCE_CHANGED", after, b"not json")
 

@@ -1,6 +1,9 @@
 """Order of one customer's settings and balances across instances (contract v2), through the
 real broker and database: co-partitioned assignment, the wait for the other topic, and the
-start-up check of the input topics' partition counts."""
+start-up check of the input topics' partition counts.
+
+The services' clock is pinned at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK), and every
+event is dated from it: T - 60 s .. T + 2 s stay on one business day whatever the hour."""
 
 from __future__ import annotations
 
@@ -11,17 +14,18 @@ import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
+import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
 from tests.conftest import Infra
-from tests.e2e.conftest import Flow
+from tests.e2e.conftest import Flow, pinned_offset
 from tests.factories import balance_wire, dumps, settings_wire
-from tests.kafka_tools import TopicReader, partitions_of
+from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS, TopicReader, partitions_of
 from tests.service_process import START_SECONDS, ServiceProcess, Topics, command
 
 INSTANCES = 4
@@ -30,12 +34,11 @@ ALIGN_MS = 3000  # the bound, generous: a slow machine must still produce within
 SETTLE_SECONDS = 120.0  # deadline of the waits for a condition below
 
 
-def _instant_near_now() -> datetime:
-    """A time a few seconds ago, at least a minute after the start of the (UTC) day, so that
-    T - 60 s .. T + 2 s stay on one business day whatever the hour."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    day_start = now.replace(hour=0, minute=0, second=0)
-    return max(now - timedelta(seconds=10), day_start + timedelta(seconds=70))
+@pytest.fixture
+def clock_offset() -> float:
+    """The service's clock at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK), never at the
+    host's hour; every event is dated from it (`flow.now()`)."""
+    return pinned_offset()
 
 
 def _partition(customer: str, partitions: int) -> int:
@@ -97,7 +100,11 @@ def _stop(procs: list[ServiceProcess]) -> Iterator[tuple[str, int]]:
 
 
 async def test_an_earlier_off_switch_beats_a_due_balance_produced_before_it(
-    infra: Infra, topics: Topics, service_env: dict[str, str], database_url: str
+    infra: Infra,
+    topics: Topics,
+    service_env: dict[str, str],
+    database_url: str,
+    clock_offset: float,
 ) -> None:
     env = {
         **service_env,
@@ -127,10 +134,10 @@ async def test_an_earlier_off_switch_beats_a_due_balance_produced_before_it(
         # One customer of each kind on every partition, so on every instance.
         switched_off = _one_per_partition("off", PARTITIONS)
         control = _one_per_partition("ctl", PARTITIONS)
-        t = _instant_near_now()
         names = ("INVOICE_REQUESTED", "CREDIT_ISSUED", "TOP_UP_FAILED", "AUTO_TOPUP_DEAD_LETTER")
         async with TopicReader(infra.kafka, *(topics[n] for n in names)) as reader:
-            flow = Flow(infra, topics, reader)
+            flow = Flow(infra, topics, reader, clock_offset)
+            t = flow.now().replace(microsecond=0) - timedelta(seconds=10)  # T: a moment ago
             for customer in switched_off + control:  # Cheque/TT, auto-trigger on
                 await flow.settings(
                     customer,
@@ -142,7 +149,10 @@ async def test_an_earlier_off_switch_beats_a_due_balance_produced_before_it(
                 await flow.flush(customer)
 
             producer = AIOKafkaProducer(
-                bootstrap_servers=infra.kafka, acks="all", enable_idempotence=True
+                bootstrap_servers=infra.kafka,
+                acks="all",
+                enable_idempotence=True,
+                request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS,
             )
             await producer.start()
             try:
@@ -223,7 +233,9 @@ async def test_refuses_to_start_when_the_input_topics_are_not_co_partitioned(
     infra: Infra, topics: Topics, service_env: dict[str, str]
 ) -> None:
     balances, settings = topics["WALLET_BALANCE_CHANGED"], topics["SETTINGS_UPDATED"]
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=infra.kafka, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
+    )
     await admin.start()
     try:
         await admin.create_topics([NewTopic(balances, 3, 1), NewTopic(settings, 2, 1)])
@@ -255,7 +267,9 @@ async def test_a_missing_input_topic_is_created_co_partitioned_with_the_other(
     infra: Infra, topics: Topics, service_env: dict[str, str]
 ) -> None:
     balances, settings = topics["WALLET_BALANCE_CHANGED"], topics["SETTINGS_UPDATED"]
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=infra.kafka, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
+    )
     await admin.start()
     try:
         await admin.create_topics([NewTopic(balances, 4, 1)])

@@ -1,5 +1,8 @@
 """Logs: one JSON object per line, one line per decision with its reason, and no secret ever
-(checked with known canary values at DEBUG level, through the real stack and localstripe)."""
+(checked with known canary values at DEBUG level, through the real stack and localstripe).
+
+The service's clock is pinned at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK); Flow dates
+every event from it."""
 
 from __future__ import annotations
 
@@ -8,11 +11,11 @@ import os
 import subprocess
 import uuid
 
-import aiohttp
 import pytest
 
 from tests.conftest import Infra
-from tests.e2e.conftest import Flow, customer_id, online_top_up
+from tests.e2e.conftest import CLI_SECONDS, Flow, customer_id, online_top_up, pinned_offset
+from tests.e2e.test_http import get
 from tests.service_process import ServiceProcess, command
 from tests.stripe_tools import DECLINED_ON_CHARGE, GOOD, saved_card
 
@@ -23,6 +26,13 @@ CANARY_PASSWORD = f"pw-canary-{uuid.uuid4().hex}"
 @pytest.fixture
 def service_env(service_env: dict[str, str]) -> dict[str, str]:
     return {**service_env, "STRIPE_API_KEY": CANARY_KEY, "AUTO_TOPUP_LOG_LEVEL": "DEBUG"}
+
+
+@pytest.fixture
+def clock_offset() -> float:
+    """The service's clock at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK), never at the
+    host's hour (and behind the host's clock: PostgreSQL finds the charges due at once)."""
+    return pinned_offset()
 
 
 async def test_no_secret_in_logs_and_one_line_per_decision(
@@ -38,11 +48,9 @@ async def test_no_secret_in_logs_and_one_line_per_decision(
     await flow.wait_out("CREDIT_ISSUED", good)
     await flow.wait_out("TOP_UP_FAILED", declined)
     await flow.wait_out("INVOICE_REQUESTED", cheque)
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{service.http_port}/metrics") as scraped,
-    ):
-        assert CANARY_KEY not in await scraped.text()
+    status, metrics = await get(service.http_port, "/metrics")  # a bounded request
+    assert status == 200
+    assert CANARY_KEY not in metrics
     assert service.stop() == 0
 
     assert service.lines, "the service logged nothing"
@@ -63,14 +71,18 @@ def test_no_secret_in_start_up_errors(service_env: dict[str, str]) -> None:
     the key or the password."""
     bad_config = {**service_env, "AUTO_TOPUP_LOG_LEVEL": "LOUD"}
     run = subprocess.run(
-        command(), env={**os.environ, **bad_config}, capture_output=True, text=True, timeout=60
+        command(),
+        env={**os.environ, **bad_config},
+        capture_output=True,
+        text=True,
+        timeout=CLI_SECONDS,
     )
     assert run.returncode == 2
     assert "AUTO_TOPUP_LOG_LEVEL" in run.stderr
     assert CANARY_KEY not in run.stderr + run.stdout
 
     no_key = {k: v for k, v in {**os.environ, **service_env}.items() if k != "STRIPE_API_KEY"}
-    run = subprocess.run(command(), env=no_key, capture_output=True, text=True, timeout=60)
+    run = subprocess.run(command(), env=no_key, capture_output=True, text=True, timeout=CLI_SECONDS)
     assert run.returncode == 2
     assert "configuration error: STRIPE_API_KEY: Field required" in run.stderr
 

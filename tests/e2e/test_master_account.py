@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-from tests.e2e.conftest import Flow, customer_id
+import pytest
+
+from tests.e2e.conftest import Flow, customer_id, pinned_offset
+
+
+@pytest.fixture
+def clock_offset() -> float:
+    """The service's clock at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK): every event
+    is dated from it (`flow.now()`), so the partner's balance and the customers' fall on one
+    business day whatever the hour the tests run at."""
+    return pinned_offset()
 
 
 async def test_credit_from_partner_then_insufficient_funds(flow: Flow) -> None:
     partner, first, second = customer_id("partner"), customer_id(), customer_id()
-    now = datetime.now(UTC)
+    now = flow.now()
     await flow.balance(partner, "150.00", at=now - timedelta(seconds=30), sequence=1)
     await flow.flush(partner)
     for customer in (first, second):
@@ -49,7 +59,7 @@ async def test_credit_from_partner_then_insufficient_funds(flow: Flow) -> None:
 
 async def test_newer_partner_balance_funds_again(flow: Flow) -> None:
     partner, first, second = customer_id("partner"), customer_id(), customer_id()
-    now = datetime.now(UTC)
+    now = flow.now()
     await flow.balance(partner, "100.00", at=now - timedelta(seconds=30), sequence=1)
     for customer in (first, second):
         await flow.settings(

@@ -1,12 +1,13 @@
 """Contract v2's money rules through the running service, the real broker, database and Stripe
 fake: the sequences with which v1 moved money wrongly, each with its safe outcome asserted.
 
-Event times are chosen near the service's clock and arranged so that no assertion depends on
-the hour or the date the test runs at (the timezone test picks its zones from the hour)."""
+The service's clock is pinned (`clock_offset`: 10:00 UTC today or yesterday, or
+AUTO_TOPUP_TEST_CLOCK; the timezone test at a time of day of its own), and every event is dated
+from it, so that no assertion depends on the hour or the date the test runs at."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, time, timedelta
 
 import asyncpg
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from service.contract.codec import output_event_id
 from service.domain.calendar import business_date
 from tests.conftest import Infra
-from tests.e2e.conftest import Flow, customer_id, online_top_up
+from tests.e2e.conftest import Flow, customer_id, online_top_up, pinned_offset
 from tests.stripe_tools import GOOD, payment_intent, saved_card
 
 
@@ -23,6 +24,15 @@ def stripe_base(infra: Infra) -> str:
     if not infra.stripe_api_base:
         pytest.fail("STRIPE_API_BASE (localstripe) is not set: run `make test`", pytrace=False)
     return infra.stripe_api_base
+
+
+@pytest.fixture
+def clock_offset(request: pytest.FixtureRequest) -> float:
+    """The service's clock at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK), or at the
+    time of day (UTC) a test asks for (indirect parametrization): never at the host's hour,
+    never ahead of the host's clock (which would hold the Stripe charges back)."""
+    at: time | None = getattr(request, "param", None)
+    return pinned_offset(at)
 
 
 async def _daily_keys(database_url: str, customer: str) -> list[asyncpg.Record]:
@@ -44,7 +54,7 @@ async def _round_trip(flow: Flow, stripe_base: str, back: tuple[str, str]) -> tu
     with 5000.00/4000.00, then back to stripe with `back` (trigger, threshold)."""
     customer = customer_id()
     card = saved_card(stripe_base, GOOD)
-    now = datetime.now(UTC)
+    now = flow.now()
     await flow.settings(
         customer,
         **online_top_up(card, trigger="50.00", threshold="10.00"),
@@ -123,7 +133,7 @@ async def test_a_partner_is_never_overdrawn_while_the_wallet_service_lags(flow: 
     `partner_insufficient_funds`. Once a partner balance names A's credit in `caused_by`, the
     next customer (C) is funded again."""
     partner, a, b, c = customer_id("partner"), customer_id(), customer_id(), customer_id()
-    now = datetime.now(UTC)
+    now = flow.now()
     await partner_with(flow, partner, "100.00", now - timedelta(seconds=40), 1)
     await master_account_customers(flow, partner, a, b, c)
 
@@ -158,20 +168,25 @@ def _etc_zone(offset_hours: int) -> str:
     return "Etc/GMT" if offset_hours == 0 else f"Etc/GMT{-offset_hours:+d}"
 
 
+# The timezone test: zone X is UTC+8 and zone Y two hours ahead (UTC+10); the service's clock is
+# pinned at 14:30 UTC, 22:30 in X and 00:30 the next date in Y, an hour and a half before X's
+# day is over.
+ZONE_X_HOURS = 8
+LATE_IN_X = time(14, 30)
+
+
+@pytest.mark.parametrize("clock_offset", [LATE_IN_X], indirect=True, ids=["late-in-x"])
 async def test_a_timezone_change_never_opens_a_second_day_early(
     flow: Flow, stripe_base: str, database_url: str
 ) -> None:
-    """Sequence 3, at whatever hour the test runs: the card is charged late in the customer's
-    business day (zone X, where now is 22:xx); the Finance app then moves the customer to a
-    zone Y two hours ahead, where it is already the next date; a low balance there must not
-    charge the card again before X's day is over."""
+    """Sequence 3: the card is charged late in the customer's business day (zone X, where the
+    service's clock reads 22:30); the Finance app then moves the customer to a zone Y two hours
+    ahead, where it is already the next date; a low balance there must not charge the card
+    again before X's day is over."""
     customer = customer_id()
     card = saved_card(stripe_base, GOOD)
-    now = datetime.now(UTC).replace(microsecond=0)
-    t1 = now - timedelta(seconds=60)
-    offset = (22 - t1.hour) % 24
-    offset = offset - 24 if offset > 12 else offset  # within -11 .. +12
-    zone_x, zone_y = _etc_zone(offset), _etc_zone(offset + 2)
+    t1 = flow.now().replace(microsecond=0) - timedelta(seconds=60)
+    zone_x, zone_y = _etc_zone(ZONE_X_HOURS), _etc_zone(ZONE_X_HOURS + 2)
     assert business_date(t1, zone_y) > business_date(t1, zone_x)
 
     fields = {"trigger": "50.00", "threshold": "10.00"}

@@ -9,8 +9,8 @@ the real database; every fault is made for real on the broker.
 - An input topic deleted and re-created: a new bad record at an offset used before is
   dead-lettered (the outbox used to de-duplicate dead letters on topic/partition/offset).
 
-Event times are a few seconds before now: the business day is today's, or yesterday's in the
-first seconds after midnight, which the old-day window (one day) still lets trigger.
+Event times are a few seconds before the service's clock, which is pinned at 10:00 UTC today or
+yesterday (AUTO_TOPUP_TEST_CLOCK): one business day, whatever the hour the tests run at.
 """
 
 from __future__ import annotations
@@ -18,20 +18,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import random
-import shutil
-import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -39,7 +36,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from service.contract import messages
 from service.contract.codec import MAX_MESSAGE_BYTES
 from tests.conftest import Infra
-from tests.e2e.conftest import Flow, customer_id
+from tests.e2e.conftest import Flow, customer_id, pinned_offset, run_cli
 from tests.e2e.test_http import scrape, value
 from tests.factories import balance_wire, dumps, settings_wire
 from tests.kafka_tools import (
@@ -55,17 +52,19 @@ from tests.service_process import ServiceProcess, Topics
 POLL_SECONDS = 0.2  # polling the database, a topic list or /metrics, always with a deadline
 
 
+@pytest.fixture
+def clock_offset() -> float:
+    """The service's clock at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK); every event
+    is dated from it (`flow.now()`)."""
+    return pinned_offset()
+
+
 async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
     deadline = time.monotonic() + WAIT_SECONDS
     while not await condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {WAIT_SECONDS}s waiting for {what}")
         await asyncio.sleep(POLL_SECONDS)
-
-
-def _command() -> list[str]:
-    exe = shutil.which("auto-topup", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "service.entrypoints.cli"]
 
 
 @dataclass(frozen=True)
@@ -76,17 +75,8 @@ class Run:
 
 
 async def outbox_cli(env: dict[str, str], *args: str) -> Run:
-    proc = await asyncio.create_subprocess_exec(
-        *_command(),
-        "outbox",
-        *args,
-        env={**os.environ, **env, "COLUMNS": "250"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return Run(proc.returncode, out.decode(), err.decode())
+    done = await run_cli(env, "outbox", *args, columns=250)
+    return Run(done.code, done.out, done.err)
 
 
 class Admin:
@@ -138,7 +128,7 @@ async def produce_large(
 
 async def due_customers(flow: Flow, prefix: str, n: int) -> list[str]:
     """`n` Cheque/TT customers made due: settings now, balances just after (each a top-up)."""
-    now = datetime.now(UTC)
+    now = flow.now()
     customers = [customer_id(prefix) for _ in range(n)]
     settings = [
         (c.encode(), dumps(settings_wire(c, at=now - timedelta(seconds=5)))) for c in customers
@@ -147,8 +137,9 @@ async def due_customers(flow: Flow, prefix: str, n: int) -> list[str]:
     return customers
 
 
-def low_balances(customers: Iterable[str]) -> list[tuple[bytes | None, bytes | None]]:
-    at = datetime.now(UTC) - timedelta(seconds=2)
+def low_balances(flow: Flow, customers: Iterable[str]) -> list[tuple[bytes | None, bytes | None]]:
+    """A balance under the threshold for each customer, 2 s before the service's clock."""
+    at = flow.now() - timedelta(seconds=2)
     return [(c.encode(), dumps(balance_wire(c, "5.00", at=at))) for c in customers]
 
 
@@ -186,7 +177,7 @@ async def test_oversized_inputs_are_dead_lettered_truncated_and_block_nothing(
     for key, (payload, gzip) in big.items():
         batch = await due_customers(flow, "after-big", 100)
         await produce_large(kafka, balances, key, payload, gzip=gzip)
-        await produce(kafka, balances, low_balances(batch))
+        await produce(kafka, balances, low_balances(flow, batch))
         customers += batch
 
     invoices = flow.topics["INVOICE_REQUESTED"]
@@ -214,13 +205,13 @@ async def test_oversized_inputs_are_dead_lettered_truncated_and_block_nothing(
 
 
 async def test_a_deleted_output_topic_is_recreated_and_nothing_is_lost(
-    infra: Infra, topics: Topics, service: ServiceProcess, database_url: str
+    infra: Infra, topics: Topics, service: ServiceProcess, database_url: str, clock_offset: float
 ) -> None:
     invoices, dead = topics["INVOICE_REQUESTED"], topics["AUTO_TOPUP_DEAD_LETTER"]
     async with TopicReader(infra.kafka, invoices, dead) as reader:
-        flow = Flow(infra, topics, reader)
+        flow = Flow(infra, topics, reader, clock_offset)
         before = await due_customers(flow, "before", 20)
-        await produce(infra.kafka, topics["WALLET_BALANCE_CHANGED"], low_balances(before))
+        await produce(infra.kafka, topics["WALLET_BALANCE_CHANGED"], low_balances(flow, before))
         await reader.wait_for(
             lambda rs: len(counts_by_event_id(reader.on(invoices))) == 20,
             what="20 invoice requests before the topic is deleted",
@@ -232,9 +223,9 @@ async def test_a_deleted_output_topic_is_recreated_and_nothing_is_lost(
     await until(lambda: _gone(infra.kafka, invoices), f"{invoices} deleted")
 
     async with TopicReader(infra.kafka, dead) as dead_reader:
-        flow = Flow(infra, topics, dead_reader)
+        flow = Flow(infra, topics, dead_reader, clock_offset)
         after = await due_customers(flow, "after", 20)
-        await produce(infra.kafka, topics["WALLET_BALANCE_CHANGED"], low_balances(after))
+        await produce(infra.kafka, topics["WALLET_BALANCE_CHANGED"], low_balances(flow, after))
         # The relay's sends fail as for a topic that is gone: it re-creates it, and sends.
         await until(lambda: exists(infra.kafka, invoices), f"{invoices} re-created")
         await flow.flush(after[-1])
@@ -284,7 +275,7 @@ async def test_a_record_kafka_refuses_is_set_aside_reported_and_retried(
     await produce(
         kafka,
         flow.topics["WALLET_BALANCE_CHANGED"],
-        [(refused_key.encode(), refused_value), *small, *low_balances(customers)],
+        [(refused_key.encode(), refused_value), *small, *low_balances(flow, customers)],
     )
 
     invoices = flow.topics["INVOICE_REQUESTED"]

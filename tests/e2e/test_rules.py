@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.e2e.conftest import Flow, customer_id
+from tests.e2e.conftest import Flow, customer_id, pinned_offset
+
+
+@pytest.fixture
+def clock_offset() -> float:
+    """The service's clock at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK): far from
+    midnight in UTC and in Asia/Kolkata (18:30 UTC), whatever the hour the tests run at; every
+    event is dated from it (`flow.now()`)."""
+    return pinned_offset()
 
 
 async def test_auto_trigger_off_never_triggers_and_turning_it_on_does(flow: Flow) -> None:
     customer = customer_id()
-    now = datetime.now(UTC)
+    now = flow.now()
     await flow.settings(customer, auto=False, at=now - timedelta(seconds=10), version=1)
     await flow.balance(customer, "-500.00", at=now - timedelta(seconds=9), sequence=1)
     await flow.flush(customer)
@@ -24,7 +33,7 @@ async def test_auto_trigger_off_never_triggers_and_turning_it_on_does(flow: Flow
 
 async def test_stale_settings_version_is_a_no_op(flow: Flow) -> None:
     customer = customer_id()
-    now = datetime.now(UTC)
+    now = flow.now()
     await flow.settings(customer, threshold="10.00", at=now - timedelta(seconds=10), version=5)
     await flow.flush(customer)
     # An older version raising the threshold changes nothing, and is not dead-lettered.
@@ -37,7 +46,7 @@ async def test_stale_settings_version_is_a_no_op(flow: Flow) -> None:
 
 async def test_raising_the_threshold_over_the_balance_triggers(flow: Flow) -> None:
     customer = customer_id()
-    now = datetime.now(UTC)
+    now = flow.now()
     await flow.settings(customer, threshold="10.00", at=now - timedelta(seconds=10), version=1)
     await flow.balance(customer, "40.00", at=now - timedelta(seconds=9), sequence=1)
     await flow.flush(customer)
@@ -51,7 +60,7 @@ async def test_raising_the_threshold_over_the_balance_triggers(flow: Flow) -> No
 
 async def test_stale_balance_sequence_is_a_no_op(flow: Flow) -> None:
     customer = customer_id()
-    now = datetime.now(UTC)
+    now = flow.now()
     await flow.settings(customer, threshold="10.00", at=now - timedelta(seconds=10))
     await flow.balance(customer, "80.00", at=now - timedelta(seconds=5), sequence=9)
     await flow.flush(customer)
@@ -62,7 +71,7 @@ async def test_stale_balance_sequence_is_a_no_op(flow: Flow) -> None:
 
 async def test_equal_balance_triggers_and_one_per_business_day(flow: Flow) -> None:
     customer = customer_id()
-    now = datetime.now(UTC)
+    now = flow.now()
     await flow.settings(
         customer,
         threshold="10.00",
@@ -79,8 +88,6 @@ async def test_equal_balance_triggers_and_one_per_business_day(flow: Flow) -> No
     await flow.flush(customer)
     invoices = flow.out("INVOICE_REQUESTED", customer)
     days = sorted(i["business_date"] for i in invoices)
-    from zoneinfo import ZoneInfo
-
     kolkata = ZoneInfo("Asia/Kolkata")
     assert days == sorted(
         {
@@ -93,7 +100,7 @@ async def test_equal_balance_triggers_and_one_per_business_day(flow: Flow) -> No
 
 async def test_guards_future_and_old_days(flow: Flow) -> None:
     customer = customer_id()
-    now = datetime.now(UTC)
+    now = flow.now()
     await flow.settings(customer, at=now - timedelta(days=40))
     future = await flow.balance(customer, "1.00", at=now + timedelta(minutes=10), sequence=9)
     await flow.balance(customer, "1.00", at=now - timedelta(days=30), sequence=1)

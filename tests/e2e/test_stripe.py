@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from tests.conftest import Infra
-from tests.e2e.conftest import Flow, customer_id, online_top_up
+from tests.e2e.conftest import Flow, customer_id, online_top_up, pinned_offset
 from tests.stripe_tools import (
     DECLINED_ON_CHARGE,
     GOOD,
@@ -22,6 +22,14 @@ def stripe_base(infra: Infra) -> str:
     if not infra.stripe_api_base:
         pytest.fail("STRIPE_API_BASE (localstripe) is not set: run `make test`", pytrace=False)
     return infra.stripe_api_base
+
+
+@pytest.fixture
+def clock_offset() -> float:
+    """The service's clock at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK): far from
+    the day boundary whatever the hour the tests run at, and behind the host's clock (so that
+    PostgreSQL finds the charges due at once); every event is dated from it (`flow.now()`)."""
+    return pinned_offset()
 
 
 @pytest.mark.parametrize(
@@ -69,7 +77,7 @@ async def test_hard_failure_is_published_once_and_pauses_the_card(
     flow: Flow, stripe_base: str, number: str, reason: str
 ) -> None:
     customer = customer_id()
-    now = datetime.now(UTC)
+    now = flow.now()
     yesterday = now - timedelta(days=1)
     bad = saved_card(stripe_base, number)
     await flow.settings(customer, at=yesterday - timedelta(minutes=1), **online_top_up(bad))
@@ -98,7 +106,7 @@ async def test_hard_failure_is_published_once_and_pauses_the_card(
 async def test_finance_app_cannot_change_stripe_amounts(flow: Flow, stripe_base: str) -> None:
     customer = customer_id()
     card = saved_card(stripe_base, GOOD)
-    now = datetime.now(UTC)
+    now = flow.now()
     await flow.settings(
         customer,
         at=now - timedelta(seconds=9),

@@ -2,29 +2,41 @@
 the real broker and database, and a scripted Stripe over real HTTP (localstripe has no Search
 API and cannot decline "try again later").
 
-The horizon test runs the service twice: first at the host's time, while Stripe answers every
-create with a 500; then with its clock a day and ten minutes ahead
-(AUTO_TOPUP_CLOCK_OFFSET_SECONDS), as if the outage had lasted that long. The charge must be
-looked up by its metadata.daily_key and never created again."""
+The service's clock is pinned at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK), never
+ahead of the host's, and every event is dated from it. The horizon test runs the service twice:
+first at that clock, while Stripe answers every create with a 500; then with its clock a day and
+ten minutes further on (AUTO_TOPUP_CLOCK_OFFSET_SECONDS), as if the outage had lasted that long.
+The charge must be looked up by its metadata.daily_key and never created again."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
-from tests.e2e.conftest import Flow, customer_id, online_top_up
+from tests.e2e.conftest import Flow, customer_id, online_top_up, pinned_offset
 from tests.service_process import ServiceProcess
 from tests.stripe_http_fake import Recorded, Reply, ScriptedStripe, Step, error, found, intent
 
 # How long the charger may take to act on what it leased, on a slow machine.
 CHARGER_SECONDS = 60.0
 CARD = ("cus_horizon", "pm_horizon")
+# How far the second run's clock is ahead of the first's: past Stripe's 24-hour key horizon and
+# the search's settling time (5 minutes).
+OUTAGE = timedelta(days=1, minutes=10)
+
+
+@pytest.fixture
+def clock_offset() -> float:
+    """The service's clock at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK): behind the
+    host's (PostgreSQL finds the first charge due at once), whatever the hour the tests run
+    at; every event is dated from it (`flow.now()`)."""
+    return pinned_offset()
 
 
 def _is_create(request: Recorded) -> bool:
@@ -104,9 +116,10 @@ async def test_a_charge_past_the_horizon_is_looked_up_and_never_created_again(
     service_env: dict[str, str],
     stripe_http: ScriptedStripe,
     database_url: str,
+    clock_offset: float,
 ) -> None:
     customer = customer_id()
-    now = datetime.now(UTC)
+    now = flow.now()
     await flow.settings(customer, **online_top_up(CARD), at=now - timedelta(seconds=10))
     await flow.balance(customer, "1.00", at=now - timedelta(seconds=5))
     # Stripe answers 500 again and again: the charge stays unresolved.
@@ -117,9 +130,11 @@ async def test_a_charge_past_the_horizon_is_looked_up_and_never_created_again(
     assert row["phase"] in ("claimed", "charging")
     creates_before = len([r for r in stripe_http.requests if _is_create(r)])
 
-    # A day and ten minutes later (past the horizon and the search's settling time).
+    # A day and ten minutes later on the service's clock (past the horizon and the search's
+    # settling time).
+    later_offset = clock_offset + OUTAGE.total_seconds()
     later = ServiceProcess(
-        {**service_env, "AUTO_TOPUP_CLOCK_OFFSET_SECONDS": str(24 * 3600 + 600)}, "later"
+        {**service_env, "AUTO_TOPUP_CLOCK_OFFSET_SECONDS": repr(later_offset)}, "later"
     )
     later.start()
     try:
@@ -172,7 +187,7 @@ async def test_a_temporary_decline_fails_the_top_up_without_pausing_the_card(
 ) -> None:
     stripe_http.script(_decline(decline_code))
     customer = customer_id()
-    now = datetime.now(UTC)
+    now = flow.now()
     await flow.settings(customer, **online_top_up(CARD), at=now - timedelta(seconds=10))
     await flow.balance(customer, "1.00", at=now - timedelta(seconds=5))
     (failed,) = await flow.wait_out("TOP_UP_FAILED", customer)

@@ -63,7 +63,7 @@ format: install
 schemas: install ## Regenerate schemas/ from the models
 	$(BIN)/python -m service.contract.export schemas
 
-chaos: up ## The big chaos run (200k events, 3 instances, 50+ kills, broker and DB restarts)
+chaos: up ## The big chaos run (200k events, 4 instances, 50+ kills, broker and DB restarts)
 	$(WITH_ENV) $(BIN)/python -m tests.chaos
 
 fuzz-money: install ## The stateful model test of the money rules, 100,000 examples (long)

@@ -1,6 +1,6 @@
 """`make chaos`: the big chaos run. Prints the counts line; exits 1 unless all is well.
 
-python -m tests.chaos [--events 200000] [--customers 20000] [--instances 3] ...
+python -m tests.chaos [--events 200000] [--customers 20000] [--instances 4] ...
                       [--now 2026-03-10T23:30:00Z]   (what the services' clock reads at start)
 """
 
@@ -28,7 +28,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--customers", type=int, default=20_000)
-    parser.add_argument("--instances", type=int, default=3)
+    parser.add_argument("--instances", type=int, default=4)
     parser.add_argument("--kill-every", type=float, default=2.5)
     parser.add_argument("--min-kills", type=int, default=50)
     parser.add_argument("--balance-seconds", type=float, default=130.0)

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.chaos.private_stripe import PrivateStripe
-from tests.chaos.reference import Reference, compare
+from tests.chaos.reference import CREDIT_HOLD, Reference, compare
 from tests.chaos.scenario import Msg, Scenario, generate
 from tests.chaos.stripe_proxy import IdempotentStripe
 from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS, TopicReader, partitions_of
@@ -94,13 +94,40 @@ class Result:
             )
             and self.dead_missing == 0
             and self.unclean_exits == 0
+            and not self.uncovered()
         )
 
+    def uncovered(self) -> list[str]:
+        """What the run was meant to show about partner reservations and did not (a run in
+        which no partner refuses or releases anything proves nothing about them)."""
+        wanted = {
+            "a partner_insufficient_funds refusal published": self.counts.get(
+                "partner_insufficient_funds", 0
+            ),
+            "a partner balance event with caused_by": self.reference_stats[
+                "partner_balance_caused_by"
+            ],
+            "a partner balance event without caused_by": self.reference_stats[
+                "partner_balance_plain"
+            ],
+            "a credit released by a stale partner balance event": self.reference_stats[
+                "partner_released_by_stale"
+            ],
+            "a top-up funded only because a credit was released": self.reference_stats[
+                "partner_funded_after_release"
+            ],
+        }
+        return [what for what, count in wanted.items() if count < 1]
+
     def line(self) -> str:
-        c = self.counts
+        c, r = self.counts, self.reference_stats
         return (
             f"lost={c['lost']} doubled={c['doubled']} double_charges={c['double_charges']} "
-            f"divergent={c['divergent']} dead_lettered={c['dead_lettered']}"
+            f"divergent={c['divergent']} dead_lettered={c['dead_lettered']} "
+            f"partner_events_caused_by={r['partner_balance_caused_by']} "
+            f"partner_events_plain={r['partner_balance_plain']} "
+            f"partner_insufficient_funds={c.get('partner_insufficient_funds', 0)} "
+            f"funded_after_release={r['partner_funded_after_release']}"
         )
 
 
@@ -153,6 +180,7 @@ class Chaos:
             "AUTO_TOPUP_DEFAULT_TIMEZONE": "UTC",
             "AUTO_TOPUP_FUTURE_SKEW_SECONDS": "300",
             "AUTO_TOPUP_OLD_DAY_WINDOW_DAYS": "1",
+            "AUTO_TOPUP_PARTNER_CREDIT_HOLD_SECONDS": str(int(CREDIT_HOLD.total_seconds())),
             **self.topics.env(),
         }
 
@@ -273,9 +301,9 @@ class Chaos:
         # The services' clock reads cfg.now now, and runs on from there.
         self.clock_offset = (cfg.now - datetime.now(UTC)).total_seconds()
         if self.clock_offset > 0:
-            # The charger writes when a charge is due from the service's clock, and PostgreSQL
-            # picks the due ones with its own now(): a clock ahead of the host's holds
-            # every Stripe charge back by the offset.
+            # Runs are made at instants the host has already seen (a chosen noon, 00:30 or
+            # 23:30 of an earlier day): the broker's and PostgreSQL's own timestamps, which
+            # the service never decides with, then never lie in the service's past.
             raise ValueError(f"Config.now {cfg.now.isoformat()} is ahead of the host's clock")
         await self._admin_sql(f'CREATE DATABASE "{self.database}"')
         stripe = PrivateStripe()
@@ -403,6 +431,14 @@ class Chaos:
                 events.append(record.json())
                 kinds.append(name.lower().replace("_", "-"))
         self.result.counts = compare(reference, events, kinds)
+        # Daily keys refused for want of partner funds (an output published twice counts once).
+        self.result.counts["partner_insufficient_funds"] = len(
+            {
+                (event["customer_id"], event["business_date"])
+                for kind, event in zip(kinds, events, strict=True)
+                if kind == "top-up-failed" and event.get("reason") == "partner_insufficient_funds"
+            }
+        )
         # Every PaymentIntent the services made went through the proxy: one daily key with
         # two of them is a customer charged twice.
         self.result.counts["double_charges"] = sum(
@@ -441,5 +477,6 @@ def summary(result: Result) -> str:
             "stripe_payment_intents": result.stripe_creates,
             "business_dates": sorted(d.isoformat() for d in result.business_dates),
             "reference": dict(sorted(result.reference_stats.items())),
+            "uncovered": result.uncovered(),
         }
     )

@@ -17,6 +17,19 @@ Two rules depend on more than the messages, and the model keeps both explicit:
   would depend on when the pause lands raises `AmbiguousScenario` (the scenario must not
   contain one) instead of being guessed.
 
+A customer paid by master account is funded by its partner when the partner can cover the
+top-up: its last balance (the newest applied) less every credit issued from it that is still
+reserved. Each credit is reserved under its credit-issued event's id (the contract's
+deterministic id) until a balance event of the partner's wallet names it in `caused_by`, stale
+or duplicate included (a dead-lettered one releases nothing), or until the hold passes (48 h
+on the service's clock, which the harness sets: no credit of a run reaches it, since every
+decision is made before `horizon`, less than a day after `now`). Which customer of one partner
+is decided first inside a phase is not known (other partitions; inside one, the alignment
+hold and a failing batch's split let customers pass each other), so a phase in which that
+could matter raises `AmbiguousScenario`: a partner's balance event in a phase where it funds
+(or refuses) a top-up, or a refusal for less than the partner could cover at the phase's start
+(it would be funded if decided first). Otherwise the same customers are funded in every order.
+
 A Stripe top-up charges the card's own terms: the Trigger Amount and Limit Threshold of the
 latest online top-up by (occurred_at, event_id), which a settings message stale by version
 still sets (and which lift a pause), whatever the Finance app stored since. A balance dated
@@ -33,10 +46,13 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tests.chaos.scenario import BALANCE, Msg, Scenario
+from tests.chaos.scenario import BALANCE, Msg, Scenario, credit_issued_id
 
 SCALES = {"JPY": 0, "KWD": 3}
 DEFAULT_TIMEZONE = "UTC"  # the service's AUTO_TOPUP_DEFAULT_TIMEZONE, which the harness keeps
+# The service's AUTO_TOPUP_PARTNER_CREDIT_HOLD_SECONDS, which the harness sets: longer than
+# any run can last before `horizon` (at most a day after `now`), so no credit expires.
+CREDIT_HOLD = timedelta(hours=48)
 
 
 class AmbiguousScenario(Exception):
@@ -84,13 +100,27 @@ class Reference:
         self.terms: dict[str, dict[str, Any]] = {}  # the card's terms, from online top-ups
         self.pausing: set[str] = set()  # declined in this phase: paused once it is over
         self.stats: Counter[str] = Counter()
+        self.partners = set(scenario.partners)
+        # partner -> credit-issued event id -> amount, for credits still reserved
+        self.reserved: dict[str, dict[str, Decimal]] = {}
+        # partner -> the amount of its credits released by `caused_by` (to tell a top-up
+        # funded only because of a release)
+        self.released: dict[str, Decimal] = {}
+        # In the current phase: wallets with a balance event, and partners that decided a
+        # top-up with what they could cover when the first was decided.
+        self.phase_balances: set[str] = set()
+        self.phase_funding: dict[str, Decimal | None] = {}
         zones = {c.timezone for c in scenario.customers} | {DEFAULT_TIMEZONE}
         self.horizon = min(next_day_boundary(now, z) for z in zones)
+        if self.horizon - now >= CREDIT_HOLD:
+            raise ValueError("a partner credit's hold could pass before the run is over")
         for phase in scenario.phases:
             for msg in phase:
                 self._apply(msg)
             self.paused |= self.pausing  # the barrier waits for every charge to finish
             self.pausing.clear()
+            self.phase_balances.clear()
+            self.phase_funding.clear()
 
     def _apply(self, msg: Msg) -> None:
         if msg.dead_reason is not None:
@@ -104,10 +134,28 @@ class Reference:
 
     def _balance(self, body: dict[str, Any]) -> None:
         who = body["customer_id"]
+        if who in self.phase_funding:
+            raise AmbiguousScenario(
+                f"{who}: a balance event in the phase in which it funds a top-up: which is "
+                "applied first is a race"
+            )
+        self.phase_balances.add(who)
         last = self.balance.get(who)
-        if last is not None and (
+        stale = last is not None and (
             body["event_id"] == last["event_id"] or body["sequence"] <= last["sequence"]
-        ):
+        )
+        caused_by = body.get("caused_by")
+        if who in self.partners:
+            self.stats["partner_balance_" + ("caused_by" if caused_by else "plain")] += 1
+        if caused_by is not None and caused_by in self.reserved.get(who, {}):
+            # Applied by the wallet service: no longer reserved (stale or not: the newer
+            # balance we hold includes it too).
+            amount = self.reserved[who].pop(caused_by)
+            self.released[who] = self.released.get(who, Decimal(0)) + amount
+            self.stats["partner_released"] += 1
+            if stale:
+                self.stats["partner_released_by_stale"] += 1
+        if stale:
             return  # stale or repeated
         self.balance[who] = body
         at = datetime.fromisoformat(body["occurred_at"])
@@ -199,20 +247,47 @@ class Reference:
         if method == "cheque_tt":
             self.days[(who, day)] = Expected("invoice-requested", **common)
         elif method == "master_account":
-            partner = s["partner_id"]
-            if partner not in self.balance:
-                self.days[(who, day)] = Expected(
-                    "top-up-failed", reason="partner_balance_unknown", **common
-                )
-            else:  # the scenario's partners never run short
-                self.days[(who, day)] = Expected(
-                    "credit-issued", funding_source="master_account", partner_id=partner, **common
-                )
+            self.days[(who, day)] = self._fund(s["partner_id"], Decimal(amount), common)
         elif s["stripe_payment_method_id"] in self.declined:
             self.days[(who, day)] = Expected("top-up-failed", reason="card_declined", **common)
             self.pausing.add(who)  # a hard failure of the card itself
         else:
             self.days[(who, day)] = Expected("credit-issued", funding_source="stripe", **common)
+
+    def _fund(self, partner: str, amount: Decimal, common: dict[str, Any]) -> Expected:
+        """A master-account top-up: funded by the partner if it can cover it, else refused."""
+        who = common["customer_id"]
+        if partner in self.phase_balances:
+            raise AmbiguousScenario(
+                f"{who}: funded by {partner} in a phase with a balance event of the partner: "
+                "which is applied first is a race"
+            )
+        last = self.balance.get(partner)
+        reserved = self.reserved.setdefault(partner, {})
+        available = (
+            None if last is None else Decimal(last["balance"]) - sum(reserved.values(), Decimal(0))
+        )
+        # What it could cover when the phase began: no balance event of it comes in the phase.
+        at_start = self.phase_funding.setdefault(partner, available)
+        if last is None or available is None:
+            return Expected("top-up-failed", reason="partner_balance_unknown", **common)
+        if last["currency"] != common["currency"]:
+            return Expected("top-up-failed", reason="partner_currency_mismatch", **common)
+        if available < amount:
+            if at_start is None or amount <= at_start:
+                raise AmbiguousScenario(
+                    f"{who}: refused by {partner} for {amount}, which it could cover at the "
+                    f"phase's start ({at_start}): funded if decided before the others"
+                )
+            self.stats["partner_insufficient_funds"] += 1
+            return Expected("top-up-failed", reason="partner_insufficient_funds", **common)
+        if available - self.released.get(partner, Decimal(0)) < amount:
+            self.stats["partner_funded_after_release"] += 1  # refused had none been released
+        reserved[credit_issued_id(who, common["business_date"])] = amount
+        self.stats["partner_credits"] += 1
+        return Expected(
+            "credit-issued", funding_source="master_account", partner_id=partner, **common
+        )
 
     @property
     def business_dates(self) -> set[date]:

@@ -9,13 +9,23 @@ reference model's rules for the day boundary are checked without a service first
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
+from service.contract.codec import output_event_id
 from tests.chaos.harness import DEFAULT_NOW, Chaos, Config, Result, summary
 from tests.chaos.reference import AmbiguousScenario, Reference
-from tests.chaos.scenario import BALANCE, SETTINGS, Customer, Msg, Scenario, generate
+from tests.chaos.scenario import (
+    BALANCE,
+    SETTINGS,
+    Customer,
+    Msg,
+    Scenario,
+    credit_issued_id,
+    generate,
+)
 from tests.conftest import Infra
 
 CARDS = {"good": ("cus_good", "pm_good"), "declined": ("cus_declined", "pm_declined")}
@@ -32,6 +42,10 @@ def _assert_clean(result: Result) -> None:
     assert result.dead_missing == 0, summary(result)
     assert result.unclean_exits == 0, summary(result)
     assert result.stripe_creates > 0, summary(result)  # the proxy saw the charges it counts
+    # Partners refused some top-ups and funded others only once a credit was released.
+    assert result.counts["partner_insufficient_funds"] >= 1, summary(result)
+    assert result.reference_stats["partner_funded_after_release"] >= 1, summary(result)
+    assert not result.uncovered(), summary(result)
 
 
 async def test_nothing_lost_nothing_doubled_under_kills_restarts_and_a_replay(infra: Infra) -> None:
@@ -168,3 +182,134 @@ def test_generated_scenarios_are_unambiguous_at_every_half_hour(seed: int) -> No
         reference = Reference(scenario, {CARDS["declined"][1]}, now)  # raises if ambiguous
         assert reference.days, now
         assert reference.horizon > now
+
+
+# --- partners that cannot cover every top-up ---------------------------------------------
+
+
+def _reordered(rng: random.Random, phase: list[Msg]) -> list[Msg]:
+    """The phase in another order the service may apply it in: each key's own order kept
+    (one partition), different keys in any order (other partitions; or one partition, whose
+    customers pass each other under the alignment hold or a failing batch's split)."""
+    by_key: dict[str, list[Msg]] = {}
+    for msg in phase:
+        by_key.setdefault(msg.key, []).append(msg)
+    keys = [msg.key for msg in phase]
+    rng.shuffle(keys)
+    heads = {key: iter(msgs) for key, msgs in by_key.items()}
+    return [next(heads[key]) for key in keys]
+
+
+def test_tight_partners_refuse_then_fund_after_a_release_in_every_order() -> None:
+    now = DEFAULT_NOW
+    scenario = generate(11, 150, 1200, now, CARDS, run="x")
+    reference = Reference(scenario, {CARDS["declined"][1]}, now)
+    assert len(scenario.tight) >= 2
+    for partner, team in scenario.tight.items():
+        outcomes = [
+            (e.kind, e.reason, e.partner_id)
+            for (who, _), e in sorted(reference.days.items())
+            if who in team
+        ]
+        assert ("credit-issued", None, partner) in outcomes, partner
+        assert ("top-up-failed", "partner_insufficient_funds", None) in outcomes, partner
+    stats = reference.stats
+    assert stats["partner_insufficient_funds"] >= 1, stats
+    assert stats["partner_funded_after_release"] >= 1, stats  # refused, had none been released
+    assert stats["partner_released_by_stale"] >= 1, stats
+    assert stats["partner_balance_caused_by"] >= 1, stats
+    assert stats["partner_balance_plain"] >= 1, stats
+    # The ids the partners' balance events name are the service's credit-issued ids.
+    day = DAY
+    assert credit_issued_id("c-x-t0-0", day) == output_event_id("c-x-t0-0", day, "credit-issued")
+    # Whatever order the service applies each phase in, the same decisions.
+    rng = random.Random(1)
+    for _ in range(10):
+        shuffled = Scenario(
+            scenario.seed,
+            now,
+            scenario.customers,
+            scenario.partners,
+            [_reordered(rng, phase) for phase in scenario.phases],
+            scenario.tight,
+        )
+        assert Reference(shuffled, {CARDS["declined"][1]}, now).days == reference.days
+
+
+def _partner_customer(tag: str, partner: str, amount: str) -> tuple[Customer, Msg]:
+    c = Customer(f"c-{tag}", "master_account", "USD", 2, "UTC", partner)
+    settings = {
+        "event_id": f"s-{tag}",
+        "occurred_at": "2026-03-08T00:00:00Z",
+        "customer_id": c.id,
+        "origin": "finance_app",
+        "payment_method": "master_account",
+        "partner_id": partner,
+        "auto_trigger": True,
+        "trigger_amount": amount,
+        "limit_threshold": "10.00",
+        "currency": "USD",
+        "version": 1,
+    }
+    return c, Msg(SETTINGS, c.id, json.dumps(settings).encode())
+
+
+def _partner_balance(partner: str, seq: int, amount: str, caused_by: str | None = None) -> Msg:
+    body = {
+        "event_id": f"b-{partner}-{seq}",
+        "occurred_at": "2026-03-09T00:00:00Z",
+        "customer_id": partner,
+        "currency": "USD",
+        "balance": amount,
+        "sequence": seq,
+    }
+    if caused_by is not None:
+        body["caused_by"] = caused_by
+    return Msg(BALANCE, partner, json.dumps(body).encode())
+
+
+def test_the_reference_refuses_to_guess_which_customer_a_partner_funds_first() -> None:
+    now = DEFAULT_NOW
+    a, settings_a = _partner_customer("a", "p", "60.00")
+    b, settings_b = _partner_customer("b", "p", "60.00")
+    low = now - timedelta(minutes=5)
+    first = [settings_a, settings_b, _partner_balance("p", 1, "100.00")]
+    both = [_balance(a, 1, low), _balance(b, 1, low)]
+
+    # 100 covers either, not both: who is refused depends on who is decided first.
+    scenario = Scenario(1, now, [a, b], ["p"], [first, both])
+    with pytest.raises(AmbiguousScenario, match="could cover"):
+        Reference(scenario, set(), now)
+
+    # A phase apart: A is funded, C refused (60 of the 100 stay reserved for A). The partner's
+    # wallet shows A's credit applied (caused_by: released) and the partner's own payment;
+    # C is funded the next day, which it would not be had A's credit stayed reserved.
+    c, settings_c = _partner_customer("c", "p", "50.00")
+    credit = credit_issued_id(a.id, DAY)
+    scenario = Scenario(
+        1,
+        now,
+        [a, c],
+        ["p"],
+        [
+            [settings_a, settings_c, _partner_balance("p", 1, "100.00")],
+            [both[0]],
+            [_balance(c, 1, low)],
+            [_partner_balance("p", 2, "40.00", credit), _partner_balance("p", 3, "90.00")],
+            [_balance(c, 2, now + timedelta(days=1))],
+        ],
+    )
+    reference = Reference(scenario, set(), now + timedelta(days=1))
+    assert {(who, day): (e.kind, e.reason) for (who, day), e in reference.days.items()} == {
+        (a.id, DAY): ("credit-issued", None),
+        (c.id, DAY): ("top-up-failed", "partner_insufficient_funds"),
+        (c.id, DAY + timedelta(days=1)): ("credit-issued", None),
+    }
+    assert reference.stats["partner_funded_after_release"] == 1
+    assert reference.stats["partner_balance_caused_by"] == 1
+    assert reference.stats["partner_balance_plain"] == 2
+
+    # A balance event of the partner in the phase in which it funds: a race.
+    scenario = Scenario(1, now, [a], ["p"], [first, [_partner_balance("p", 2, "40.00"), both[0]]])
+    with pytest.raises(AmbiguousScenario, match="race"):
+        Reference(scenario, set(), now)

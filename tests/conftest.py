@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from service.adapters.postgres.migrate import migrate
+from tests.pg_tools import close_pool, connect, create_pool
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,10 @@ TEMPLATE = f"auto_topup_tpl_{uuid.uuid4().hex[:8]}"
 @pytest.fixture(scope="session")
 async def template_db(infra: Infra) -> AsyncIterator[str]:
     """A migrated database, built once per session; each test copies it."""
-    admin = await asyncpg.connect(_with_database(infra.database_url, "postgres"))
+    admin = await connect(_with_database(infra.database_url, "postgres"))
     try:
         await admin.execute(f'CREATE DATABASE "{TEMPLATE}"')
-        conn = await asyncpg.connect(_with_database(infra.database_url, TEMPLATE))
+        conn = await connect(_with_database(infra.database_url, TEMPLATE))
         try:
             await migrate(conn)
         finally:
@@ -89,7 +90,7 @@ async def template_db(infra: Infra) -> AsyncIterator[str]:
 async def database_url(infra: Infra, template_db: str) -> AsyncIterator[str]:
     """A fresh, migrated database for one test (a copy of the template)."""
     name = f"auto_topup_t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(_with_database(infra.database_url, "postgres"))
+    admin = await connect(_with_database(infra.database_url, "postgres"))
     try:
         await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
         yield _with_database(infra.database_url, name)
@@ -100,8 +101,8 @@ async def database_url(infra: Infra, template_db: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=8)
+    pool = await create_pool(database_url, min_size=1, max_size=8)
     try:
         yield pool
     finally:
-        await pool.close()
+        await close_pool(pool)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 
 # Waits for conditions. None of them is a client library's default: a request to the local
 # broker is answered in milliseconds, but a broker that restarts or a slow machine may take
@@ -37,6 +38,27 @@ async def partitions_of(bootstrap: str, names: Sequence[str]) -> list[TopicParti
             raise LookupError(f"topic {topic['topic']} does not exist")
         found += [TopicPartition(topic["topic"], p["partition"]) for p in topic["partitions"]]
     return found
+
+
+async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
+    """Creates those of the named topics that do not exist yet, `partitions` each (replication
+    1), as the service's ensure_topics would, but with a test's request timeout."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in dict.fromkeys(names) if n not in existing]
+        if not missing:
+            return
+        response = await admin.create_topics([NewTopic(n, partitions, 1) for n in missing])
+    finally:
+        await admin.close()
+    # per topic (name, error code, ...): 0 created; 36 it exists (the topic list lags)
+    failed = [e for e in response.topic_errors if e[1] not in (0, TopicAlreadyExistsError.errno)]
+    if failed:
+        raise RuntimeError(f"could not create topics: {failed}")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ START_SECONDS = 180.0  # until it logs that it consumes
 LOG_SECONDS = 60.0  # until it logs a line a test expects
 STOP_SECONDS = 120.0  # SIGTERM to exit: it may finish a batch, Stripe calls and the outbox
 READER_SECONDS = 10.0  # its stderr closing after it exited
+KILL_SECONDS = 30.0  # SIGKILL to exit: at once, unless the kernel is slow to let it go
 
 TOPIC_NAMES = {
     "WALLET_BALANCE_CHANGED": "wallet-balance-changed",
@@ -128,7 +129,7 @@ class ServiceProcess:
             code = self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self._proc.kill()
-            self._proc.wait()
+            self._proc.wait(KILL_SECONDS)
             raise AssertionError(f"{self.name} did not stop within {timeout}s") from None
         if self._reader is not None:
             self._reader.join(READER_SECONDS)
@@ -137,7 +138,7 @@ class ServiceProcess:
     def kill(self) -> None:
         assert self._proc is not None
         self._proc.kill()
-        self._proc.wait()
+        self._proc.wait(KILL_SECONDS)
 
     @property
     def running(self) -> bool:

@@ -14,6 +14,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
+# A Hang step holds its request until the test ends (stop()), at most this long: far longer
+# than the client timeout a test sets to be tripped by it (a fraction of a second).
+HANG_SECONDS = 60.0
+# stop(): the server thread's end once it is shut down (at once; generous for a slow machine).
+STOP_SECONDS = 30.0
+
 # --- the scripted server ------------------------------------------------------------------
 
 
@@ -77,7 +83,8 @@ class ScriptedStripe:
         self._released.set()  # lets a hanging handler go
         self._server.shutdown()
         self._server.server_close()
-        self._thread.join()
+        self._thread.join(STOP_SECONDS)
+        assert not self._thread.is_alive(), f"the scripted Stripe did not stop in {STOP_SECONDS}s"
 
     def _take(self, request: Recorded) -> Step:
         with self._lock:
@@ -107,7 +114,7 @@ class ScriptedStripe:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 step = fake._take(Recorded(self.command, self.path, headers, body))
                 if isinstance(step, Hang):
-                    fake._released.wait(timeout=60)
+                    fake._released.wait(timeout=HANG_SECONDS)
                 if not isinstance(step, Reply):
                     self.close_connection = True  # nothing written: the client sees EOF
                     return

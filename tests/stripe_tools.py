@@ -9,7 +9,8 @@ import stripe
 GOOD = "4242424242424242"
 DECLINED_ON_CHARGE = "4000000000000341"
 NEEDS_AUTHENTICATION = "4000002500003155"
-# One call to localstripe, named rather than the SDK's default (80 s): generous, it is local.
+# One call to a local Stripe (localstripe, or tests/stripe_http_fake.py's scripted one), named
+# rather than the SDK's default (80 s): generous, it is local.
 REQUEST_SECONDS = 60.0
 
 

@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -26,13 +25,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.bench.latency import open_loop, percentile
 from tests.bench.plot import latency_png
-from tests.service_process import ServiceProcess, Topics
+from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS, STALL_SECONDS
+from tests.pg_tools import connect
+from tests.service_process import KILL_SECONDS, STOP_SECONDS, ServiceProcess, Topics
 from tests.stripe_tools import GOOD, saved_card
 
 PARTITIONS = 6
@@ -50,6 +50,7 @@ async def fill(bootstrap: str, topic: str, messages: Iterator[tuple[bytes, bytes
         linger_ms=50,
         max_batch_size=64 * 1024,  # a busy producer's batches (aiokafka: 16 KB by default)
         compression_type=None,
+        request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS,
     )
     await producer.start()
     sent = 0
@@ -68,8 +69,12 @@ async def fill(bootstrap: str, topic: str, messages: Iterator[tuple[bytes, bytes
 
 
 async def lag(bootstrap: str, group: str, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
+    )
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
+    )
     await admin.start()
     await consumer.start()
     try:
@@ -84,13 +89,62 @@ async def lag(bootstrap: str, group: str, topic: str) -> int:
         await admin.close()
 
 
-async def wait_drained(bootstrap: str, group: str, topic: str, timeout: float) -> float:
-    started = time.monotonic()
-    while await lag(bootstrap, group, topic) > 0:
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"{group} did not drain {topic} in {timeout}s")
+async def wait_drained(bootstrap: str, group: str, topic: str) -> float:
+    """Until the group has committed the whole topic; returns when. However long that takes
+    (the backlog is as large as the run asks), it waits while the lag goes down, and fails
+    after STALL_SECONDS without progress."""
+    fewest, progress_at = None, time.monotonic()
+    while (left := await lag(bootstrap, group, topic)) > 0:
+        if fewest is None or left < fewest:
+            fewest, progress_at = left, time.monotonic()
+        elif time.monotonic() - progress_at > STALL_SECONDS:
+            raise TimeoutError(
+                f"{group} made no progress on {topic} for {STALL_SECONDS}s ({left} records left)"
+            )
         await asyncio.sleep(0.25)  # polling a condition, with a deadline
     return time.monotonic()
+
+
+async def passthrough(bootstrap: str, source: str, dest: str, group: str, events: int) -> float:
+    """Baseline P: tests.bench.passthrough in a process of its own; returns its events/s.
+    However long it takes, it is waited for while it copies (it writes a line to stderr per
+    batch), and fails after STALL_SECONDS without a batch."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.bench.passthrough",
+        bootstrap,
+        source,
+        dest,
+        group,
+        str(events),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:
+        while True:
+            try:
+                line = await asyncio.wait_for(proc.stderr.readline(), STALL_SECONDS)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"the passthrough made no progress for {STALL_SECONDS}s:\n" + "".join(lines)
+                ) from None
+            if not line:
+                break
+            lines = [*lines[-29:], line.decode(errors="replace")]
+        # its stderr is closed: it exits (having printed its rate, unless it failed)
+        out = await asyncio.wait_for(proc.stdout.read(), STOP_SECONDS)
+        code = await asyncio.wait_for(proc.wait(), STOP_SECONDS)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await asyncio.wait_for(proc.wait(), KILL_SECONDS)
+    if code != 0:
+        raise RuntimeError(f"the passthrough exited {code}:\n" + "".join(lines))
+    return float(out.decode().strip())
 
 
 def settings_messages(
@@ -161,10 +215,12 @@ async def measure(
     topics = Topics()
     group = f"bench-{topics.suffix}"
     database = f"auto_topup_bench_{topics.suffix}"
-    admin = await asyncpg.connect(_db(server, "postgres"))
+    admin = await connect(_db(server, "postgres"))
     await admin.execute(f'CREATE DATABASE "{database}"')
     await admin.close()
-    kafka_admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    kafka_admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
+    )
     await kafka_admin.start()
     copy = f"bench-copy-{topics.suffix}"
     names = [
@@ -200,33 +256,19 @@ async def measure(
     )
     service = ServiceProcess(env, "bench")
     service.start()
-    await wait_drained(bootstrap, group, topics["SETTINGS_UPDATED"], 1800)
+    await wait_drained(bootstrap, group, topics["SETTINGS_UPDATED"])
     service.stop()
     await fill(
         bootstrap, topics["WALLET_BALANCE_CHANGED"], balance_messages(prefix, customers, events)
     )
     # Baseline P on the same backlog (same partitions, same messages).
-    passthrough = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "tests.bench.passthrough",
-            bootstrap,
-            topics["WALLET_BALANCE_CHANGED"],
-            copy,
-            f"{group}-p",
-            str(events),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
+    baseline = await passthrough(
+        bootstrap, topics["WALLET_BALANCE_CHANGED"], copy, f"{group}-p", events
     )
-    baseline = float(passthrough.stdout.strip())
     service = ServiceProcess(env, "bench")
     started = time.monotonic()
     service.start()
-    finished = await wait_drained(bootstrap, group, topics["WALLET_BALANCE_CHANGED"], 1800)
+    finished = await wait_drained(bootstrap, group, topics["WALLET_BALANCE_CHANGED"])
     rate = events / (finished - started)
     latencies: list[float] = []
     if args.latency_seconds:
@@ -272,12 +314,14 @@ async def measure(
 
 async def _clean_up(bootstrap: str, server: str, database: str, topics: list[str]) -> None:
     """The backlog is hundreds of megabytes: drop it with the run's database."""
-    admin = await asyncpg.connect(_db(server, "postgres"))
+    admin = await connect(_db(server, "postgres"))
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     finally:
         await admin.close()
-    kafka_admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    kafka_admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
+    )
     await kafka_admin.start()
     try:
         await kafka_admin.delete_topics(topics)

@@ -20,8 +20,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
-
 from service.adapters.postgres.migrate import migrate
 from service.adapters.postgres.store import PgUnitOfWork
 from service.config import Topics
@@ -29,6 +27,7 @@ from service.domain.rules import Policy
 from service.service_layer.handlers import BatchHandler
 from service.service_layer.ports import InputRecord
 from tests.bench.__main__ import balance_messages, settings_messages
+from tests.pg_tools import close_pool, connect, create_pool
 
 
 def _db(server: str, name: str) -> str:
@@ -42,13 +41,13 @@ def _records(topic: str, messages: Iterable[tuple[bytes, bytes]]) -> list[InputR
 async def main(args: argparse.Namespace) -> None:
     server = os.environ["DATABASE_URL"]
     name = f"auto_topup_handler_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(_db(server, "postgres"))
+    admin = await connect(_db(server, "postgres"))
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        conn = await asyncpg.connect(_db(server, name))
+        conn = await connect(_db(server, name))
         await migrate(conn)
         await conn.close()
-        pool = await asyncpg.create_pool(_db(server, name), min_size=1, max_size=2)
+        pool = await create_pool(_db(server, name), min_size=1, max_size=2)
         topics = Topics()
         handler = BatchHandler(
             lambda: PgUnitOfWork(pool), lambda: datetime.now(UTC), Policy(), topics
@@ -75,7 +74,7 @@ async def main(args: argparse.Namespace) -> None:
             f"{cpu / args.batches * 1000:.1f} ms/batch cpu, {events / wall:,.0f} events/s, "
             f"{cpu / events * 1e6:.1f} us cpu/event"
         )
-        await pool.close()
+        await close_pool(pool)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

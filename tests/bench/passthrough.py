@@ -12,6 +12,8 @@ import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS
+
 
 async def run(bootstrap: str, source: str, dest: str, group: str, count: int) -> float:
     consumer = AIOKafkaConsumer(
@@ -21,9 +23,14 @@ async def run(bootstrap: str, source: str, dest: str, group: str, count: int) ->
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=2000,
+        request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS,
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=2
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS,
     )
     await consumer.start()
     await producer.start()
@@ -40,6 +47,7 @@ async def run(bootstrap: str, source: str, dest: str, group: str, count: int) ->
             if futures:
                 await asyncio.gather(*futures)
                 await consumer.commit()
+                print(seen, file=sys.stderr, flush=True)  # progress, for the caller's wait
     finally:
         await producer.stop()
         await consumer.stop()

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -28,6 +27,7 @@ from tests.chaos.reference import CREDIT_HOLD, Reference, compare
 from tests.chaos.scenario import Msg, Scenario, generate
 from tests.chaos.stripe_proxy import IdempotentStripe
 from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS, TopicReader, partitions_of
+from tests.pg_tools import PG_QUERY_SECONDS, connect
 from tests.service_process import START_SECONDS, ServiceProcess, Topics
 from tests.stripe_tools import DECLINED_ON_CHARGE, GOOD, saved_card
 
@@ -41,9 +41,8 @@ OUTPUTS = ("INVOICE_REQUESTED", "CREDIT_ISSUED", "TOP_UP_FAILED")
 DEFAULT_NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 # Waits. Each one waits for a condition; these bound the ones that do not grow with the work.
+# (PostgreSQL's are tests/pg_tools.py's: PG_CONNECT_SECONDS, PG_QUERY_SECONDS.)
 STACK_SECONDS = 600.0  # one `stack.sh restart-*` (its own deadlines: 30 s stop, 90 s start)
-PG_CONNECT_SECONDS = 60.0
-PG_QUERY_SECONDS = 120.0
 POLL_SECONDS = 0.5  # how often a barrier looks again
 
 
@@ -143,10 +142,6 @@ def _stack(command: str) -> None:
         raise RuntimeError(f"stack.sh {command} exited {done.returncode}:\n{done.stderr[-4000:]}")
 
 
-async def _connect(url: str) -> asyncpg.Connection:
-    return await asyncpg.connect(url, timeout=PG_CONNECT_SECONDS)
-
-
 class Chaos:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -185,7 +180,7 @@ class Chaos:
         }
 
     async def _admin_sql(self, sql: str) -> None:
-        conn = await _connect(_db_url(self.cfg.database_url, "postgres"))
+        conn = await connect(_db_url(self.cfg.database_url, "postgres"))
         try:
             await conn.execute(sql, timeout=PG_QUERY_SECONDS)
         finally:
@@ -279,7 +274,7 @@ class Chaos:
             await consumer.stop()
 
     async def _pending(self) -> int:
-        conn = await _connect(_db_url(self.cfg.database_url, self.database))
+        conn = await connect(_db_url(self.cfg.database_url, self.database))
         try:
             return int(
                 await conn.fetchval(

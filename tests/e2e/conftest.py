@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import Infra
 from tests.factories import balance_wire, dumps, settings_wire
 from tests.kafka_tools import Record, TopicReader, produce
-from tests.service_process import ServiceProcess, Topics, command
+from tests.service_process import KILL_SECONDS, ServiceProcess, Topics, command
 
 
 @pytest.fixture
@@ -45,8 +45,8 @@ def pinned_time() -> time:
 
 def pinned_instant(host_now: datetime, at: time | None = None) -> datetime:
     """The latest instant at time of day `at` (UTC; default `pinned_time()`) that is not after
-    `host_now`: today's, or yesterday's. Never ahead of the host's clock, which would hold
-    Stripe charges back (the charger compares with PostgreSQL's now())."""
+    `host_now`: today's, or yesterday's. Never ahead of the host's clock, so that the broker's
+    and PostgreSQL's own timestamps never lie in the service's future."""
     today = datetime.combine(host_now.astimezone(UTC).date(), at or pinned_time(), UTC)
     return today if today <= host_now else today - timedelta(days=1)
 
@@ -226,7 +226,7 @@ async def run_cli(env: Mapping[str, str], *args: str, columns: int | None = None
         out, err = await asyncio.wait_for(proc.communicate(), CLI_SECONDS)
     except TimeoutError:
         proc.kill()
-        await proc.wait()
+        await asyncio.wait_for(proc.wait(), KILL_SECONDS)
         raise AssertionError(
             f"`auto-topup {' '.join(args)}` did not exit within {CLI_SECONDS:g}s"
         ) from None

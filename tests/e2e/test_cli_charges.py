@@ -28,6 +28,7 @@ from service.service_layer.ports import Claim
 from tests.e2e.conftest import Flow, customer_id, pinned_offset, run_cli
 from tests.e2e.test_http import scrape, until, value
 from tests.kafka_tools import WAIT_SECONDS
+from tests.pg_tools import close_pool, create_pool
 from tests.service_process import ServiceProcess
 
 
@@ -96,7 +97,7 @@ async def test_list_and_resolve_a_charge_in_review(
     day = (now - timedelta(days=2)).date()
     stuck, busy = customer_id("review"), customer_id("busy")
     review_topup, busy_topup = _topup(stuck, day), _topup(busy, day)
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    pool = await create_pool(database_url, min_size=1, max_size=2)
     try:
         await put_in_phase(pool, review_topup, "needs_review", now - timedelta(hours=25), now)
         await put_in_phase(pool, busy_topup, "charging", now - timedelta(hours=2), now)
@@ -200,4 +201,4 @@ async def test_list_and_resolve_a_charge_in_review(
             lambda: review_gauge(0), "auto_topup_stripe_charges_needs_review 0", WAIT_SECONDS
         )
     finally:
-        await pool.close()
+        await close_pool(pool)

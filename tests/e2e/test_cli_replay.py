@@ -15,16 +15,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from service.adapters.kafka.topics import ensure_topics, partitions_of
 from service.contract.codec import output_event_id
 from tests.conftest import Infra
 from tests.e2e.conftest import pinned_offset, run_cli, service_now
 from tests.factories import balance_wire, dumps, settings_wire
-from tests.kafka_tools import TopicReader
+from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS, TopicReader, ensure_topics, partitions_of
+from tests.pg_tools import connect
 from tests.service_process import Topics
 
 OUTPUTS = ("INVOICE_REQUESTED", "CREDIT_ISSUED", "TOP_UP_FAILED", "AUTO_TOPUP_DEAD_LETTER")
@@ -68,7 +67,10 @@ class Sender:
     def __init__(self, infra: Infra, topics: Topics) -> None:
         self._topics = topics
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=infra.kafka, acks="all", enable_idempotence=True
+            bootstrap_servers=infra.kafka,
+            acks="all",
+            enable_idempotence=True,
+            request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS,
         )
         self._last_ms = 0
 
@@ -100,7 +102,9 @@ async def moment() -> datetime:
 
 async def end_offsets(infra: Infra, topics: Topics) -> dict[TopicPartition, int]:
     partitions = await partitions_of(infra.kafka, [topics[n] for n in OUTPUTS])
-    consumer = AIOKafkaConsumer(bootstrap_servers=infra.kafka, group_id=None)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=infra.kafka, group_id=None, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
+    )
     await consumer.start()
     try:
         ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
@@ -110,7 +114,7 @@ async def end_offsets(infra: Infra, topics: Topics) -> dict[TopicPartition, int]
 
 
 async def table_counts(database_url: str) -> dict[str, int]:
-    conn = await asyncpg.connect(database_url)
+    conn = await connect(database_url)
     try:
         return {
             t: int(await conn.fetchval(f"SELECT count(*) FROM {t}"))
@@ -144,7 +148,7 @@ async def test_dry_run_predicts_the_live_replay_which_is_idempotent(
     tmp_path: Path,
     clock_offset: float,
 ) -> None:
-    await ensure_topics(infra.kafka, topics.env().values(), 3, 1)
+    await ensure_topics(infra.kafka, topics.env().values(), 3)
     a, b, c, d, e, partner = (cid(p) for p in ("a", "b", "c", "d", "e", "partner"))
     start = service_now(clock_offset)
     at = ticks(start)
@@ -253,7 +257,7 @@ async def test_only_the_window_is_replayed_in_batches_that_see_each_other(
     tmp_path: Path,
     clock_offset: float,
 ) -> None:
-    await ensure_topics(infra.kafka, topics.env().values(), 3, 1)
+    await ensure_topics(infra.kafka, topics.env().values(), 3)
     customer, before, inside, after = (cid(p) for p in ("p", "x-before", "x-inside", "x-after"))
     at = ticks(service_now(clock_offset))
     start = await moment()
@@ -296,7 +300,9 @@ async def test_only_the_window_is_replayed_in_batches_that_see_each_other(
     # Live, with a named group: its progress is committed up to the window's end.
     group = f"replay-test-{uuid.uuid4().hex[:8]}"
     ok(await replay(env, *args, "--group", group))
-    consumer = AIOKafkaConsumer(bootstrap_servers=infra.kafka, group_id=group)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=infra.kafka, group_id=group, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
+    )
     await consumer.start()
     try:
         balances = await partitions_of(infra.kafka, [topics["WALLET_BALANCE_CHANGED"]])

@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -26,6 +25,7 @@ from tests.conftest import Infra
 from tests.e2e.conftest import Flow, pinned_offset
 from tests.factories import balance_wire, dumps, settings_wire
 from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS, TopicReader, partitions_of
+from tests.pg_tools import connect
 from tests.service_process import START_SECONDS, ServiceProcess, Topics, command
 
 INSTANCES = 4
@@ -187,7 +187,7 @@ async def test_an_earlier_off_switch_beats_a_due_balance_produced_before_it(
             for customer in control:  # the test can fail: the same shape tops up
                 await flow.wait_out("INVOICE_REQUESTED", customer)
 
-            conn = await asyncpg.connect(database_url)
+            conn = await connect(database_url)
             try:
 
                 async def decided() -> bool:

@@ -10,15 +10,20 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import Flow, customer_id
+from tests.kafka_tools import WAIT_SECONDS
 from tests.service_process import ServiceProcess
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+# One request to the service's HTTP port. Answered in milliseconds on an idle machine, but
+# /readyz pings PostgreSQL and the broker (up to 2 s each) from the same event loop as the
+# batches, and a slow, loaded machine is slow at everything: generous, named (not aiohttp's).
+HTTP_SECONDS = 60.0
 
 
 async def get(port: int, path: str) -> tuple[int, str]:
     async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}{path}", timeout=aiohttp.ClientTimeout(10)) as r,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_SECONDS)) as session,
+        session.get(f"http://127.0.0.1:{port}{path}") as r,
     ):
         return r.status, await r.text()
 
@@ -37,11 +42,14 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-async def until(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 30) -> None:
+async def until(
+    condition: Callable[[], Awaitable[bool]], what: str, timeout: float = WAIT_SECONDS
+) -> None:
+    """Until the service shows it (it may take as long as publishing does: WAIT_SECONDS)."""
     deadline = time.monotonic() + timeout
     while not await condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.2)  # polling an endpoint, with a deadline
 
 

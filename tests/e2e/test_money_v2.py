@@ -16,6 +16,7 @@ from service.contract.codec import output_event_id
 from service.domain.calendar import business_date
 from tests.conftest import Infra
 from tests.e2e.conftest import Flow, customer_id, online_top_up, pinned_offset
+from tests.pg_tools import connect
 from tests.stripe_tools import GOOD, payment_intent, saved_card
 
 
@@ -38,7 +39,7 @@ def clock_offset(request: pytest.FixtureRequest) -> float:
 async def _daily_keys(database_url: str, customer: str) -> list[asyncpg.Record]:
     """The customer's daily keys: a claim commits with the decision that made it, so once the
     input is flushed these are final, whatever the charger has done with them yet."""
-    conn = await asyncpg.connect(database_url)
+    conn = await connect(database_url)
     try:
         return await conn.fetch(
             "SELECT business_date, payment_method, amount::text FROM daily_keys "

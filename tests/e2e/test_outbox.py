@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -47,6 +46,7 @@ from tests.kafka_tools import (
     partitions_of,
     produce,
 )
+from tests.pg_tools import connect
 from tests.service_process import ServiceProcess, Topics
 
 POLL_SECONDS = 0.2  # polling the database, a topic list or /metrics, always with a deadline
@@ -149,7 +149,7 @@ def counts_by_event_id(records: Iterable[Record]) -> Counter[str]:
 
 async def outbox_state(database_url: str) -> tuple[int, int]:
     """(records waiting to be published, records set aside)."""
-    conn = await asyncpg.connect(database_url)
+    conn = await connect(database_url)
     try:
         row = await conn.fetchrow(
             "SELECT count(*) FILTER (WHERE set_aside_at IS NULL) AS waiting,"

@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 
 from tests.e2e.conftest import Flow, customer_id, online_top_up, pinned_offset
+from tests.pg_tools import connect
 from tests.service_process import ServiceProcess
 from tests.stripe_http_fake import Recorded, Reply, ScriptedStripe, Step, error, found, intent
 
@@ -88,7 +89,7 @@ async def _until(what: str, check: Any, seconds: float = CHARGER_SECONDS) -> Any
 
 
 async def _daily_key(database_url: str, customer: str) -> asyncpg.Record | None:
-    conn = await asyncpg.connect(database_url)
+    conn = await connect(database_url)
     try:
         return await conn.fetchrow(
             "SELECT phase, result, reason, attempts FROM daily_keys WHERE customer_id = $1",
@@ -99,7 +100,7 @@ async def _daily_key(database_url: str, customer: str) -> asyncpg.Record | None:
 
 
 async def _paused(database_url: str, customer: str) -> bool:
-    conn = await asyncpg.connect(database_url)
+    conn = await connect(database_url)
     try:
         return bool(
             await conn.fetchval(

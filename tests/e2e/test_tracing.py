@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 from tests.conftest import Infra
 from tests.e2e.conftest import Flow, customer_id, online_top_up
 from tests.factories import balance_wire, dumps
+from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS
 from tests.stripe_tools import GOOD, saved_card
 
 
@@ -20,7 +21,9 @@ def service_env(service_env: dict[str, str]) -> dict[str, str]:
 
 
 async def send_traced(infra: Infra, topic: str, customer: str, trace_id: str) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=infra.kafka, acks="all", request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
+    )
     await producer.start()
     try:
         await producer.send_and_wait(

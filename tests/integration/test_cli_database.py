@@ -13,7 +13,6 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 
 from service.adapters.postgres.store import PgUnitOfWork
@@ -21,7 +20,9 @@ from service.config import Topics
 from service.domain.rules import Policy
 from service.service_layer.handlers import BatchHandler
 from service.service_layer.ports import InputRecord
+from tests.e2e.conftest import CLI_SECONDS
 from tests.factories import NOW, balance_wire, dumps, settings_wire
+from tests.pg_tools import close_pool, connect, create_pool
 
 TOPICS = Topics()
 MAX = 2**63 - 1
@@ -41,7 +42,7 @@ def auto_topup(database_url: str, *args: str) -> subprocess.CompletedProcess[str
         "AUTO_TOPUP_HTTP_PORT": "0",
     }
     return subprocess.run(
-        _command(*args), env=env, capture_output=True, text=True, timeout=120, check=False
+        _command(*args), env=env, capture_output=True, text=True, timeout=CLI_SECONDS, check=False
     )
 
 
@@ -118,13 +119,13 @@ def test_migrate_on_a_migrated_database(database_url: str) -> None:
 
 
 async def _apply(database_url: str, topic: str, body: dict[str, object]) -> dict[str, int]:
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    pool = await create_pool(database_url, min_size=1, max_size=1)
     try:
         handler = BatchHandler(lambda: PgUnitOfWork(pool), lambda: NOW, Policy(), TOPICS)
         record = InputRecord(topic, 0, 0, str(body["customer_id"]).encode(), dumps(body))
         return dict((await handler.handle([record])).counts)
     finally:
-        await pool.close()
+        await close_pool(pool)
 
 
 async def test_reset_sequence_unfreezes_a_wallet(database_url: str) -> None:
@@ -154,7 +155,7 @@ async def test_reset_sequence_unfreezes_a_wallet(database_url: str) -> None:
     # The same low balance comes again (a new event): the wallet tops up.
     counts = await _apply(database_url, _b, {**low, "event_id": "after-reset"})
     assert counts["decision.triggered"] == 1
-    conn = await asyncpg.connect(database_url)
+    conn = await connect(database_url)
     try:
         row = await conn.fetchrow("SELECT * FROM counter_audit")
         assert row is not None
@@ -202,7 +203,7 @@ async def test_reset_refusals(database_url: str, args: list[str], code: int, say
     done = auto_topup(database_url, "admin", *args, "--by", "dave", "--why", "test")
     assert done.returncode == code, done.stderr
     assert says in done.stderr
-    conn = await asyncpg.connect(database_url)
+    conn = await connect(database_url)
     try:
         assert await conn.fetchval("SELECT count(*) FROM counter_audit") == 0
     finally:

@@ -27,6 +27,7 @@ from service.service_layer.handlers import BatchHandler, BatchReport
 from service.service_layer.ports import InputRecord
 from service.service_layer.processor import BatchProcessor
 from tests.factories import NOW, balance_wire, dumps, settings_wire
+from tests.pg_tools import PG_CONNECT_SECONDS, close_pool, connect, create_pool
 
 TOPICS = Topics()
 GUARD_SECONDS = 60  # a test that waits longer than this has failed (it never paces the work)
@@ -141,7 +142,7 @@ async def test_a_read_only_database_is_waited_for_then_everything_applied(
     name = urlsplit(database_url).path.lstrip("/")
     # The service's own pool (prepare_database: migrations, then the pool and its reset hook).
     service_pool = await prepare_database(Settings.model_validate({"DATABASE_URL": database_url}))
-    server = await asyncpg.connect(_server_url(database_url))
+    server = await connect(_server_url(database_url))
     watch = Watch()
     processor = _processor(_handler(lambda: PgUnitOfWork(service_pool)), watch)
     task: asyncio.Task[Any] | None = None
@@ -173,7 +174,7 @@ async def timeout_role(database_url: str) -> AsyncIterator[tuple[str, asyncpg.Co
     """A role of this test, with the test database's tables granted; yields its name and a
     superuser connection to the test database. Dropped afterwards."""
     role = f"auto_topup_to_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(database_url)
+    admin = await connect(database_url)
     await admin.execute(f'CREATE ROLE "{role}" LOGIN')
     try:
         await admin.execute(f'GRANT USAGE ON SCHEMA public TO "{role}"')
@@ -188,7 +189,7 @@ async def timeout_role(database_url: str) -> AsyncIterator[tuple[str, asyncpg.Co
         )
         await admin.execute(f'DROP OWNED BY "{role}"')
         await admin.close()
-        server = await asyncpg.connect(_server_url(database_url))
+        server = await connect(_server_url(database_url))
         try:
             await server.execute(f'DROP ROLE IF EXISTS "{role}"')
         finally:
@@ -212,7 +213,7 @@ async def test_held_locks_are_waited_for_never_dead_lettered(
     await admin.execute(f"ALTER ROLE \"{role}\" SET lock_timeout = '{lock_timeout}'")
     await admin.execute(f"ALTER ROLE \"{role}\" SET statement_timeout = '{statement_timeout}'")
     await _seed_settings(pool)
-    limited = await asyncpg.create_pool(_as_user(database_url, role), min_size=1, max_size=2)
+    limited = await create_pool(_as_user(database_url, role), min_size=1, max_size=2)
     watch = Watch()
     processor = _processor(_handler(lambda: PgUnitOfWork(limited)), watch)
     try:
@@ -227,7 +228,7 @@ async def test_held_locks_are_waited_for_never_dead_lettered(
         # The lock is released: everything is applied.
         report = await asyncio.wait_for(task, GUARD_SECONDS)
     finally:
-        await limited.close()
+        await close_pool(limited)
     assert report.counts["decision.triggered"] == len(CUSTOMERS)
     assert not [k for k in report.counts if k.startswith("dead_letter")]
     assert await _dead_letters(pool) == []
@@ -334,7 +335,7 @@ async def test_a_frozen_sequence_is_reset_and_the_wallet_tops_up_again(
     # ...every later balance is stale, however low.
     low = balance_wire("runaway", "5.00", at=at + timedelta(minutes=1), sequence=42)
     assert (await _apply(pool, _B, low)).counts[f"{_B}.stale"] == 1
-    async with pool.acquire() as conn:
+    async with pool.acquire(timeout=PG_CONNECT_SECONDS) as conn:
         done = await reset_counter(
             conn, "runaway", Counter.SEQUENCE, 41, by="alice", why="INC-7: bad sequence", now=NOW
         )

@@ -22,6 +22,7 @@ from service.adapters.postgres.sql import q
 from service.adapters.postgres.store import PgUnitOfWork
 from service.service_layer.outbox import dead_letter_key
 from service.service_layer.ports import InputRecord, OutboxRecord
+from tests.pg_tools import PG_CONNECT_SECONDS
 
 
 async def _queue(pool: asyncpg.Pool, *records: OutboxRecord) -> list[int]:
@@ -57,7 +58,7 @@ async def test_each_result_is_marked_and_only_due_records_are_leased(pool: async
     assert await pool.fetchval(q("outbox_backlog")) == 2  # the waiting ones, not set aside
     assert await set_aside_count(pool) == 1
 
-    async with pool.acquire() as conn:
+    async with pool.acquire(timeout=PG_CONNECT_SECONDS) as conn:
         troubles = await troubled_records(conn, 100)
     assert [(t.id, t.state, t.attempts) for t in troubles] == [
         (ids[1], "set_aside", 1),
@@ -80,7 +81,7 @@ async def test_retry_makes_records_due_again_and_refuses_what_it_cannot(
     await rows.retry_later([(ids[3], "e3", 3600.0)])
     await rows.retry_later([])  # nothing: no statement
 
-    async with pool.acquire() as conn:
+    async with pool.acquire(timeout=PG_CONNECT_SECONDS) as conn:
         with pytest.raises(RecordNotFound):
             await retry(conn, [ids[-1] + 1000])
         with pytest.raises(RecordNotRetriable, match="published already"):

@@ -16,6 +16,7 @@ from service.domain.rules import Policy, apply_balance, apply_settings
 from service.service_layer.handlers import BatchHandler
 from service.service_layer.ports import Claim, InputRecord
 from tests.factories import NOW, balance, balance_wire, dumps, settings, settings_wire
+from tests.pg_tools import connect
 
 TOPICS = Topics()
 
@@ -34,7 +35,7 @@ def _topup(customer_id: str = "cust-1", day: date = date(2026, 11, 25)) -> TopUp
 
 
 async def test_migrations_are_recorded_and_idempotent(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url)
+    conn = await connect(database_url)
     try:
         assert await migrate(conn) == []  # the template already applied them
         versions = await conn.fetchval("SELECT array_agg(version) FROM schema_migrations")

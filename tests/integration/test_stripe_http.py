@@ -43,6 +43,7 @@ from tests.stripe_http_fake import (
     found,
     intent,
 )
+from tests.stripe_tools import REQUEST_SECONDS
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -59,7 +60,9 @@ def stripe_http() -> Iterator[ScriptedStripe]:
 
 @pytest.fixture
 def gateway(stripe_http: ScriptedStripe) -> StripeGateway:
-    return StripeGateway(api_key="sk_test_fake", api_base=stripe_http.base, timeout_seconds=10)
+    return StripeGateway(
+        api_key="sk_test_fake", api_base=stripe_http.base, timeout_seconds=REQUEST_SECONDS
+    )
 
 
 REQUEST = ChargeRequest(

@@ -25,6 +25,7 @@ from service.service_layer.charger import Charger
 from service.service_layer.payments import ChargeResult, ChargeStatus
 from service.service_layer.ports import Claim
 from tests.charge_fakes import DAY, T0, FakeClock, ScriptedGateway, server_error, stripe_topup
+from tests.pg_tools import PG_CONNECT_SECONDS
 
 TOPICS = Topics()
 HORIZON = timedelta(hours=24)
@@ -42,7 +43,8 @@ async def claim(pool: asyncpg.Pool, topup: TopUp) -> None:
 async def make_due(pool: asyncpg.Pool, topup: TopUp, clock: FakeClock) -> None:
     """The retry time (or the lease) runs out: due by the charger's clock."""
     status = await pool.execute(
-        "UPDATE daily_keys SET next_attempt_at = $3::timestamptz - interval '1 second'"
+        "UPDATE daily_keys SET next_attempt_at = $3::timestamptz - interval '1 second',"
+        " leased_until = NULL"
         " WHERE customer_id = $1 AND business_date = $2",
         topup.customer_id,
         topup.business_date,
@@ -169,7 +171,7 @@ async def test_gauges_and_list_show_what_is_not_settled(pool: asyncpg.Pool) -> N
     gauges = await charge_admin.charge_gauges(pool)
     waiting_row = await row_of(pool, waiting)
     assert gauges == charge_admin.ChargeGauges(1, waiting_row["created_at"])
-    async with pool.acquire() as conn:
+    async with pool.acquire(timeout=PG_CONNECT_SECONDS) as conn:
         listed = await charge_admin.open_charges(conn, 10)
     assert [(c.daily_key, c.phase) for c in listed] == [
         ("cust-r/2026-11-25", "needs_review"),
@@ -188,7 +190,7 @@ async def test_resolve_succeeded_queues_credit_issued_once_and_audits(pool: asyn
     await in_review(pool, topup, clock)
     at = T0 + timedelta(days=1, hours=2)
 
-    async with pool.acquire() as conn:
+    async with pool.acquire(timeout=PG_CONNECT_SECONDS) as conn:
         done = await charge_admin.resolve(
             conn,
             topup.customer_id,
@@ -236,7 +238,7 @@ async def test_resolve_succeeded_queues_credit_issued_once_and_audits(pool: asyn
     }
 
     # Once settled, it is settled: a second resolution is refused and publishes nothing.
-    async with pool.acquire() as conn:
+    async with pool.acquire(timeout=PG_CONNECT_SECONDS) as conn:
         with pytest.raises(charge_admin.ChargeNotResolvable) as again:
             await charge_admin.resolve(
                 conn,
@@ -262,7 +264,7 @@ async def test_resolve_failed_queues_top_up_failed_and_does_not_pause(pool: asyn
     clock = FakeClock(T0)
     await in_review(pool, topup, clock)
 
-    async with pool.acquire() as conn:
+    async with pool.acquire(timeout=PG_CONNECT_SECONDS) as conn:
         done = await charge_admin.resolve(
             conn,
             topup.customer_id,
@@ -298,7 +300,7 @@ async def test_only_a_charge_in_review_can_be_resolved(pool: asyncpg.Pool) -> No
     topup = stripe_topup()
     await claim(pool, topup)
     decision = ChargeResult(ChargeStatus.SUCCEEDED, "pi_1")
-    async with pool.acquire() as conn:
+    async with pool.acquire(timeout=PG_CONNECT_SECONDS) as conn:
         with pytest.raises(charge_admin.ChargeNotResolvable) as busy:
             await charge_admin.resolve(
                 conn, "cust-1", DAY, decision, by="a", why="b", now=T0, topics=TOPICS

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -33,6 +34,10 @@ from service.service_layer.ports import Claim
 
 TOPICS = Topics()
 DAY = date(2026, 11, 25)
+# One charger step against the local database (a few statements) until it reaches the gateway
+# or returns: milliseconds; a test that waits this long for one has failed (generous: a slow,
+# loaded machine is far inside it).
+STEP_SECONDS = 120.0
 CARD = Card("cus_test", "pm_old")
 
 
@@ -102,6 +107,14 @@ class FakeGateway:
 # --- helpers ------------------------------------------------------------------------------
 
 
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Until the condition holds (checked every 10 ms), for STEP_SECONDS at most."""
+    deadline = asyncio.get_running_loop().time() + STEP_SECONDS
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
 @pytest.fixture
 def now() -> datetime:
     """The charger's fixed clock: a chosen instant, not the host's time (due times and leases
@@ -139,7 +152,8 @@ async def daily_key(pool: asyncpg.Pool, topup: TopUp, now: datetime) -> asyncpg.
 async def make_due(pool: asyncpg.Pool, topup: TopUp, now: datetime) -> None:
     """Time passes: the retry time (or the lease) runs out, on the charger's clock."""
     status = await pool.execute(
-        "UPDATE daily_keys SET next_attempt_at = $3::timestamptz - interval '1 second'"
+        "UPDATE daily_keys SET next_attempt_at = $3::timestamptz - interval '1 second',"
+        " leased_until = NULL"
         " WHERE customer_id = $1 AND business_date = $2",
         topup.customer_id,
         topup.business_date,
@@ -255,7 +269,8 @@ async def test_a_worker_dying_mid_call_is_resumed_under_the_same_key(
     never = asyncio.Event()
     dying = FakeGateway(After(never, succeeded("pi_lost")))
     task = asyncio.create_task(charger(pool, dying, now).run_once())
-    await dying.called.wait()  # the request is out; Stripe may or may not have charged
+    # the request is out; Stripe may or may not have charged
+    await asyncio.wait_for(dying.called.wait(), STEP_SECONDS)
     task.cancel()  # the worker dies
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -293,13 +308,13 @@ async def test_a_late_answer_after_the_completer_finished_changes_nothing(
     late = asyncio.Event()
     slow = FakeGateway(After(late, ChargeResult(ChargeStatus.FAILED, None, "card_declined")))
     stale = asyncio.create_task(charger(pool, slow, now).run_once())
-    await slow.called.wait()
+    await asyncio.wait_for(slow.called.wait(), STEP_SECONDS)
     await make_due(pool, topup, now)  # its lease runs out while it still waits for Stripe
     completer = FakeGateway(succeeded("pi_7"))
     assert await charger(pool, completer, now).run_once() == 1
 
     late.set()  # the first worker's answer arrives after all
-    assert await stale == 1
+    assert await asyncio.wait_for(stale, STEP_SECONDS) == 1
 
     row = await daily_key(pool, topup, now)
     assert (row["phase"], row["result"], row["reason"]) == ("done", "credit_issued", None)
@@ -395,11 +410,14 @@ async def test_two_chargers_racing_on_one_due_row_charge_it_once(
     tasks = {asyncio.create_task(first.run_once()), asyncio.create_task(second.run_once())}
 
     # The winner holds the lease inside its Stripe call; the loser must come back empty-handed.
-    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    done, pending = await asyncio.wait(
+        tasks, timeout=STEP_SECONDS, return_when=asyncio.FIRST_COMPLETED
+    )
     assert [t.result() for t in done] == [0]
-    assert len(gateway.calls) == 1
+    # (the loser may come back before the winner, past its lease, has reached Stripe)
+    await _until(lambda: len(gateway.calls) == 1, "the winner's Stripe call")
     gate.set()
-    assert [await t for t in pending] == [1]
+    assert [await asyncio.wait_for(t, STEP_SECONDS) for t in pending] == [1]
 
     assert len(gateway.calls) == 1
     row = await daily_key(pool, topup, now)
@@ -449,3 +467,23 @@ async def test_a_failure_that_is_not_the_cards_does_not_pause(
     [(_, _, event)] = await outbox(pool)
     assert event["reason"] == "amount_too_small"
     assert await pool.fetchval("SELECT stripe_paused FROM wallets") is False
+
+
+async def test_a_charger_whose_clock_runs_ahead_never_takes_a_held_charge(
+    pool: asyncpg.Pool, now: datetime
+) -> None:
+    """The lease is judged on PostgreSQL's clock: another instance ten minutes ahead (past the
+    60 s lease on its own clock) finds the charge held while the first one's Stripe call runs."""
+    topup = _topup()
+    await claim(pool, topup, now)
+    gate = asyncio.Event()
+    gateway = FakeGateway(After(gate, succeeded("pi_7")))  # a second call fails the test
+    holder = asyncio.create_task(charger(pool, gateway, now).run_once())
+    await _until(lambda: len(gateway.calls) == 1, "the first charger's Stripe call")
+    ahead = charger(pool, gateway, now + timedelta(minutes=10))
+    assert await ahead.run_once() == 0
+    gate.set()
+    assert await asyncio.wait_for(holder, STEP_SECONDS) == 1
+    assert len(gateway.calls) == 1
+    row = await daily_key(pool, topup, now)
+    assert (row["phase"], row["attempts"], row["leased_until"]) == ("done", 1, None)

@@ -152,16 +152,20 @@ SELECT count(*) FROM outbox WHERE published_at IS NULL AND set_aside_at IS NULL;
 -- Stripe idempotency key counts from it. 'needs_review' is never leased.
 -- Due times are on the charger's clock ($3), like the times it writes (a claim's, a retry's):
 -- compared with PostgreSQL's now(), a service clock behind the database's would lose every
--- retry's backoff, and one ahead would hold charges back.
+-- retry's backoff, and one ahead would hold charges back. The lease itself (leased_until) is
+-- on PostgreSQL's clock, the one clock every instance shares: an instance whose clock runs
+-- ahead never takes a charge another one holds.
 UPDATE daily_keys AS k SET
     phase = 'charging',
     attempts = k.attempts + 1,
     first_attempt_at = coalesce(k.first_attempt_at, $3),
     next_attempt_at = $3 + make_interval(secs => $2),
+    leased_until = now() + make_interval(secs => $2),
     updated_at = now()
 FROM (
     SELECT customer_id, business_date FROM daily_keys
     WHERE phase IN ('claimed', 'charging') AND next_attempt_at <= $3
+        AND (leased_until IS NULL OR leased_until <= now())
     ORDER BY next_attempt_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
@@ -174,7 +178,7 @@ RETURNING k.*;
 -- workers (a lease that ran out) never publish two results.
 UPDATE daily_keys SET
     phase = 'done', result = $3, reason = $4, detail = $5, stripe_payment_intent_id = $6,
-    next_attempt_at = NULL, updated_at = now()
+    next_attempt_at = NULL, leased_until = NULL, updated_at = now()
 WHERE customer_id = $1 AND business_date = $2 AND phase = 'charging'
 RETURNING customer_id;
 
@@ -182,7 +186,7 @@ RETURNING customer_id;
 -- A charge whose outcome is not known yet: try again at $3 (same idempotency key). $6: when
 -- Stripe's search was last asked about it (NULL: not in this attempt).
 UPDATE daily_keys SET
-    next_attempt_at = $3, detail = $4,
+    next_attempt_at = $3, leased_until = NULL, detail = $4,
     stripe_payment_intent_id = coalesce($5, stripe_payment_intent_id),
     looked_up_at = coalesce($6, looked_up_at), updated_at = now()
 WHERE customer_id = $1 AND business_date = $2 AND phase = 'charging';
@@ -240,7 +244,7 @@ SELECT version FROM schema_migrations;
 -- operator decides (`auto-topup charges resolve`). Only from 'charging', like finish_charge.
 UPDATE daily_keys SET
     phase = 'needs_review', detail = $3, looked_up_at = coalesce($4, looked_up_at),
-    next_attempt_at = NULL, updated_at = now()
+    next_attempt_at = NULL, leased_until = NULL, updated_at = now()
 WHERE customer_id = $1 AND business_date = $2 AND phase = 'charging'
 RETURNING customer_id;
 

@@ -27,6 +27,7 @@ from service.adapters.postgres.charges import PgChargeStore
 from service.adapters.postgres.errors import drop_read_only, is_misconfiguration, is_transient
 from service.adapters.postgres.migrate import migrate
 from service.adapters.postgres.outbox_admin import set_aside_count
+from service.adapters.postgres.retention import connect_retention_store
 from service.adapters.postgres.sql import q
 from service.adapters.postgres.store import PgUnitOfWork
 from service.adapters.stripe_gateway import StripeGateway
@@ -40,6 +41,7 @@ from service.service_layer.alignment import Alignment
 from service.service_layer.charger import Charger
 from service.service_layer.handlers import BatchHandler, BatchReport
 from service.service_layer.processor import BatchProcessor
+from service.service_layer.retention import Pruner, Retention
 
 if TYPE_CHECKING:
     from service.adapters.tracing import OtelTracer
@@ -134,6 +136,7 @@ class Service:
     pool: asyncpg.Pool | None = None
     relay: OutboxRelay | None = None
     charger: Charger | None = None
+    pruner: Pruner | None = None
     processor: BatchProcessor | None = None
     subscriber: KafkaSubscriber | None = None
     metrics: Metrics | None = None
@@ -297,6 +300,19 @@ def build(settings: Settings) -> Service:
         )
         service.charger.start()
         metrics.watch_charges(service.pool, clock)
+        # Retention: the backlog gauge always; the pruner every interval (0: by hand only).
+        retention = Retention.from_settings(settings)
+        metrics.retention.watch(service.pool, clock, retention)
+        if settings.retention_interval_seconds > 0:
+            service.pruner = Pruner(
+                connect_retention_store(settings.dsn),
+                retention,
+                clock,
+                interval=settings.retention_interval_seconds,
+                on_batch=metrics.retention.batch_pruned,
+                on_run=metrics.retention.run_finished,
+            )
+            service.pruner.start()
 
     gc_pauses = GcPauses().install()
     memory: dict[str, int] = {}
@@ -333,6 +349,8 @@ def build(settings: Settings) -> Service:
         def left() -> float:
             return max(deadline - time.monotonic(), 0.1)
 
+        if service.pruner is not None:  # a second at most: the budget is the charges' and
+            await service.pruner.stop(timeout=min(left(), 1.0))  # the outbox's (a batch is atomic)
         if service.charger is not None:
             await service.charger.stop(timeout=left())
         if service.relay is not None:

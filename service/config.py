@@ -20,6 +20,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from service.domain.calendar import is_valid_timezone
 from service.domain.rules import Policy
 
+# A daily key is kept at least AUTO_TOPUP_OLD_DAY_WINDOW_DAYS + this many days (see
+# service/service_layer/retention.py): a day for the timezones behind UTC, a day for what the
+# batch handler reads beyond that, a day of margin for clocks that disagree.
+DAILY_KEY_MARGIN_DAYS = 3
+
 
 class Topics(BaseModel):
     wallet_balance_changed: str = "wallet-balance-changed"
@@ -130,6 +135,30 @@ class Settings(BaseSettings):
     stripe_key_horizon_seconds: float = Field(
         24 * 3600, gt=0, le=24 * 3600, validation_alias="AUTO_TOPUP_STRIPE_KEY_HORIZON_SECONDS"
     )
+    # Retention (service/service_layer/retention.py, README "Retention"): days each kind of row
+    # is kept past its time, 0 keeping it for ever; pruned every interval (0: only by the
+    # `auto-topup prune` command), in batches.
+    retention_interval_seconds: float = Field(
+        600, ge=0, allow_inf_nan=False, validation_alias="AUTO_TOPUP_RETENTION_INTERVAL_SECONDS"
+    )
+    retention_batch_size: int = Field(
+        1000, ge=1, le=100_000, validation_alias="AUTO_TOPUP_RETENTION_BATCH_SIZE"
+    )
+    retention_daily_keys_days: int = Field(
+        35, ge=0, le=36_500, validation_alias="AUTO_TOPUP_RETENTION_DAILY_KEYS_DAYS"
+    )
+    retention_outbox_days: int = Field(
+        7, ge=0, le=36_500, validation_alias="AUTO_TOPUP_RETENTION_OUTBOX_DAYS"
+    )
+    retention_dead_letters_days: int = Field(
+        21, ge=0, le=36_500, validation_alias="AUTO_TOPUP_RETENTION_DEAD_LETTERS_DAYS"
+    )
+    retention_decision_summary_days: int = Field(
+        400, ge=0, le=36_500, validation_alias="AUTO_TOPUP_RETENTION_DECISION_SUMMARY_DAYS"
+    )
+    retention_audit_days: int = Field(
+        0, ge=0, le=36_500, validation_alias="AUTO_TOPUP_RETENTION_AUDIT_DAYS"
+    )
     http_host: str = Field("127.0.0.1", validation_alias="AUTO_TOPUP_HTTP_HOST", min_length=1)
     http_port: int = Field(8080, ge=0, le=65535, validation_alias="AUTO_TOPUP_HTTP_PORT")
     tracing: bool = Field(False, validation_alias="AUTO_TOPUP_TRACING")
@@ -175,6 +204,21 @@ class Settings(BaseSettings):
             raise ValueError(
                 "AUTO_TOPUP_STRIPE_KEY_HORIZON_SECONDS must be greater than "
                 "AUTO_TOPUP_STRIPE_LOOKUP_AFTER_SECONDS"
+            )
+        return value
+
+    @field_validator("retention_daily_keys_days")
+    @classmethod
+    def _daily_keys_outlive_the_old_day_window(cls, value: int, info: ValidationInfo) -> int:
+        # A daily key is what stops a second top-up on its day while an event can still act on
+        # that day: keep it until the old-day guard refuses every event of its date, anywhere
+        # on Earth, and a day past what a batch reads (service/service_layer/retention.py).
+        window = info.data.get("old_day_window_days")
+        if value and window is not None and value < window + DAILY_KEY_MARGIN_DAYS:
+            raise ValueError(
+                "must be 0 (keep for ever) or at least AUTO_TOPUP_OLD_DAY_WINDOW_DAYS + "
+                f"{DAILY_KEY_MARGIN_DAYS} ({window + DAILY_KEY_MARGIN_DAYS}): a daily key "
+                "younger than that can still stop a second top-up on its day"
             )
         return value
 

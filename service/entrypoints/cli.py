@@ -17,6 +17,8 @@ from service.entrypoints.cli_charges import charges
 from service.entrypoints.cli_dlq import dlq
 from service.entrypoints.cli_explain import explain
 from service.entrypoints.cli_outbox import outbox
+from service.entrypoints.cli_prune import HELP as PRUNE_HELP
+from service.entrypoints.cli_prune import prune
 from service.entrypoints.cli_replay import replay
 
 cli = typer.Typer(
@@ -30,6 +32,7 @@ cli.add_typer(admin, name="admin")
 cli.add_typer(outbox, name="outbox")
 cli.command(name="explain")(explain)
 cli.command(name="replay")(replay)
+cli.command(name="prune", help=PRUNE_HELP)(prune)
 
 
 def load_settings(*, stripe: bool = False) -> Settings:

@@ -14,6 +14,7 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from service.adapters.postgres.charge_admin import charge_gauges
+from service.entrypoints.metrics_retention import RetentionMetrics
 from service.service_layer.handlers import BatchReport
 from service.service_layer.payments import (
     ChargeRequest,
@@ -106,6 +107,7 @@ class Metrics:
             registry=r,
         )
         self._charges: tuple[asyncpg.Pool, Clock] | None = None
+        self.retention = RetentionMetrics(r)  # pruning (service/service_layer/retention.py)
 
     def batch_committed(
         self, report: BatchReport, seconds: float, oldest_age_seconds: float | None
@@ -144,6 +146,7 @@ class Metrics:
     async def render(self, refresh: Callable[[], Awaitable[None]]) -> bytes:
         await refresh()
         await self.refresh_charges()
+        await self.retention.refresh()
         return generate_latest(self.registry)
 
 

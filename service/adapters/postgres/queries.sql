@@ -359,3 +359,136 @@ UPDATE wallets SET settings_version = $2, updated_at = now() WHERE customer_id =
 INSERT INTO counter_audit (customer_id, counter, old_value, new_value, reset_by, why, reset_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 RETURNING id;
+
+-- name: retention_try_lock
+-- Retention (service/service_layer/retention.py, migration 0009). Each prune_* deletes up to
+-- $2 rows past its horizon $1 in one short statement (its own transaction): the rows are
+-- picked through 0009's partial index, oldest first, and locked with SKIP LOCKED, so a pruner
+-- never waits for a row the consumer, the charger, the relay or another pruner holds (and
+-- none of them waits for long: one batch). The predicates repeat 0009's index predicates word
+-- for word. Never taken, whatever their age: daily keys not settled (claimed, charging,
+-- needs_review: the charger's or an operator's) and outbox records not published (waiting,
+-- retrying, set aside).
+--
+-- One pruner at a time across instances: a session lock on the pruner's own connection (gone
+-- with it). False: another pruner holds it now.
+SELECT pg_try_advisory_lock($1::bigint);
+
+-- name: retention_unlock
+SELECT pg_advisory_unlock($1::bigint);
+
+-- name: prune_daily_keys
+-- Settled daily keys whose business date is before $1 (a date no event can act on any more).
+WITH gone AS (
+    DELETE FROM daily_keys WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM daily_keys
+        WHERE phase = 'done' AND business_date < $1::date
+        ORDER BY business_date
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED))
+    RETURNING 1)
+SELECT count(*) FROM gone;
+
+-- name: prune_outbox_events
+-- Output events published before $1 (the daily key is what stops a second decision; the
+-- outbox row of a published event is kept for operators only).
+WITH gone AS (
+    DELETE FROM outbox WHERE id = ANY(ARRAY(
+        SELECT id FROM outbox
+        WHERE published_at IS NOT NULL AND set_aside_at IS NULL
+            AND dedupe_key NOT LIKE 'dlq/%' AND published_at < $1
+        ORDER BY published_at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED))
+    RETURNING 1)
+SELECT count(*) FROM gone;
+
+-- name: prune_outbox_dead_letters
+-- Dead letters published before $1 (their row stops a replay from dead-lettering the same
+-- input record twice: kept as long as the input topics keep records).
+WITH gone AS (
+    DELETE FROM outbox WHERE id = ANY(ARRAY(
+        SELECT id FROM outbox
+        WHERE published_at IS NOT NULL AND set_aside_at IS NULL
+            AND dedupe_key LIKE 'dlq/%' AND published_at < $1
+        ORDER BY published_at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED))
+    RETURNING 1)
+SELECT count(*) FROM gone;
+
+-- name: prune_decision_summary
+-- Last decisions made before $1 (`explain` shows none older; a customer's next decision of
+-- that kind starts a new row, counted from 1).
+WITH gone AS (
+    DELETE FROM decision_summary WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM decision_summary
+        WHERE last_at < $1
+        ORDER BY last_at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED))
+    RETURNING 1)
+SELECT count(*) FROM gone;
+
+-- name: prune_charge_audit
+-- Charges settled by hand before $1.
+WITH gone AS (
+    DELETE FROM charge_audit WHERE id = ANY(ARRAY(
+        SELECT id FROM charge_audit
+        WHERE resolved_at < $1
+        ORDER BY resolved_at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED))
+    RETURNING 1)
+SELECT count(*) FROM gone;
+
+-- name: prune_counter_audit
+-- Counters reset by hand before $1.
+WITH gone AS (
+    DELETE FROM counter_audit WHERE id = ANY(ARRAY(
+        SELECT id FROM counter_audit
+        WHERE reset_at < $1
+        ORDER BY reset_at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED))
+    RETURNING 1)
+SELECT count(*) FROM gone;
+
+-- name: count_daily_keys
+-- `auto-topup prune --dry-run`: what prune_daily_keys would delete, in all.
+SELECT count(*) FROM daily_keys WHERE phase = 'done' AND business_date < $1::date;
+
+-- name: count_outbox_events
+SELECT count(*) FROM outbox
+WHERE published_at IS NOT NULL AND set_aside_at IS NULL
+    AND dedupe_key NOT LIKE 'dlq/%' AND published_at < $1;
+
+-- name: count_outbox_dead_letters
+SELECT count(*) FROM outbox
+WHERE published_at IS NOT NULL AND set_aside_at IS NULL
+    AND dedupe_key LIKE 'dlq/%' AND published_at < $1;
+
+-- name: count_decision_summary
+SELECT count(*) FROM decision_summary WHERE last_at < $1;
+
+-- name: count_charge_audit
+SELECT count(*) FROM charge_audit WHERE resolved_at < $1;
+
+-- name: count_counter_audit
+SELECT count(*) FROM counter_audit WHERE reset_at < $1;
+
+-- name: retention_oldest
+-- For /metrics at scrape time: the oldest row each prune_* would delete (NULL: none; a NULL
+-- horizon, a kind kept for ever, finds none), each the first entry of its index.
+SELECT
+    (SELECT min(business_date) FROM daily_keys
+        WHERE phase = 'done' AND business_date < $1::date) AS daily_keys,
+    (SELECT min(published_at) FROM outbox
+        WHERE published_at IS NOT NULL AND set_aside_at IS NULL
+            AND dedupe_key NOT LIKE 'dlq/%' AND published_at < $2) AS outbox_events,
+    (SELECT min(published_at) FROM outbox
+        WHERE published_at IS NOT NULL AND set_aside_at IS NULL
+            AND dedupe_key LIKE 'dlq/%' AND published_at < $3) AS outbox_dead_letters,
+    (SELECT min(last_at) FROM decision_summary WHERE last_at < $4) AS decision_summary,
+    (SELECT min(resolved_at) FROM charge_audit WHERE resolved_at < $5) AS charge_audit,
+    (SELECT min(reset_at) FROM counter_audit WHERE reset_at < $6) AS counter_audit;

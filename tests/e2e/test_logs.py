@@ -17,7 +17,7 @@ from tests.conftest import Infra
 from tests.e2e.conftest import CLI_SECONDS, Flow, customer_id, online_top_up, pinned_offset
 from tests.e2e.test_http import get
 from tests.service_process import ServiceProcess, command
-from tests.stripe_tools import DECLINED_ON_CHARGE, GOOD, saved_card
+from tests.stripe_tools import DECLINED_ON_CHARGE, GOOD, payment_intent, saved_card
 
 CANARY_KEY = f"sk_test_logcanary{uuid.uuid4().hex}"
 CANARY_PASSWORD = f"pw-canary-{uuid.uuid4().hex}"
@@ -45,7 +45,11 @@ async def test_no_secret_in_logs_and_one_line_per_decision(
         await flow.balance(customer, "1.00")
     await flow.settings(cheque, threshold="10.00")
     await flow.balance(cheque, "1.00")
-    await flow.wait_out("CREDIT_ISSUED", good)
+    (credit,) = await flow.wait_out("CREDIT_ISSUED", good)
+    # Stripe answered the charge with the PaymentIntent, its client_secret included (which
+    # lets a browser confirm the payment): no line may carry it, at DEBUG either.
+    secret = payment_intent(infra.stripe_api_base, credit["stripe_payment_intent_id"])
+    assert secret.client_secret, "localstripe gave no client_secret to look for"
     await flow.wait_out("TOP_UP_FAILED", declined)
     await flow.wait_out("INVOICE_REQUESTED", cheque)
     status, metrics = await get(service.http_port, "/metrics")  # a bounded request
@@ -57,6 +61,8 @@ async def test_no_secret_in_logs_and_one_line_per_decision(
     entries = [json.loads(line) for line in service.lines]  # every line is one JSON object
     assert not [line for line in service.lines if CANARY_KEY in line]
     assert not [line for line in service.lines if CANARY_KEY[8:] in line]  # nor a key's tail
+    assert not [line for line in service.lines if secret.client_secret in line]
+    assert not [line for line in service.lines if "_secret_" in line]
     decisions = [e["decision"] for e in entries if e.get("logger") == "auto_topup.decisions"]
     triggered = {d["customer_id"] for d in decisions if d["outcome"] == "triggered"}
     assert {good, declined, cheque} <= triggered

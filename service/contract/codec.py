@@ -13,7 +13,14 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 
 from service.contract.events import SettingsUpdated, WalletBalanceChanged
-from service.contract.types import ID_PATTERN, MAX_COUNT, bounded_money, plain_decimal, text_id
+from service.contract.types import (
+    ID_PATTERN,
+    MAX_COUNT,
+    bounded_money,
+    plain_decimal,
+    storable_instant,
+    text_id,
+)
 from service.domain.currencies import ISO_4217
 from service.domain.model import BalanceChanged, Origin, PaymentMethod
 from service.domain.model import SettingsUpdated as SettingsCommand
@@ -117,6 +124,8 @@ def _plain_balance(body: dict[str, Any], key: bytes | None) -> BalanceChanged | 
         occurred_at = datetime.fromisoformat(at)
     except ValueError:
         return None
+    if not storable_instant(occurred_at):
+        return None  # the model says why
     return BalanceChanged(event_id, occurred_at, customer_id, currency, amount, sequence, caused_by)
 
 

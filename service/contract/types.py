@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -130,6 +130,31 @@ def _instant(value: Any) -> Any:
     return value
 
 
+# The instants this service can store and reason about: an event's business day, in any
+# timezone, and the day after it must be real dates (Python's and PostgreSQL's years run from
+# 1 to 9999). An RFC 3339 text such as 0001-01-01T00:30:00+01:00 is year 0 in UTC: refused
+# as a schema violation at the door rather than failing later, half-way through a batch.
+EARLIEST_INSTANT = datetime(1, 1, 3, tzinfo=UTC)
+LATEST_INSTANT = datetime(9999, 12, 29, tzinfo=UTC)
+
+
+def storable_instant(value: datetime) -> bool:
+    """Whether an aware instant lies in [EARLIEST_INSTANT, LATEST_INSTANT)."""
+    try:
+        return EARLIEST_INSTANT <= value < LATEST_INSTANT
+    except OverflowError:  # its UTC value is not a date at all (year 0 or 10000)
+        return False
+
+
+def _storable(value: datetime) -> datetime:
+    if not storable_instant(value):
+        raise ValueError(
+            "outside the instants this service can store "
+            f"({EARLIEST_INSTANT.date().isoformat()} to {LATEST_INSTANT.date().isoformat()} UTC)"
+        )
+    return value
+
+
 Money = Annotated[
     Decimal,
     BeforeValidator(_money),
@@ -157,6 +182,7 @@ PositiveMoney = Annotated[
 Timestamp = Annotated[
     AwareDatetime,
     BeforeValidator(_instant),
+    AfterValidator(_storable),
     WithJsonSchema(
         {
             "type": "string",

@@ -290,6 +290,16 @@ def plan_redrive(selected: Sequence[DeadLetter], inputs: Iterable[str]) -> Plan:
             )
         elif dead.key is None and dead.value is None:
             skipped.append((dead, "it has neither key nor value"))
+        elif dead.header(messages.DLQ_TRUNCATED) == "true" or (
+            dead.header(messages.DLQ_KEY_TRUNCATED) == "true"
+        ):
+            skipped.append(
+                (
+                    dead,
+                    "it holds only the first 64 KiB of the original (dlq_truncated): "
+                    "republish the original from its source",
+                )
+            )
         elif dead.identity() in seen:
             duplicates += 1  # the same record dead-lettered twice is published once
         else:
@@ -396,8 +406,50 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def _select(letters: list[DeadLetter], reason: str | None) -> list[DeadLetter]:
-    return [d for d in letters if reason is None or d.reason == reason]
+@dataclass(frozen=True)
+class Selection:
+    """Which dead letters a command acts on: all of them, or those matching every filter."""
+
+    reason: str | None = None
+    customer: str | None = None  # the record's key (the contract's key is the customer_id)
+    positions: frozenset[tuple[int, int]] = frozenset()  # (partition, offset) in the DLQ topic
+
+    def matches(self, dead: DeadLetter) -> bool:
+        return (
+            (self.reason is None or dead.reason == self.reason)
+            and (self.customer is None or dead.key == self.customer.encode("utf-8"))
+            and (not self.positions or (dead.partition, dead.offset) in self.positions)
+        )
+
+    def describe(self) -> str:
+        parts = []
+        if self.reason:
+            parts.append(f"with reason {self.reason}")
+        if self.customer:
+            parts.append(f"of customer {_printable(self.customer)}")
+        if self.positions:
+            parts.append("at " + ", ".join(f"{p}@{o}" for p, o in sorted(self.positions)))
+        return (" " + " ".join(parts)) if parts else ""
+
+
+def parse_position(text: str) -> tuple[int, int]:
+    """PARTITION@OFFSET, as the list's "dead letter" column shows it."""
+    partition, at, offset = text.partition("@")
+    if not at or not partition.isdigit() or not offset.isdigit():
+        raise typer.BadParameter(
+            f"{_printable(text)!r} is not PARTITION@OFFSET (e.g. 0@42, as `dlq list` shows)",
+            param_hint="--offset",
+        )
+    return int(partition), int(offset)
+
+
+def _select(letters: list[DeadLetter], selection: Selection) -> list[DeadLetter]:
+    chosen = [d for d in letters if selection.matches(d)]
+    missing = selection.positions - {(d.partition, d.offset) for d in chosen}
+    if missing:
+        where = ", ".join(f"{p}@{o}" for p, o in sorted(missing))
+        raise DlqError(f"no dead letter{selection.describe()} at {where}")
+    return chosen
 
 
 def _table(letters: Sequence[DeadLetter], target: bool = False) -> Table:
@@ -437,6 +489,19 @@ ReasonOption = Annotated[
     str | None,
     typer.Option("--reason", help="Only the dead letters of this reason (e.g. future_dated)."),
 ]
+CustomerOption = Annotated[
+    str | None,
+    typer.Option("--customer", help="Only the dead letters keyed by this customer_id."),
+]
+OffsetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--offset",
+        metavar="PARTITION@OFFSET",
+        help="Only the dead letter at this place in the dead-letter topic (as `dlq list` "
+        "shows it); repeat for several. One that is not there is an error (exit code 1).",
+    ),
+]
 TimeoutOption = Annotated[
     float,
     typer.Option(
@@ -457,7 +522,9 @@ REDRIVE_HELP = (
     "dlq_* ones) go to its original topic (header dlq_original_topic), with an idempotent "
     "producer and acks=all; success is reported only once every record is acknowledged. Only "
     "the service's input topics are redriven to; other dead letters are skipped with a "
-    "warning. The dead letters stay in the dead-letter topic."
+    "warning, and so is a dead letter cut to its first 64 KiB (dlq_truncated): it is not the "
+    "original record. The dead letters stay in the dead-letter topic. --reason, --customer and "
+    "--offset narrow the selection (all must match); `--offset 0@42` redrives exactly that one."
     "\n\n"
     "Redriving the same dead letter twice is safe by the contract: a repeated event is stale "
     "(its sequence, version or (occurred_at, event_id) is not newer than the one applied), "
@@ -467,16 +534,26 @@ REDRIVE_HELP = (
 )
 
 
-def _read_selected(settings: Settings, reason: str | None, timeout: float) -> list[DeadLetter]:
-    """The dead-letter topic, read to the end offsets taken now, filtered by reason."""
+def _selection(reason: str | None, customer: str | None, offsets: list[str] | None) -> Selection:
+    return Selection(reason, customer, frozenset(parse_position(o) for o in offsets or ()))
+
+
+def _read_selected(settings: Settings, selection: Selection, timeout: float) -> list[DeadLetter]:
+    """The dead-letter topic, read to the end offsets taken now, filtered."""
     topic, bootstrap = settings.topics.dead_letter, settings.kafka_bootstrap_servers
     letters = _run(bootstrap, timeout, lambda: read_dead_letters(bootstrap, topic, timeout))
-    return _select(letters, reason)
+    try:
+        return _select(letters, selection)
+    except DlqError as exc:
+        typer.echo(f"error: {exc} in {topic}", err=True)
+        raise typer.Exit(1) from None
 
 
 @dlq.command("list", help=LIST_HELP)
 def list_dead_letters(
     reason: ReasonOption = None,
+    customer: CustomerOption = None,
+    offset: OffsetOption = None,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Show only the N most recent.")
     ] = None,
@@ -485,16 +562,17 @@ def list_dead_letters(
     ] = False,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
 ) -> None:
+    selection = _selection(reason, customer, offset)
     settings = _settings()
     topic = settings.topics.dead_letter
-    selected = _read_selected(settings, reason, timeout)
+    selected = _read_selected(settings, selection, timeout)
     shown = selected[-limit:] if limit is not None else selected
     if as_json:
         for dead in shown:
             typer.echo(json.dumps(dead.to_json(), ensure_ascii=False))
         return
     out = _out()
-    which = f" with reason {reason}" if reason else ""
+    which = selection.describe()
     if not selected:
         out.print(Text(f"no dead letters{which} in {topic}"))
         return
@@ -509,20 +587,23 @@ def list_dead_letters(
 @dlq.command("redrive", help=REDRIVE_HELP)
 def redrive(
     reason: ReasonOption = None,
+    customer: CustomerOption = None,
+    offset: OffsetOption = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Publish nothing; show what would be redriven.")
     ] = False,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
 ) -> None:
+    selection = _selection(reason, customer, offset)
     settings = _settings()
     topic, bootstrap = settings.topics.dead_letter, settings.kafka_bootstrap_servers
-    plan = plan_redrive(_read_selected(settings, reason, timeout), settings.topics.inputs)
+    plan = plan_redrive(_read_selected(settings, selection, timeout), settings.topics.inputs)
     for dead, why in plan.skipped:
         _warn(f"warning: skipped dead letter {dead.where} (reason {dead.reason}): {why}")
     if plan.duplicates:
         _warn(f"note: {plan.duplicates} identical dead letters are published once")
     out = _out()
-    which = f" with reason {reason}" if reason else ""
+    which = selection.describe()
     if not plan.publish:
         out.print(Text(f"nothing to redrive{which} from {topic}"))
         return

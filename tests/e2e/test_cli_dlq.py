@@ -20,12 +20,18 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from service.adapters.kafka.topics import ensure_topics, partitions_of
 from service.contract import messages
 from tests.conftest import Infra
 from tests.e2e.conftest import Flow, customer_id, pinned_offset, run_cli, service_now
 from tests.factories import balance_wire, dumps, settings_wire
-from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS, WAIT_SECONDS, Record, TopicReader
+from tests.kafka_tools import (
+    KAFKA_REQUEST_TIMEOUT_MS,
+    WAIT_SECONDS,
+    Record,
+    TopicReader,
+    ensure_topics,
+    partitions_of,
+)
 from tests.service_process import ServiceProcess, Topics
 
 Headers = list[tuple[str, bytes]]
@@ -328,7 +334,7 @@ async def test_redrive_selects_by_reason_and_never_publishes_elsewhere(
     at = service_now(clock_offset)  # when these dead letters were (said to be) dead-lettered
     later = at + timedelta(milliseconds=1)
     elsewhere, missing = f"elsewhere.{topics.suffix}", f"missing.{topics.suffix}"
-    await ensure_topics(infra.kafka, [*topics.env().values(), elsewhere], 3, 1)
+    await ensure_topics(infra.kafka, [*topics.env().values(), elsewhere], 3)
     original = [("h", b"1")]
     await send(
         infra.kafka,
@@ -375,3 +381,45 @@ async def test_redrive_selects_by_reason_and_never_publishes_elsewhere(
     assert unreachable.code == 1
     assert unreachable.stderr.startswith("error: cannot reach Kafka at 127.0.0.1:1")
     assert len(unreachable.stderr.splitlines()) == 1
+
+
+async def test_redrive_by_offset_publishes_exactly_one_and_never_a_truncated_one(
+    infra: Infra, topics: Topics, service_env: dict[str, str], clock_offset: float
+) -> None:
+    balance_t, dlq_t = topics["WALLET_BALANCE_CHANGED"], topics["AUTO_TOPUP_DEAD_LETTER"]
+    at = service_now(clock_offset)
+    await ensure_topics(infra.kafka, topics.env().values(), 3)
+    cut = [(messages.DLQ_TRUNCATED, b"true"), (messages.DLQ_ORIGINAL_SIZE, b"70000")]
+    landed = await send(
+        infra.kafka,
+        [
+            (dlq_t, b"k1", b'{"n": 1}', dlq_headers((balance_t, 0, 10), "future_dated", at)),
+            (dlq_t, b"k2", b'{"n": 2}', dlq_headers((balance_t, 0, 11), "future_dated", at)),
+            (dlq_t, b"k3", b'{"n": 3', dlq_headers((balance_t, 0, 12), "future_dated", at) + cut),
+        ],
+    )
+    one, two, truncated = (f"{p}@{o}" for _, p, o in landed)
+
+    exact = await dlq_cli(service_env, "redrive", "--offset", two)
+    assert exact.code == 0, exact.stderr
+    assert "redriven: 1" in exact.stdout
+    (published,) = await read_topic(infra.kafka, balance_t)
+    assert (published.key, published.value) == (b"k2", b'{"n": 2}')
+
+    refused = await dlq_cli(service_env, "redrive", "--offset", truncated)
+    assert refused.code == 0, refused.stderr
+    assert "first 64 KiB" in refused.stderr
+    assert "nothing to redrive" in refused.stdout
+
+    by_customer = await dlq_cli(service_env, "redrive", "--customer", "k1", "--dry-run")
+    assert "would redrive: 1" in by_customer.stdout
+    assert one in by_customer.stdout
+
+    absent = await dlq_cli(service_env, "redrive", "--offset", "0@999999")
+    assert absent.code == 1
+    assert "no dead letter at 0@999999" in absent.stderr
+    malformed = await dlq_cli(service_env, "list", "--offset", "ten")
+    assert malformed.code == 2
+    assert "PARTITION@OFFSET" in malformed.stderr
+    # Only the one asked for was ever published.
+    assert [r.key for r in await read_topic(infra.kafka, balance_t)] == [b"k2"]

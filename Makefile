@@ -11,7 +11,8 @@ STACK := deploy/local/stack.sh
 WITH_ENV = set -a; eval "$$($(STACK) env)"; set +a;
 
 .PHONY: help install up down env status run test test-unit test-integration test-e2e lint \
-        format schemas demo chaos fuzz-money bench bench-handler clean test-slow chaos-slow
+        format schemas demo chaos fuzz-money bench bench-handler clean test-slow chaos-slow \
+        replay-memory
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -65,6 +66,9 @@ schemas: install ## Regenerate schemas/ from the models
 
 chaos: up ## The big chaos run (200k events, 4 instances, 50+ kills, broker and DB restarts)
 	$(WITH_ENV) $(BIN)/python -m tests.chaos
+
+replay-memory: up ## auto-topup replay over 1,000,000 records without --report: peak RSS under 200 MB
+	$(WITH_ENV) $(BIN)/python -m tests.bench.replay_memory
 
 fuzz-money: install ## The stateful model test of the money rules, 100,000 examples (long)
 	AUTO_TOPUP_MODEL_EXAMPLES=$${AUTO_TOPUP_MODEL_EXAMPLES:-100000} $(BIN)/pytest -p no:cacheprovider \

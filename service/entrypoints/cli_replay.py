@@ -222,7 +222,7 @@ class Options:
 @dataclass
 class Outcome:
     summary: Summary = field(default_factory=Summary)
-    rows: list[ReplayRow] = field(default_factory=list)
+    rows: list[ReplayRow] = field(default_factory=list)  # with --report only
     window: Window | None = None
     done: int = 0
     interrupted: bool = False
@@ -357,7 +357,8 @@ class Replay:
                         break  # nothing of this batch was committed; its offsets neither
                     merge.applied(records)
                     rows = rows_of(report.log, records, tap.take(), self.settings.topics)
-                    self.outcome.rows += rows
+                    if self.options.report is not None:  # kept only for the report: a long
+                        self.outcome.rows += rows  # replay without one runs in flat memory
                     self.outcome.summary.add(records, rows)
                     self.outcome.summary.stripe_claims += report.stripe_claims
                     if relay is not None and report.outbox_rows:

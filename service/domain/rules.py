@@ -248,7 +248,11 @@ def apply_settings(
     ):
         seen = replace(previous, version=_highest(previous.version, event.version))
         stale = replace(wallet, settings=seen)
-        if event.origin is Origin.ONLINE_TOP_UP and _settings_error(wallet, event) is None:
+        if (
+            event.origin is Origin.ONLINE_TOP_UP
+            and _settings_error(wallet, event) is None
+            and not _card_may_be_newer(wallet, previous, event)
+        ):
             # Older than the settings in effect, but maybe the card's latest: the card and its
             # amounts are what the last online top-up set, whatever came from the Finance app.
             stale = _saved_card(stale, event)
@@ -286,6 +290,17 @@ def apply_settings(
         now=now,
         policy=policy,
     )
+
+
+def _card_may_be_newer(wallet: Wallet, applied: Settings, event: SettingsUpdated) -> bool:
+    """A card saved before its time was recorded (v1, before migration 0005) was set by
+    settings no later than those applied: a stale online top-up dated no later than them may
+    be older than the card (a replay of an old one), so it must not replace it or lift a pause.
+    One dated after every settings applied is after the card too."""
+    if wallet.card is None or (wallet.card_terms and wallet.card_terms.newest):
+        return False
+    applied_at = applied.newest or (applied.occurred_at, applied.event_id)
+    return (event.occurred_at, event.event_id) <= applied_at
 
 
 def _saved_card(wallet: Wallet, event: SettingsUpdated) -> Wallet:

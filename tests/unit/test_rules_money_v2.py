@@ -4,6 +4,7 @@ for sequences that break them all.)"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -294,3 +295,41 @@ def test_a_late_balance_older_than_the_window_triggers_nothing() -> None:
     assert out.status is Status.APPLIED
     assert out.decision is Decision.BLOCKED
     assert out.reason == "old_business_date"
+
+
+def test_a_replayed_old_online_top_up_never_replaces_a_card_saved_before_v2() -> None:
+    """A card saved by v1 has no recorded time (migration 0005 could not know it). Replaying
+    an online top-up of months ago must not bring its old card and amounts back, nor lift a
+    pause; one dated after every settings applied still sets the card (stale by version)."""
+    current = _online(Wallet("cust-1"), trigger="200.00", threshold="20.00", version=5)
+    assert current.card_terms is not None
+    v1 = replace(current, card_terms=replace(current.card_terms, newest=None), stripe_paused=True)
+    old = _apply(
+        v1,
+        method=PaymentMethod.STRIPE,
+        origin=Origin.ONLINE_TOP_UP,
+        card=("cus_1", "pm_old"),
+        trigger="900.00",
+        threshold="500.00",
+        version=2,
+        at=T0 - timedelta(days=300),
+    )
+    assert old.status is Status.STALE
+    assert old.wallet.card == v1.card
+    assert old.wallet.card_terms == v1.card_terms
+    assert old.wallet.stripe_paused is True
+
+    later = _apply(
+        v1,
+        method=PaymentMethod.STRIPE,
+        origin=Origin.ONLINE_TOP_UP,
+        card=("cus_1", "pm_new"),
+        trigger="300.00",
+        threshold="30.00",
+        version=3,
+        at=T0 + timedelta(minutes=5),
+    )
+    assert later.status is Status.STALE
+    assert later.wallet.card is not None
+    assert later.wallet.card.stripe_payment_method_id == "pm_new"
+    assert later.wallet.stripe_paused is False

@@ -40,8 +40,16 @@ status: ## Show which parts of the local stack run
 run: up ## Install, start the stack, run the service in the foreground
 	$(WITH_ENV) exec $(BIN)/auto-topup run
 
-test: up lint ## Install, start the stack, lint, run every tier of tests
+# The end-to-end tests whose outcome turns on a business day's end, run again with the
+# service's clock at 00:30 and at 23:30 UTC (every e2e test pins it, to 10:00 UTC by default).
+HOUR_TESTS := tests/e2e/test_rules.py tests/e2e/test_cheque_tt.py tests/e2e/test_stripe.py \
+	tests/e2e/test_money_v2.py tests/e2e/test_cli_replay.py tests/e2e/test_cli_explain.py
+AT_HOURS = for at in 00:30 23:30; do echo "== service clock at $$at UTC"; \
+	AUTO_TOPUP_TEST_CLOCK=$$at $(1) $(BIN)/pytest -q $(HOUR_TESTS); done
+
+test: up lint ## Install, start the stack, lint, run every tier of tests (and the day-boundary ones at 00:30 and 23:30)
 	$(WITH_ENV) $(BIN)/pytest tests/unit tests/integration tests/e2e
+	$(WITH_ENV) $(call AT_HOURS,)
 
 test-unit: install ## Only the pure, fast tests
 	$(BIN)/pytest tests/unit
@@ -97,7 +105,8 @@ WITH_SLOW_STACK = export $(SLOW_STACK_ENV); trap '$(STACK) down' EXIT; $(PIN) $(
 	$(WITH_ENV)
 
 test-slow: install lint ## make test on one core (taskset -c 0), against a stack pinned to it
-	$(WITH_SLOW_STACK) $(PIN) $(BIN)/pytest tests/unit tests/integration tests/e2e
+	$(WITH_SLOW_STACK) $(PIN) $(BIN)/pytest tests/unit tests/integration tests/e2e; \
+	$(call AT_HOURS,$(PIN))
 
 chaos-slow: install ## make chaos on one core (taskset -c 0), against a stack pinned to it
 	$(WITH_SLOW_STACK) $(PIN) $(BIN)/python -m tests.chaos

@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from service.contract import messages
+from service.entrypoints.cli_support import confirmed, parse_time
 from service.entrypoints.cli_support import console as _out
 from service.entrypoints.cli_support import settings as _settings
 
@@ -413,10 +414,17 @@ class Selection:
     reason: str | None = None
     customer: str | None = None  # the record's key (the contract's key is the customer_id)
     positions: frozenset[tuple[int, int]] = frozenset()  # (partition, offset) in the DLQ topic
+    since: datetime | None = None  # dead-lettered (the record's Kafka timestamp) at or after
+
+    @property
+    def any(self) -> bool:
+        """Whether any filter is set (else: every dead letter)."""
+        return bool(self.reason or self.customer or self.positions or self.since)
 
     def matches(self, dead: DeadLetter) -> bool:
         return (
-            (self.reason is None or dead.reason == self.reason)
+            (self.since is None or dead.timestamp_ms >= self.since.timestamp() * 1000)
+            and (self.reason is None or dead.reason == self.reason)
             and (self.customer is None or dead.key == self.customer.encode("utf-8"))
             and (not self.positions or (dead.partition, dead.offset) in self.positions)
         )
@@ -429,6 +437,8 @@ class Selection:
             parts.append(f"of customer {_printable(self.customer)}")
         if self.positions:
             parts.append("at " + ", ".join(f"{p}@{o}" for p, o in sorted(self.positions)))
+        if self.since:
+            parts.append(f"since {self.since.isoformat()}")
         return (" " + " ".join(parts)) if parts else ""
 
 
@@ -493,6 +503,14 @@ CustomerOption = Annotated[
     str | None,
     typer.Option("--customer", help="Only the dead letters keyed by this customer_id."),
 ]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        metavar="TIME",
+        help="Only the dead letters written at or after this time (RFC 3339, with offset).",
+    ),
+]
 OffsetOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -534,8 +552,15 @@ REDRIVE_HELP = (
 )
 
 
-def _selection(reason: str | None, customer: str | None, offsets: list[str] | None) -> Selection:
-    return Selection(reason, customer, frozenset(parse_position(o) for o in offsets or ()))
+def _selection(
+    reason: str | None, customer: str | None, offsets: list[str] | None, since: str | None
+) -> Selection:
+    return Selection(
+        reason,
+        customer,
+        frozenset(parse_position(o) for o in offsets or ()),
+        parse_time(since, "--since") if since is not None else None,
+    )
 
 
 def _read_selected(settings: Settings, selection: Selection, timeout: float) -> list[DeadLetter]:
@@ -554,6 +579,7 @@ def list_dead_letters(
     reason: ReasonOption = None,
     customer: CustomerOption = None,
     offset: OffsetOption = None,
+    since: SinceOption = None,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Show only the N most recent.")
     ] = None,
@@ -562,7 +588,7 @@ def list_dead_letters(
     ] = False,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
 ) -> None:
-    selection = _selection(reason, customer, offset)
+    selection = _selection(reason, customer, offset, since)
     settings = _settings()
     topic = settings.topics.dead_letter
     selected = _read_selected(settings, selection, timeout)
@@ -589,12 +615,28 @@ def redrive(
     reason: ReasonOption = None,
     customer: CustomerOption = None,
     offset: OffsetOption = None,
+    since: SinceOption = None,
+    every: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Redrive every dead letter (needed when no filter selects some)."
+        ),
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Do not ask on a terminal before publishing.")
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Publish nothing; show what would be redriven.")
     ] = False,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
 ) -> None:
-    selection = _selection(reason, customer, offset)
+    selection = _selection(reason, customer, offset, since)
+    if not selection.any and not every and not dry_run:
+        raise typer.BadParameter(
+            "select the dead letters with --reason, --customer, --offset or --since, or pass "
+            "--all to redrive every one",
+            param_hint="--all",
+        )
     settings = _settings()
     topic, bootstrap = settings.topics.dead_letter, settings.kafka_bootstrap_servers
     plan = plan_redrive(_read_selected(settings, selection, timeout), settings.topics.inputs)
@@ -612,6 +654,12 @@ def redrive(
         out.print(_table(plan.publish, target=True))
         _summary(out, plan.publish, [], "would redrive")
         return
+    if not confirmed(
+        f"Publish {_plural(len(plan.publish), 'dead letter')}{which} back to their input topics?",
+        yes,
+    ):
+        _warn("redrive: nothing was published")
+        raise typer.Exit(1)
     failed = _run(bootstrap, timeout, lambda: publish(bootstrap, plan.publish, timeout))
     for dead, why in failed:
         _warn(

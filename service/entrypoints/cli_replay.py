@@ -38,6 +38,7 @@ from service.adapters.postgres.store import PgUnitOfWork, wallet_from_row
 from service.config import Settings
 from service.domain.model import Wallet
 from service.entrypoints import logs
+from service.entrypoints.cli_support import confirmed, parse_time
 from service.service_layer.handlers import BatchHandler
 from service.service_layer.ports import InputRecord, UnitOfWorkFactory
 from service.service_layer.processor import BatchProcessor, Stopped
@@ -60,23 +61,6 @@ EXIT_INTERRUPTED = 130  # SIGINT / SIGTERM: what was applied is committed; --gro
 
 class ReplayError(Exception):
     """Stops the replay with one line for the operator (exit code 1)."""
-
-
-def parse_time(text: str, option: str) -> datetime:
-    """RFC 3339 with an offset; a time without one is ambiguous and rejected."""
-    try:
-        at = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise typer.BadParameter(
-            f"{text!r} is not an RFC 3339 time (e.g. 2026-11-25T10:00:00Z)", param_hint=option
-        ) from None
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise typer.BadParameter(
-            f"{text!r} has no UTC offset; add one, e.g. {at.isoformat()}Z or "
-            f"{at.isoformat()}+01:00",
-            param_hint=option,
-        )
-    return at
 
 
 def default_group(settings: Settings, now: datetime) -> str:
@@ -584,6 +568,10 @@ def replay(
             "--wait", min=0.1, metavar="SECONDS", help="How long to wait for Kafka and PostgreSQL."
         ),
     ] = 30.0,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", help="Do not ask on a terminal before a live replay (for scripts)."),
+    ] = False,
 ) -> None:
     """Apply the input topics again over a time window, as safely as the service does."""
     start = parse_time(since, "--from")
@@ -597,6 +585,13 @@ def replay(
     from service.entrypoints.cli import load_settings
 
     settings = load_settings()
+    if not dry_run and not confirmed(
+        f"Replay live from {start.isoformat()}: decisions are written to PostgreSQL and "
+        "published (each daily key still decides once). Go on?",
+        yes,
+    ):
+        typer.echo("replay: not started (nothing was done)", err=True)
+        raise typer.Exit(1)
     logs.configure("DEBUG" if settings.log_level == "DEBUG" else "WARNING")
     logging.getLogger("auto_topup").addFilter(_QuietWaits())
     options = Options(

@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
@@ -38,6 +39,32 @@ def printable(text: str) -> str:
         c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
         for c in text
     )
+
+
+def parse_time(text: str, option: str) -> datetime:
+    """RFC 3339 with an offset; a time without one is ambiguous and rejected."""
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{printable(text)!r} is not an RFC 3339 time (e.g. 2026-11-25T10:00:00Z)",
+            param_hint=option,
+        ) from None
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise typer.BadParameter(
+            f"{printable(text)!r} has no UTC offset; add one, e.g. {at.isoformat()}Z or "
+            f"{at.isoformat()}+01:00",
+            param_hint=option,
+        )
+    return at
+
+
+def confirmed(question: str, yes: bool) -> bool:
+    """True when the operator agreed: asked on a terminal (unless --yes); a script (no
+    terminal) goes on, as it always did, and passes --yes to say so."""
+    if yes or not sys.stdin.isatty():
+        return True
+    return typer.confirm(question, default=False)
 
 
 def with_database(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:

@@ -231,8 +231,21 @@ class Summary:
         return out
 
 
+# A CSV cell a spreadsheet would run as a formula (ids and details come from producers).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A cell as written to the CSV report: text that a spreadsheet would read as a formula
+    gets a leading apostrophe (OWASP's CSV injection advice); numbers and dates are kept."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return "" if value is None else value
+
+
 def write_report(path: Path, rows: Sequence[ReplayRow]) -> None:
-    """One row per decision, as CSV or JSON (by the file's extension)."""
+    """One row per decision, as CSV or JSON (by the file's extension). JSON keeps every value
+    as it is; CSV neutralises what a spreadsheet would run (`csv_cell`)."""
     dicts = [r.as_dict() for r in rows]
     if path.suffix.lower() == ".json":
         path.write_text(json.dumps(dicts, indent=1) + "\n", encoding="utf-8")
@@ -240,4 +253,4 @@ def write_report(path: Path, rows: Sequence[ReplayRow]) -> None:
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in d.items()} for d in dicts)
+        writer.writerows({k: csv_cell(v) for k, v in d.items()} for d in dicts)

@@ -121,6 +121,7 @@ def run_replay(env: dict[str, str], *args: str) -> Measured:
             proc = subprocess.Popen(
                 [*command()[:-1], "replay", *args],
                 env={**os.environ, **env, "COLUMNS": "200"},
+                stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
             )

@@ -219,6 +219,7 @@ async def run_cli(env: Mapping[str, str], *args: str, columns: int | None = None
         *command()[:-1],
         *args,
         env={**base, **env, **width},
+        stdin=asyncio.subprocess.DEVNULL,  # as a script runs it: never asked to confirm
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

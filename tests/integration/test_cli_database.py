@@ -42,7 +42,13 @@ def auto_topup(database_url: str, *args: str) -> subprocess.CompletedProcess[str
         "AUTO_TOPUP_HTTP_PORT": "0",
     }
     return subprocess.run(
-        _command(*args), env=env, capture_output=True, text=True, timeout=CLI_SECONDS, check=False
+        _command(*args),
+        env=env,
+        stdin=subprocess.DEVNULL,  # as a script runs it: never asked to confirm
+        capture_output=True,
+        text=True,
+        timeout=CLI_SECONDS,
+        check=False,
     )
 
 

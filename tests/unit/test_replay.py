@@ -17,7 +17,8 @@ from service.adapters.memory import MemoryDatabase
 from service.config import Topics
 from service.domain import rules
 from service.domain.model import Origin, PaymentMethod, Settings, Wallet
-from service.entrypoints.cli_replay import TimeMerge, Window, parse_time
+from service.entrypoints.cli_replay import TimeMerge, Window
+from service.entrypoints.cli_support import parse_time
 from service.service_layer.handlers import BatchHandler
 from service.service_layer.ports import DecisionLog, InputRecord, OutboxRecord
 from service.service_layer.replay import (

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.bench.backlog import fill
 from tests.bench.latency import open_loop, percentile
 from tests.bench.plot import latency_png
 from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS, STALL_SECONDS
@@ -41,31 +42,6 @@ RESULTS = Path("bench-results")
 
 def _db(server: str, name: str) -> str:
     return urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
-
-
-async def fill(bootstrap: str, topic: str, messages: Iterator[tuple[bytes, bytes]]) -> int:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks=1,
-        linger_ms=50,
-        max_batch_size=64 * 1024,  # a busy producer's batches (aiokafka: 16 KB by default)
-        compression_type=None,
-        request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS,
-    )
-    await producer.start()
-    sent = 0
-    try:
-        pending = []
-        for key, value in messages:
-            pending.append(await producer.send(topic, value, key=key))
-            sent += 1
-            if len(pending) >= 20_000:
-                await asyncio.gather(*pending)
-                pending = []
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-    return sent
 
 
 async def lag(bootstrap: str, group: str, topic: str) -> int:

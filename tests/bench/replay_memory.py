@@ -29,9 +29,9 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from urllib.parse import urlsplit, urlunsplit
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from tests.bench.backlog import fill
 from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS, ensure_topics
 from tests.pg_tools import connect
 from tests.service_process import Topics, command
@@ -86,30 +86,6 @@ def balance_messages(
             "sequence": n // customers + 1,
         }
         yield cid.encode(), json.dumps(body).encode()
-
-
-async def fill(bootstrap: str, topic: str, messages: Iterator[tuple[bytes, bytes]]) -> int:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks=1,
-        linger_ms=50,
-        max_batch_size=64 * 1024,
-        request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS,
-    )
-    await producer.start()
-    sent = 0
-    try:
-        pending = []
-        for key, value in messages:
-            pending.append(await producer.send(topic, value, key=key))
-            sent += 1
-            if len(pending) >= 20_000:
-                await asyncio.gather(*pending)
-                pending = []
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-    return sent
 
 
 def run_replay(env: dict[str, str], *args: str) -> Measured:

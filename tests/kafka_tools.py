@@ -61,6 +61,20 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -
         raise RuntimeError(f"could not create topics: {failed}")
 
 
+async def end_offsets(bootstrap: str, names: Sequence[str]) -> dict[TopicPartition, int]:
+    """The end offset of every partition of the named topics, now."""
+    partitions = await partitions_of(bootstrap, names)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
+    )
+    await consumer.start()
+    try:
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        return ends
+    finally:
+        await consumer.stop()
+
+
 @dataclass(frozen=True)
 class Record:
     topic: str

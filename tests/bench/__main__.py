@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.bench.backlog import fill
+from tests.bench.backlog import drop, fill
 from tests.bench.latency import open_loop, percentile
 from tests.bench.plot import latency_png
 from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS, STALL_SECONDS
@@ -264,7 +264,7 @@ async def measure(
         )
     service.stop()
     stats = next(e["runtime"] for e in service.logs() if "runtime" in e)
-    await _clean_up(bootstrap, server, database, [*names, copy])
+    await drop(bootstrap, server, database, [*names, copy])
     grown_kb = stats["max_rss_kb"] - stats["rss_kb_at_start"]
     result: dict[str, Any] = {
         "customers": customers,
@@ -286,23 +286,6 @@ async def measure(
             p999_ms=percentile(latencies, 0.999),
         )
     return result, latencies
-
-
-async def _clean_up(bootstrap: str, server: str, database: str, topics: list[str]) -> None:
-    """The backlog is hundreds of megabytes: drop it with the run's database."""
-    admin = await connect(_db(server, "postgres"))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    finally:
-        await admin.close()
-    kafka_admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
-    )
-    await kafka_admin.start()
-    try:
-        await kafka_admin.delete_topics(topics)
-    finally:
-        await kafka_admin.close()
 
 
 def _write(summary: str) -> None:

@@ -29,10 +29,8 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from urllib.parse import urlsplit, urlunsplit
 
-from aiokafka.admin import AIOKafkaAdminClient
-
-from tests.bench.backlog import fill
-from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS, ensure_topics
+from tests.bench.backlog import drop, fill
+from tests.kafka_tools import ensure_topics
 from tests.pg_tools import connect
 from tests.service_process import Topics, command
 
@@ -180,23 +178,7 @@ async def main(args: argparse.Namespace) -> int:
             )
         return 0 if plain.max_rss_mb < args.limit_mb else 1
     finally:
-        await _clean_up(bootstrap, server, database, names)
-
-
-async def _clean_up(bootstrap: str, server: str, database: str, topics: list[str]) -> None:
-    admin = await connect(urlunsplit(urlsplit(server)._replace(path="/postgres")))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    finally:
-        await admin.close()
-    kafka = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
-    )
-    await kafka.start()
-    try:
-        await kafka.delete_topics(topics)
-    finally:
-        await kafka.close()
+        await drop(bootstrap, server, database, names)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from service.contract.codec import output_event_id
+from tests import kafka_tools
 from tests.conftest import Infra
 from tests.e2e.conftest import pinned_offset, run_cli, service_now
 from tests.factories import balance_wire, dumps, settings_wire
@@ -101,16 +102,8 @@ async def moment() -> datetime:
 
 
 async def end_offsets(infra: Infra, topics: Topics) -> dict[TopicPartition, int]:
-    partitions = await partitions_of(infra.kafka, [topics[n] for n in OUTPUTS])
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=infra.kafka, group_id=None, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
-    )
-    await consumer.start()
-    try:
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
-        return ends
-    finally:
-        await consumer.stop()
+    """The output topics' end offsets, now."""
+    return await kafka_tools.end_offsets(infra.kafka, [topics[n] for n in OUTPUTS])
 
 
 async def table_counts(database_url: str) -> dict[str, int]:

@@ -21,13 +21,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.contract.codec import output_event_id
+from tests import kafka_tools
 from tests.conftest import Infra
 from tests.e2e.conftest import CliRun, Flow, customer_id, pinned_offset, run_cli, service_now
-from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS, WAIT_SECONDS, partitions_of
+from tests.kafka_tools import WAIT_SECONDS
 from tests.pg_tools import connect
 from tests.service_process import ServiceProcess, Topics
 
@@ -50,16 +51,8 @@ def ok(run: CliRun) -> CliRun:
 
 
 async def end_offsets(infra: Infra, topics: Topics) -> dict[TopicPartition, int]:
-    partitions = await partitions_of(infra.kafka, [topics[n] for n in OUTPUTS])
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=infra.kafka, group_id=None, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
-    )
-    await consumer.start()
-    try:
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
-        return ends
-    finally:
-        await consumer.stop()
+    """The output topics' end offsets, now."""
+    return await kafka_tools.end_offsets(infra.kafka, [topics[n] for n in OUTPUTS])
 
 
 async def rows(database_url: str, sql: str) -> list[Any]:

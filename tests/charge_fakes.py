@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from service.domain.model import Card, PaymentMethod, TopUp
-from service.service_layer.charger import PendingCharge
+from service.service_layer.charger import ChargeOutcome, PendingCharge
 from service.service_layer.payments import ChargeRequest, ChargeResult, TransientChargeError
 from service.service_layer.ports import OutboxRecord
 
@@ -118,24 +118,16 @@ class MemoryChargeStore:
             )
         return leased
 
-    async def finish(
-        self,
-        charge: PendingCharge,
-        result: str,
-        reason: str | None,
-        detail: str,
-        payment_intent_id: str | None,
-        record: OutboxRecord,
-        pause_card: str | None,
-    ) -> bool:
+    async def finish(self, charge: PendingCharge, outcome: ChargeOutcome) -> bool:
         r = self.row(charge.topup)
         if r.phase != "charging":
             return False
-        r.phase, r.result, r.reason, r.detail = "done", result, reason, detail
-        r.payment_intent_id, r.next_attempt_at = payment_intent_id, None
-        self.outbox.setdefault(record.dedupe_key, record)
-        if pause_card is not None:
-            self.paused.append((charge.topup.customer_id, pause_card))
+        r.phase, r.result, r.reason = "done", outcome.result, outcome.reason
+        r.detail, r.payment_intent_id = outcome.detail, outcome.payment_intent_id
+        r.next_attempt_at = None
+        self.outbox.setdefault(outcome.record.dedupe_key, outcome.record)
+        if outcome.pause_card is not None:
+            self.paused.append((charge.topup.customer_id, outcome.pause_card))
         return True
 
     async def postpone(

@@ -15,6 +15,8 @@ from enum import StrEnum
 from service.domain import rules
 from service.domain.calendar import business_date, zone
 from service.domain.model import BalanceChanged, PaymentMethod, TopUp, Wallet
+from service.domain.rails import Due
+from service.domain.rails.master_account import fund_from_partner
 from service.domain.values import value
 
 # The event id of the imaginary balance events put to the rule (never stored, never published).
@@ -113,9 +115,8 @@ def partner_failure(
         payment_method=s.payment_method,
         partner_id=s.partner_id,
     )
-    return rules.fund_from_partner(
-        partner, topup, now, policy or rules.Policy(), _PROBE_EVENT_ID
-    ).failure
+    hold = (policy or rules.Policy()).credit_hold
+    return fund_from_partner(Due(topup, now, partner, _PROBE_EVENT_ID, hold)).reason
 
 
 def _money(amount: Decimal, currency: str) -> str:

@@ -6,26 +6,26 @@ new state with what was decided. Nothing here reads a clock, a database or a bro
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
 from service.domain.calendar import business_date, day_end, is_valid_timezone
+from service.domain.cards import card_may_be_newer, saved_card
 from service.domain.model import (
     Balance,
     BalanceChanged,
-    Card,
-    CardTerms,
-    Credit,
     Origin,
-    PaymentMethod,
     Settings,
     SettingsUpdated,
     TopUp,
     Wallet,
 )
-from service.domain.money import card_amount_error, fits_minor_units
+from service.domain.money import fits_minor_units
+from service.domain.rails import DEFAULT_RAILS, Rails, Terms
+from service.domain.reservations import available_funds as _available
+from service.domain.reservations import unreleased
 from service.domain.values import value
 
 
@@ -38,6 +38,8 @@ class Policy:
     # A partner credit that no balance event of the partner's wallet names in `caused_by`
     # stops being reserved after this long (measured on this service's clock).
     credit_hold: timedelta = timedelta(hours=48)
+    # The payment rails, by the method they serve (what a due top-up does).
+    rails: Rails = field(default=DEFAULT_RAILS)
 
 
 class Status(StrEnum):
@@ -116,7 +118,7 @@ def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: 
         # when the same events come again. A credit it names is applied all the same: the
         # newer balance we know includes it.
         seen = replace(last, sequence=_highest(last.sequence, event.sequence))
-        credits = _unreleased(wallet.credits_out, event.caused_by, now, policy)
+        credits = unreleased(wallet.credits_out, event.caused_by, now, policy.credit_hold)
         return Outcome(
             replace(wallet, balance=seen, credits_out=credits),
             Status.STALE,
@@ -130,7 +132,7 @@ def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: 
         event.event_id,
         _newest(last.newest if last else None, event.occurred_at, event.event_id),
     )
-    credits = _unreleased(wallet.credits_out, event.caused_by, now, policy)
+    credits = unreleased(wallet.credits_out, event.caused_by, now, policy.credit_hold)
     # (the constructor, not dataclasses.replace: this runs for every balance event)
     updated = Wallet(
         wallet.customer_id,
@@ -159,79 +161,31 @@ def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: 
     )
 
 
-def _unreleased(
-    credits: tuple[Credit, ...], caused_by: str | None, now: datetime, policy: Policy
-) -> tuple[Credit, ...]:
-    """The credits still reserved: not named by this balance event (a wallet's balance includes
-    a credit from the event that names it on), and not past the hold."""
-    if not credits:  # nearly every wallet: not a partner, or nothing outstanding
-        return credits
-    expired = now - policy.credit_hold
-    return tuple(
-        c
-        for c in credits
-        if c.issued_at > expired and (caused_by is None or c.event_id != caused_by)
-    )
-
-
 # --- settings ---------------------------------------------------------------------------------
 
 
-def _settings_error(wallet: Wallet, event: SettingsUpdated) -> tuple[str, str] | None:
-    """Checks that need the wallet's state or facts the wire schema cannot express."""
-    if not fits_minor_units(event.trigger_amount, event.currency):
-        return (
-            "invalid_amount_scale",
-            f"trigger_amount {event.trigger_amount} has more decimals than {event.currency}",
-        )
-    if not fits_minor_units(event.limit_threshold, event.currency):
-        return (
-            "invalid_amount_scale",
-            f"limit_threshold {event.limit_threshold} has more decimals than {event.currency}",
-        )
-    if event.payment_method is PaymentMethod.STRIPE:
-        problem = card_amount_error(event.trigger_amount, event.currency)
-        if problem is not None:
-            return ("invalid_amount_for_card", problem)
+def _settings_error(
+    wallet: Wallet, event: SettingsUpdated, policy: Policy
+) -> tuple[str, str] | None:
+    """Checks that need the wallet's state or facts the wire schema cannot express; then the
+    chosen rail's own."""
+    for name, amount in (
+        ("trigger_amount", event.trigger_amount),
+        ("limit_threshold", event.limit_threshold),
+    ):
+        if not fits_minor_units(amount, event.currency):
+            return (
+                "invalid_amount_scale",
+                f"{name} {amount} has more decimals than {event.currency}",
+            )
     if event.timezone is not None and not is_valid_timezone(event.timezone):
         return ("invalid_timezone", f"unknown IANA timezone {event.timezone!r}")
-    if (
-        event.partner_id is not None
-        and event.partner_id == event.customer_id
-        and (event.payment_method is PaymentMethod.MASTER_ACCOUNT)
-    ):
-        return ("partner_is_customer", "a wallet cannot fund itself")
     if wallet.balance is not None and wallet.balance.currency != event.currency:
         return (
             "currency_mismatch",
             f"settings in {event.currency} for a wallet in {wallet.balance.currency}",
         )
-    if event.origin is Origin.FINANCE_APP and event.payment_method is PaymentMethod.STRIPE:
-        card = wallet.card
-        if card is None:
-            return (
-                "stripe_card_missing",
-                "the Finance app may choose Stripe only for a customer whose card is on "
-                "record (saved during an online top-up)",
-            )
-        # Whatever the stored method is (since v2): a round trip through another method must
-        # not let the Finance app charge the card an amount its owner never set.
-        terms = wallet.card_terms
-        if terms is None or not terms.same_amounts(
-            event.trigger_amount, event.limit_threshold, event.currency
-        ):
-            card_set = (
-                "not known (save the card again in an online top-up)"
-                if terms is None
-                else f"{terms.trigger_amount} / {terms.limit_threshold} {terms.currency}"
-            )
-            return (
-                "stripe_settings_locked",
-                "Trigger Amount and Limit Threshold of a Stripe customer are set during "
-                f"online top-up; the Finance app cannot change them (the card's: {card_set}; "
-                f"sent: {event.trigger_amount} / {event.limit_threshold} {event.currency})",
-            )
-    return None
+    return policy.rails[event.payment_method].settings_error(wallet, event)
 
 
 def apply_settings(
@@ -250,14 +204,14 @@ def apply_settings(
         stale = replace(wallet, settings=seen)
         if (
             event.origin is Origin.ONLINE_TOP_UP
-            and _settings_error(wallet, event) is None
-            and not _card_may_be_newer(wallet, previous, event)
+            and _settings_error(wallet, event, policy) is None
+            and not card_may_be_newer(wallet, previous, event)
         ):
             # Older than the settings in effect, but maybe the card's latest: the card and its
             # amounts are what the last online top-up set, whatever came from the Finance app.
-            stale = _saved_card(stale, event)
+            stale = saved_card(stale, event)
         return Outcome(stale, Status.STALE, reason="stale_settings")
-    error = _settings_error(wallet, event)
+    error = _settings_error(wallet, event, policy)
     if error is not None:
         return _reject(wallet, *error)
 
@@ -277,7 +231,7 @@ def apply_settings(
     )
     updated = replace(wallet, settings=settings)
     if event.origin is Origin.ONLINE_TOP_UP:
-        updated = _saved_card(updated, event)
+        updated = saved_card(updated, event)
 
     turned_on = event.auto_trigger and (previous is None or not previous.auto_trigger)
     raised = previous is not None and event.limit_threshold > previous.limit_threshold
@@ -289,33 +243,6 @@ def apply_settings(
         occurred_at=event.occurred_at,
         now=now,
         policy=policy,
-    )
-
-
-def _card_may_be_newer(wallet: Wallet, applied: Settings, event: SettingsUpdated) -> bool:
-    """A card saved before its time was recorded (v1, before migration 0005) was set by
-    settings no later than those applied: a stale online top-up dated no later than them may
-    be older than the card (a replay of an old one), so it must not replace it or lift a pause.
-    One dated after every settings applied is after the card too."""
-    if wallet.card is None or (wallet.card_terms and wallet.card_terms.newest):
-        return False
-    applied_at = applied.newest or (applied.occurred_at, applied.event_id)
-    return (event.occurred_at, event.event_id) <= applied_at
-
-
-def _saved_card(wallet: Wallet, event: SettingsUpdated) -> Wallet:
-    """The card and its amounts from an online top-up, unless the card's are newer."""
-    assert event.stripe_customer_id is not None
-    assert event.stripe_payment_method_id is not None
-    at = (event.occurred_at, event.event_id)
-    terms = wallet.card_terms
-    if terms is not None and terms.newest is not None and at <= terms.newest:
-        return wallet
-    return replace(
-        wallet,
-        card=Card(event.stripe_customer_id, event.stripe_payment_method_id),
-        card_terms=CardTerms(event.trigger_amount, event.limit_threshold, event.currency, at),
-        stripe_paused=False,  # new card details: Stripe top-ups may go again
     )
 
 
@@ -342,44 +269,51 @@ def _evaluate(
         return _blocked(wallet, "no_settings", Decision.NOT_DUE)
     if balance is None:
         return _blocked(wallet, "balance_unknown", Decision.NOT_DUE)
-    threshold, amount, currency = (
-        settings.limit_threshold,
-        settings.trigger_amount,
-        settings.currency,
-    )
-    if settings.payment_method is PaymentMethod.STRIPE:
-        # A card is charged only what its owner set in the latest online top-up.
-        terms = wallet.card_terms
-        if terms is None:
-            return _blocked(wallet, "stripe_card_terms_unknown")
-        threshold, amount, currency = terms.limit_threshold, terms.trigger_amount, terms.currency
-    if balance.amount > threshold:
+    rail = policy.rails[settings.payment_method]
+    terms = rail.terms(wallet)
+    if not isinstance(terms, Terms):
+        return _blocked(wallet, terms)
+    if balance.amount > terms.threshold:
         return _blocked(wallet, "above_threshold", Decision.NOT_DUE)
-    if not settings.auto_trigger:
-        return _blocked(wallet, "auto_trigger_off")
-    if balance.currency != currency:
-        return _blocked(wallet, "currency_mismatch")
     timezone = settings.timezone or policy.default_timezone
     day = business_date(occurred_at, timezone)
     oldest = business_date(now, timezone) - timedelta(days=policy.old_day_window_days)
+    if not settings.auto_trigger:
+        return _blocked(wallet, "auto_trigger_off")
+    if balance.currency != terms.currency:
+        return _blocked(wallet, "currency_mismatch")
     if business_date(event_at or occurred_at, timezone) < oldest:
         return _blocked(wallet, "old_business_date")
-    if settings.payment_method is PaymentMethod.STRIPE and wallet.stripe_paused:
-        return _blocked(wallet, "stripe_paused")
+    stopped = rail.paused(wallet) or _day_taken(wallet, day, occurred_at)
+    if stopped is not None:
+        suppressed = stopped == "daily_key_taken"
+        return _blocked(wallet, stopped, Decision.SUPPRESSED if suppressed else Decision.BLOCKED)
+    return _claimed(wallet, terms, day, timezone, trigger_event_id)
+
+
+def _day_taken(wallet: Wallet, day: date, occurred_at: datetime) -> str | None:
     if day in wallet.attempt_dates or (
         # Since v2: the previous attempt's business day, in the timezone it used, must be over
         # (a change of timezone never opens a second day early).
         wallet.attempt_day_end is not None and occurred_at < wallet.attempt_day_end
     ):
-        return _blocked(wallet, "daily_key_taken", Decision.SUPPRESSED)
+        return "daily_key_taken"
+    return None
+
+
+def _claimed(wallet: Wallet, terms: Terms, day: date, timezone: str, trigger: str) -> Outcome:
+    """The top-up decided, with today's daily key taken on the wallet."""
+    settings, balance = wallet.settings, wallet.balance
+    assert settings is not None
+    assert balance is not None
     topup = TopUp(
         customer_id=wallet.customer_id,
         business_date=day,
-        trigger_event_id=trigger_event_id,
+        trigger_event_id=trigger,
         balance_at_trigger=balance.amount,
-        limit_threshold=threshold,
-        amount=amount,
-        currency=currency,
+        limit_threshold=terms.threshold,
+        amount=terms.amount,
+        currency=terms.currency,
         payment_method=settings.payment_method,
         partner_id=settings.partner_id,
         card=wallet.card,
@@ -394,51 +328,10 @@ def _evaluate(
 # --- master account ---------------------------------------------------------------------------
 
 
-@value
-class Funding:
-    partner: Wallet | None  # the partner's wallet after the credit (unchanged on failure)
-    failure: str | None = None
-    detail: str = ""
-
-
 def available_funds(
     partner: Wallet, now: datetime | None = None, policy: Policy | None = None
 ) -> Decimal | None:
-    """The partner's last known balance minus every credit this service issued from it that
-    the wallet service has not shown as applied yet (and whose hold has not passed at `now`;
-    without `now`, every reserved credit counts)."""
-    if partner.balance is None:
-        return None
-    credits = partner.credits_out
-    if now is not None:
-        credits = _unreleased(credits, None, now, policy or Policy())
-    return partner.balance.amount - sum((c.amount for c in credits), Decimal(0))
-
-
-def fund_from_partner(
-    partner: Wallet | None, topup: TopUp, now: datetime, policy: Policy, credit_event_id: str
-) -> Funding:
-    """Issues the top-up from the partner's wallet if what it can cover allows; the credit is
-    reserved under `credit_event_id` (the credit-issued event's id) until released."""
-    if partner is None or partner.balance is None:
-        return Funding(
-            partner, "partner_balance_unknown", f"no balance known for partner {topup.partner_id}"
-        )
-    if partner.balance.currency != topup.currency:
-        return Funding(
-            partner,
-            "partner_currency_mismatch",
-            f"partner wallet is in {partner.balance.currency}, top-up in {topup.currency}",
-        )
-    reserved = _unreleased(partner.credits_out, None, now, policy)
-    available = partner.balance.amount - sum((c.amount for c in reserved), Decimal(0))
-    if available < topup.amount:
-        return Funding(
-            partner,
-            "partner_insufficient_funds",
-            f"partner {topup.partner_id} can cover {available} (balance "
-            f"{partner.balance.amount} less {len(reserved)} credits not yet applied), "
-            f"top-up needs {topup.amount}",
-        )
-    credit = Credit(now, topup.amount, credit_event_id)
-    return Funding(replace(partner, credits_out=(*reserved, credit)))
+    """What a partner's wallet can cover (see `reservations.available_funds`); without `now`,
+    every reserved credit counts."""
+    hold = (policy or Policy()).credit_hold if now is not None else None
+    return _available(partner, now, hold)

@@ -42,15 +42,20 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Final
 
 from service.config import Topics
-from service.contract import messages
-from service.domain.model import TopUp
+from service.domain.model import Card
 from service.domain.money import card_minor_units
-from service.service_layer.outbox import output_record
+from service.domain.rails import DEFAULT_RAILS, Rails
+from service.service_layer.charges import (
+    ChargeOutcome,
+    ChargeStore,
+    PendingCharge,
+    charge_outcome,
+    stripe_idempotency_key,
+)
 from service.service_layer.payments import (
     ChargeRequest,
     ChargeResult,
@@ -59,8 +64,20 @@ from service.service_layer.payments import (
     TransientChargeError,
     adopt,
 )
-from service.service_layer.ports import Clock, OutboxRecord
+from service.service_layer.ports import Clock
 from service.service_layer.worker import Worker
+
+__all__ = [
+    "KEY_HORIZON",
+    "LOOKUP_AFTER",
+    "SEARCH_SETTLE",
+    "ChargeOutcome",
+    "ChargeStore",
+    "Charger",
+    "PendingCharge",
+    "charge_outcome",
+    "stripe_idempotency_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -74,85 +91,23 @@ KEY_HORIZON = timedelta(hours=24)
 SEARCH_SETTLE = timedelta(minutes=5)
 
 
-@dataclass(frozen=True, slots=True)
-class PendingCharge:
-    topup: TopUp
-    attempts: int  # including the one in progress
-    payment_intent_id: str | None
-    claimed_at: datetime
-    trace_headers: tuple[tuple[str, str], ...] = ()
-    # When the first attempt was leased (the Stripe key's age counts from it); set by lease().
-    first_attempt_at: datetime | None = None
-
-    @property
-    def started_at(self) -> datetime:
-        return self.first_attempt_at or self.claimed_at
+class _Settled:
+    """The lookup settled the charge for now (adopted, postponed or sent to review)."""
 
 
-class ChargeStore(Protocol):
-    async def lease(self, limit: int, lease_seconds: float, now: datetime) -> list[PendingCharge]:
-        """Takes the due charges ('charging', one more attempt); `now` becomes the first
-        attempt's time of a charge never attempted before."""
-        ...
-
-    async def finish(
-        self,
-        charge: PendingCharge,
-        result: str,
-        reason: str | None,
-        detail: str,
-        payment_intent_id: str | None,
-        record: OutboxRecord,
-        pause_card: str | None,
-    ) -> bool: ...
-
-    async def postpone(
-        self,
-        charge: PendingCharge,
-        until: datetime,
-        detail: str,
-        payment_intent_id: str | None,
-        looked_up_at: datetime | None = None,
-    ) -> None: ...
-
-    async def review(
-        self, charge: PendingCharge, detail: str, looked_up_at: datetime | None
-    ) -> bool:
-        """Moves a charge still 'charging' to 'needs_review' (no more attempts); False if
-        another worker settled it first."""
-        ...
+_SETTLED: Final = _Settled()
 
 
-def stripe_idempotency_key(topup: TopUp) -> str:
-    """The same for every attempt of one daily key, and for no other."""
-    return f"auto-topup:{topup.idempotency_key}"
-
-
-@dataclass(frozen=True, slots=True)
-class ChargeOutcome:
-    """What a settled charge comes to: the daily key's result and the event to publish."""
-
-    result: str  # credit_issued | failed
-    reason: str | None
-    detail: str
-    record: OutboxRecord
-
-
-def charge_outcome(
-    topics: Topics, charge: PendingCharge, result: ChargeResult, now: datetime
-) -> ChargeOutcome:
-    """The output event of a final result (succeeded or failed), under the daily key's
-    deterministic event id: the same whoever settles it (the charger, or an operator)."""
-    topup = charge.topup
-    if result.status is ChargeStatus.SUCCEEDED:
-        assert result.payment_intent_id is not None
-        event = messages.credit_from_stripe(topup, result.payment_intent_id, now)
-        record = output_record(topics.credit_issued, event, charge.trace_headers)
-        return ChargeOutcome("credit_issued", None, "", record)
-    reason = result.reason or "card_declined"
-    failed = messages.top_up_failed(topup, reason, result.detail, now)
-    record = output_record(topics.top_up_failed, failed, charge.trace_headers)
-    return ChargeOutcome("failed", reason, result.detail, record)
+def _warn_if_doubled(key: str, found: list[ChargeResult], adopted: ChargeResult) -> None:
+    if sum(r.status is ChargeStatus.SUCCEEDED for r in found) > 1:
+        log.error(
+            "charge %s: Stripe holds %d succeeded PaymentIntents for one daily key (%s): "
+            "refund all but %s",
+            key,
+            len(found),
+            ", ".join(str(r.payment_intent_id) for r in found),
+            adopted.payment_intent_id,
+        )
 
 
 class Charger:
@@ -172,6 +127,7 @@ class Charger:
         key_horizon: timedelta = KEY_HORIZON,
         search_settle: timedelta = SEARCH_SETTLE,
         on_published: Callable[[], None] = lambda: None,
+        rails: Rails = DEFAULT_RAILS,
     ) -> None:
         if not timedelta(0) < lookup_after < key_horizon:
             raise ValueError("the lookup age must be above zero and below the key horizon")
@@ -189,6 +145,7 @@ class Charger:
         # The first search whose "not found" sends a charge to review.
         self._review_after = key_horizon + search_settle
         self._on_published = on_published
+        self._rails = rails
         self._worker = Worker("stripe-charger", self.run_once, poll_interval=poll_interval)
 
     def wake(self) -> None:
@@ -217,8 +174,7 @@ class Charger:
         return self._clock() + timedelta(seconds=delay * random.uniform(0.8, 1.2))
 
     async def _settle(self, charge: PendingCharge) -> None:
-        topup = charge.topup
-        card = topup.card
+        card = charge.topup.card
         if card is None:  # cannot happen for a claim made by the rules; settle it anyway
             await self._finish(
                 charge,
@@ -226,66 +182,12 @@ class Charger:
             )
             return
         if charge.payment_intent_id is not None:
-            # A PaymentIntent we know: read it by its id (strongly consistent, never a create).
-            try:
-                result = await self._gateway.retrieve(charge.payment_intent_id)
-            except TransientChargeError as exc:
-                await self._postpone(charge, str(exc), None)
-                return
-            await self._settled(charge, result, None)
+            await self._read(charge, charge.payment_intent_id)
             return
-        now = self._clock()
-        age = now - charge.started_at
-        looked_up_at: datetime | None = None
-        # Old enough that no create goes out before a search has answered.
-        careful = age >= min(self._lookup_after, self._create_deadline)
-        # Any attempt after the first without a PaymentIntent id follows an unknown outcome.
-        if charge.attempts > 1 or careful:
-            try:
-                found = await self._gateway.find(topup.idempotency_key)
-            except TransientChargeError as exc:
-                if careful:
-                    if age >= self._review_after:
-                        await self._review(charge, f"no answer from Stripe's search: {exc}", None)
-                    else:
-                        await self._postpone(charge, str(exc), None)
-                    return
-                # Inside the window the idempotency key still covers the create below.
-                log.warning(
-                    "charge %s: lookup failed (%s); retrying under the same idempotency key",
-                    topup.idempotency_key,
-                    exc,
-                )
-                found = []
-            else:
-                looked_up_at = now
-            adopted = adopt(found)
-            if adopted is not None:
-                if sum(r.status is ChargeStatus.SUCCEEDED for r in found) > 1:
-                    log.error(
-                        "charge %s: Stripe holds %d succeeded PaymentIntents for one daily "
-                        "key (%s): refund all but %s",
-                        topup.idempotency_key,
-                        len(found),
-                        ", ".join(str(r.payment_intent_id) for r in found),
-                        adopted.payment_intent_id,
-                    )
-                await self._settled(charge, adopted, looked_up_at)
-                return
-            if age >= self._create_deadline:
-                # Never a create past the horizon: Stripe may have forgotten the key.
-                if age >= self._review_after:
-                    await self._review(
-                        charge,
-                        "no PaymentIntent found by metadata.daily_key past the Stripe key horizon",
-                        looked_up_at,
-                    )
-                else:  # the last creates may not be searchable yet: look again then
-                    until = charge.started_at + self._review_after
-                    await self._store.postpone(
-                        charge, until, "not found yet; final lookup pending", None, looked_up_at
-                    )
-                return
+        looked = await self._look_up(charge)
+        if looked is _SETTLED:
+            return
+        looked_up_at = looked if isinstance(looked, datetime) else None
         if charge.attempts > 1 and self._clock() - charge.started_at >= self._create_deadline:
             # The lookup itself took us past the create deadline: never a create now.
             until = charge.started_at + self._review_after
@@ -293,20 +195,76 @@ class Charger:
                 charge, until, "create deadline passed during the lookup", None, looked_up_at
             )
             return
+        await self._create(charge, card, looked_up_at)
+
+    async def _read(self, charge: PendingCharge, payment_intent_id: str) -> None:
+        """A PaymentIntent we know: read it by its id (strongly consistent, never a create)."""
         try:
-            result = await self._gateway.charge(
-                ChargeRequest(
-                    idempotency_key=stripe_idempotency_key(topup),
-                    amount_minor=card_minor_units(topup.amount, topup.currency),
-                    currency=topup.currency,
-                    customer=card.stripe_customer_id,
-                    payment_method=card.stripe_payment_method_id,
-                    metadata={
-                        "daily_key": topup.idempotency_key,
-                        "trigger_event_id": topup.trigger_event_id[:500],
-                    },
-                )
+            result = await self._gateway.retrieve(payment_intent_id)
+        except TransientChargeError as exc:
+            await self._postpone(charge, str(exc), None)
+            return
+        await self._settled(charge, result, None)
+
+    async def _look_up(self, charge: PendingCharge) -> datetime | _Settled | None:
+        """Searches Stripe by the daily key when an earlier outcome is unknown or the key is
+        old, and adopts what it finds. Returns _SETTLED when the charge needs nothing more now,
+        else when the search answered (None: no search, or it failed inside the window)."""
+        now = self._clock()
+        age = now - charge.started_at
+        # Old enough that no create goes out before a search has answered.
+        careful = age >= min(self._lookup_after, self._create_deadline)
+        # Any attempt after the first without a PaymentIntent id follows an unknown outcome.
+        if charge.attempts <= 1 and not careful:
+            return None
+        key = charge.topup.idempotency_key
+        try:
+            found = await self._gateway.find(key)
+        except TransientChargeError as exc:
+            if not careful:
+                # Inside the window the idempotency key still covers the create that follows.
+                log.warning("charge %s: lookup failed (%s); retrying under the same key", key, exc)
+                return None
+            if age >= self._review_after:
+                await self._review(charge, f"no answer from Stripe's search: {exc}", None)
+            else:
+                await self._postpone(charge, str(exc), None)
+            return _SETTLED
+        adopted = adopt(found)
+        if adopted is not None:
+            _warn_if_doubled(key, found, adopted)
+            await self._settled(charge, adopted, now)
+            return _SETTLED
+        if age < self._create_deadline:
+            return now
+        # Never a create past the horizon: Stripe may have forgotten the key.
+        if age >= self._review_after:
+            detail = "no PaymentIntent found by metadata.daily_key past the Stripe key horizon"
+            await self._review(charge, detail, now)
+        else:  # the last creates may not be searchable yet: look again then
+            until = charge.started_at + self._review_after
+            await self._store.postpone(
+                charge, until, "not found yet; final lookup pending", None, now
             )
+        return _SETTLED
+
+    async def _create(
+        self, charge: PendingCharge, card: Card, looked_up_at: datetime | None
+    ) -> None:
+        topup = charge.topup
+        request = ChargeRequest(
+            idempotency_key=stripe_idempotency_key(topup),
+            amount_minor=card_minor_units(topup.amount, topup.currency),
+            currency=topup.currency,
+            customer=card.stripe_customer_id,
+            payment_method=card.stripe_payment_method_id,
+            metadata={
+                "daily_key": topup.idempotency_key,
+                "trigger_event_id": topup.trigger_event_id[:500],
+            },
+        )
+        try:
+            result = await self._gateway.charge(request)
         except TransientChargeError as exc:
             await self._postpone(charge, str(exc), None, looked_up_at)
             return
@@ -356,19 +314,8 @@ class Charger:
 
     async def _finish(self, charge: PendingCharge, result: ChargeResult) -> None:
         topup = charge.topup
-        outcome = charge_outcome(self._topics, charge, result, self._clock())
-        # Only a hard failure of the card itself pauses Stripe top-ups for this customer; a
-        # decline that Stripe documents as temporary does not.
-        pause = topup.card.stripe_payment_method_id if topup.card and result.pauses_card else None
-        done = await self._store.finish(
-            charge,
-            outcome.result,
-            outcome.reason,
-            outcome.detail,
-            result.payment_intent_id,
-            outcome.record,
-            pause,
-        )
+        outcome = charge_outcome(self._topics, charge, result, self._clock(), self._rails)
+        done = await self._store.finish(charge, outcome)
         if done:
             log.info(
                 "charge %s: %s",

@@ -12,9 +12,10 @@ from service.config import Topics
 from service.contract import messages
 from service.contract.codec import Invalid, decode_balance, decode_settings
 from service.domain import rules
-from service.domain.model import BalanceChanged, PaymentMethod, SettingsUpdated, TopUp, Wallet
+from service.domain.model import BalanceChanged, SettingsUpdated, TopUp, Wallet
+from service.domain.rails import ChargeLater, Due
 from service.service_layer.alignment import Alignment, Held, in_event_time
-from service.service_layer.outbox import dead_letter_record, output_record
+from service.service_layer.outbox import dead_letter_record
 from service.service_layer.ports import (
     Claim,
     Clock,
@@ -24,6 +25,7 @@ from service.service_layer.ports import (
     Tracer,
     UnitOfWorkFactory,
 )
+from service.service_layer.settlement import settled_record
 
 log = logging.getLogger(__name__)
 
@@ -262,40 +264,22 @@ class BatchHandler:
     def _settle(
         self, topup: TopUp, batch: _Batch, trace: tuple[tuple[str, str], ...]
     ) -> tuple[Claim, OutboxRecord | None]:
-        """What a due top-up does, by payment method."""
+        """What a due top-up does: its rail decides; this persists and publishes it."""
         now = batch.now
-        if topup.payment_method is PaymentMethod.CHEQUE_TT:
-            event = messages.invoice_requested(topup, now)
-            return (
-                Claim(topup, "done", "invoice_requested"),
-                output_record(self._topics.invoice_requested, event, trace),
-            )
-        if topup.payment_method is PaymentMethod.MASTER_ACCOUNT:
-            assert topup.partner_id is not None
-            funding = rules.fund_from_partner(
-                batch.wallets.get(topup.partner_id),
-                topup,
-                now,
-                self._policy,
-                messages.event_id(topup, messages.CREDIT_ISSUED),
-            )
-            if funding.failure is not None:
-                failed = messages.top_up_failed(topup, funding.failure, funding.detail, now)
-                return (
-                    Claim(topup, "done", "failed", funding.failure, funding.detail),
-                    output_record(self._topics.top_up_failed, failed, trace),
-                )
-            assert funding.partner is not None
-            batch.wallets[topup.partner_id] = funding.partner
-            batch.changed.add(topup.partner_id)
-            credit = messages.credit_from_partner(topup, now)
-            return (
-                Claim(topup, "done", "credit_issued"),
-                output_record(self._topics.credit_issued, credit, trace),
-            )
-        # Stripe: the charge happens outside this transaction, driven by the claim's phases;
-        # the trace goes along on the claim, to the output event the charger publishes.
-        return Claim(topup, "claimed", next_attempt_at=now, trace_headers=trace), None
+        payer = batch.wallets.get(topup.partner_id) if topup.partner_id is not None else None
+        credit_id = messages.event_id(topup, messages.CREDIT_ISSUED)
+        step = self._policy.rails[topup.payment_method].settle(
+            Due(topup, now, payer, credit_id, self._policy.credit_hold)
+        )
+        if isinstance(step, ChargeLater):
+            # Charged outside this transaction, driven by the claim's phases; the trace goes
+            # along on the claim, to the output event the charger publishes.
+            return Claim(topup, "claimed", next_attempt_at=now, trace_headers=trace), None
+        for wallet in step.changed:
+            batch.wallets[wallet.customer_id] = wallet
+            batch.changed.add(wallet.customer_id)
+        claim = Claim(topup, "done", step.result, step.reason, step.detail or None)
+        return claim, settled_record(self._topics, topup, step, now, trace)
 
 
 class DailyKeyConflict(RuntimeError):

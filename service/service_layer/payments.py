@@ -1,24 +1,25 @@
-"""The card-payment port: what the charger needs from a payment provider."""
+"""The card-payment port: what the charger needs from a payment provider. (A provider's
+answer, `ChargeResult`, is the domain's: the Stripe rail decides what it comes to.)"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Final, Protocol
+from typing import Protocol
 
+from service.domain.rails import ChargeResult, ChargeStatus
+from service.domain.rails.stripe import TEMPORARY_DECLINES, pauses_card
 
-class ChargeStatus(StrEnum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"  # a hard failure: declined, authentication required, card unusable
-    PENDING = "pending"  # accepted but not final yet: look again later
-
-
-# Declines that Stripe documents as temporary ("the customer should try again"): the card is
-# fine, so they never pause Stripe top-ups, whatever else the result says.
-TEMPORARY_DECLINES: Final = frozenset(
-    {"try_again_later", "processing_error", "issuer_not_available", "reenter_transaction"}
-)
+__all__ = [
+    "TEMPORARY_DECLINES",
+    "ChargeRequest",
+    "ChargeResult",
+    "ChargeStatus",
+    "PaymentGateway",
+    "TransientChargeError",
+    "adopt",
+    "pauses_card",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,27 +30,6 @@ class ChargeRequest:
     customer: str
     payment_method: str
     metadata: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class ChargeResult:
-    status: ChargeStatus
-    payment_intent_id: str | None = None
-    reason: str | None = None  # stable snake_case code on failure
-    detail: str = ""
-    # The card itself failed (declined, needs authentication, gone): Stripe top-ups pause
-    # until the customer saves new card details. Other failures do not pause.
-    card_unusable: bool = False
-
-    @property
-    def pauses_card(self) -> bool:
-        """Whether this result pauses Stripe top-ups: a hard failure of the card itself, never
-        a decline documented as temporary."""
-        return (
-            self.status is ChargeStatus.FAILED
-            and self.card_unusable
-            and self.reason not in TEMPORARY_DECLINES
-        )
 
 
 class TransientChargeError(Exception):

@@ -23,12 +23,18 @@ from service.adapters.stripe_gateway import StripeGateway
 from service.config import Topics
 from service.domain.model import Card, PaymentMethod, TopUp
 from service.domain.money import to_minor_units
-from service.service_layer.charger import Charger, PendingCharge, stripe_idempotency_key
+from service.service_layer.charger import (
+    ChargeOutcome,
+    Charger,
+    PendingCharge,
+    stripe_idempotency_key,
+)
 from service.service_layer.payments import (
     ChargeRequest,
     ChargeResult,
     ChargeStatus,
     TransientChargeError,
+    pauses_card,
 )
 from service.service_layer.ports import OutboxRecord
 from tests.charge_fakes import T0, FakeClock, MemoryChargeStore, stripe_topup
@@ -302,17 +308,8 @@ class OneChargeStore:
         due, self._due = self._due[:limit], self._due[limit:]
         return due
 
-    async def finish(
-        self,
-        charge: PendingCharge,
-        result: str,
-        reason: str | None,
-        detail: str,
-        payment_intent_id: str | None,
-        record: OutboxRecord,
-        pause_card: str | None,
-    ) -> bool:
-        self.finished.append((result, payment_intent_id, record))
+    async def finish(self, charge: PendingCharge, outcome: ChargeOutcome) -> bool:
+        self.finished.append((outcome.result, outcome.payment_intent_id, outcome.record))
         return True
 
     async def postpone(
@@ -454,7 +451,7 @@ async def test_a_decline_stripe_documents_as_temporary_does_not_make_the_card_un
         "pi_t",
     )
     assert result.card_unusable is pauses
-    assert result.pauses_card is pauses
+    assert pauses_card(result) is pauses
 
 
 # --- the Search API: looking a charge up by metadata.daily_key ----------------------------

@@ -1,6 +1,6 @@
 """The threshold rule, the once-a-day rule and their guards, on plain data."""
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -8,6 +8,8 @@ import pytest
 
 from service.domain import rules
 from service.domain.model import Origin, PaymentMethod, Wallet
+from service.domain.rails import Due
+from service.domain.rails.master_account import fund_from_partner
 from service.domain.rules import Decision, Policy, Status
 from tests.factories import NOW, balance, settings
 
@@ -323,12 +325,20 @@ def _due(customer_id: str, amount: str = "100.00") -> rules.Outcome:
     return out
 
 
+@dataclass(frozen=True)
+class _Funding:
+    partner: Wallet | None  # the partner's wallet after the credit (unchanged on failure)
+    failure: str | None
+
+
 def _fund(
     partner: Wallet | None, customer_id: str, now: datetime = NOW, amount: str = "100.00"
-) -> rules.Funding:
+) -> _Funding:
     topup = _due(customer_id, amount).topup
     assert topup is not None
-    return rules.fund_from_partner(partner, topup, now, POLICY, f"credit-{customer_id}")
+    due = Due(topup, now, partner, f"credit-{customer_id}", POLICY.credit_hold)
+    settled = fund_from_partner(due)
+    return _Funding(settled.changed[0] if settled.changed else partner, settled.reason)
 
 
 def test_partner_funds_cover_the_credit() -> None:

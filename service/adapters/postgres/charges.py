@@ -10,8 +10,7 @@ import asyncpg
 from service.adapters.postgres.sql import q
 from service.adapters.postgres.store import PgBatchStore, card_from_row
 from service.domain.model import PaymentMethod, TopUp
-from service.service_layer.charger import PendingCharge
-from service.service_layer.ports import OutboxRecord
+from service.service_layer.charger import ChargeOutcome, PendingCharge
 
 
 def pending_from_row(row: asyncpg.Record) -> PendingCharge:
@@ -47,32 +46,23 @@ class PgChargeStore:
             rows = await conn.fetch(q("lease_charges"), limit, lease_seconds, now)
         return [pending_from_row(r) for r in rows]
 
-    async def finish(
-        self,
-        charge: PendingCharge,
-        result: str,
-        reason: str | None,
-        detail: str,
-        payment_intent_id: str | None,
-        record: OutboxRecord,
-        pause_card: str | None,
-    ) -> bool:
+    async def finish(self, charge: PendingCharge, outcome: ChargeOutcome) -> bool:
         t = charge.topup
         async with self._pool.acquire() as conn, conn.transaction():
             done = await conn.fetchval(
                 q("finish_charge"),
                 t.customer_id,
                 t.business_date,
-                result,
-                reason,
-                detail,
-                payment_intent_id,
+                outcome.result,
+                outcome.reason,
+                outcome.detail,
+                outcome.payment_intent_id,
             )
             if done is None:
                 return False  # another worker finished it first
-            await PgBatchStore(conn).add_outbox([record])
-            if pause_card is not None:
-                await conn.execute(q("pause_stripe"), t.customer_id, pause_card)
+            await PgBatchStore(conn).add_outbox([outcome.record])
+            if outcome.pause_card is not None:
+                await conn.execute(q("pause_stripe"), t.customer_id, outcome.pause_card)
         return True
 
     async def postpone(

@@ -1,0 +1,109 @@
+"""Stripe: the customer's saved card is charged, outside the deciding transaction, in phases
+(see `service.service_layer.charger`). A card is charged only the amounts its owner set in the
+latest online top-up, and a hard failure of the card pauses its top-ups until new details are
+saved.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from service.domain.model import Origin, PaymentMethod, SettingsUpdated, TopUp, Wallet
+from service.domain.money import card_amount_error
+from service.domain.rails.base import (
+    ChargeLater,
+    ChargeResult,
+    ChargeStatus,
+    Due,
+    FundingSource,
+    Output,
+    Settled,
+    Step,
+    Terms,
+)
+
+# Declines that Stripe documents as temporary ("the customer should try again"): the card is
+# fine, so they never pause Stripe top-ups, whatever else the result says.
+TEMPORARY_DECLINES: Final = frozenset(
+    {"try_again_later", "processing_error", "issuer_not_available", "reenter_transaction"}
+)
+
+
+def pauses_card(result: ChargeResult) -> bool:
+    """Whether this result pauses Stripe top-ups: a hard failure of the card itself, never a
+    decline documented as temporary."""
+    return (
+        result.status is ChargeStatus.FAILED
+        and result.card_unusable
+        and result.reason not in TEMPORARY_DECLINES
+    )
+
+
+class Stripe:
+    method = PaymentMethod.STRIPE
+
+    def settings_error(self, wallet: Wallet, event: SettingsUpdated) -> tuple[str, str] | None:
+        problem = card_amount_error(event.trigger_amount, event.currency)
+        if problem is not None:
+            return ("invalid_amount_for_card", problem)
+        if event.origin is Origin.FINANCE_APP:
+            return _locked(wallet, event)
+        return None
+
+    def terms(self, wallet: Wallet) -> Terms | str:
+        # A card is charged only what its owner set in the latest online top-up.
+        terms = wallet.card_terms
+        if terms is None:
+            return "stripe_card_terms_unknown"
+        return Terms(terms.limit_threshold, terms.trigger_amount, terms.currency)
+
+    def paused(self, wallet: Wallet) -> str | None:
+        return "stripe_paused" if wallet.stripe_paused else None
+
+    def settle(self, due: Due) -> Step:
+        return ChargeLater()
+
+    def charged(self, topup: TopUp, result: ChargeResult) -> Settled:
+        if result.status is ChargeStatus.SUCCEEDED:
+            assert result.payment_intent_id is not None
+            return Settled(
+                Output.CREDIT_ISSUED,
+                funding_source=FundingSource.STRIPE,
+                payment_intent_id=result.payment_intent_id,
+            )
+        card = topup.card
+        return Settled(
+            Output.TOP_UP_FAILED,
+            result.reason or "card_declined",
+            result.detail,
+            payment_intent_id=result.payment_intent_id,
+            pause_card=card.stripe_payment_method_id if card and pauses_card(result) else None,
+        )
+
+
+def _locked(wallet: Wallet, event: SettingsUpdated) -> tuple[str, str] | None:
+    """The Finance app may choose Stripe only with the amounts the card's owner set."""
+    if wallet.card is None:
+        return (
+            "stripe_card_missing",
+            "the Finance app may choose Stripe only for a customer whose card is on "
+            "record (saved during an online top-up)",
+        )
+    # Whatever the stored method is (since v2): a round trip through another method must
+    # not let the Finance app charge the card an amount its owner never set.
+    terms = wallet.card_terms
+    if terms is not None and terms.same_amounts(
+        event.trigger_amount, event.limit_threshold, event.currency
+    ):
+        return None
+    card_set = (
+        "not known (save the card again in an online top-up)"
+        if terms is None
+        else f"{terms.trigger_amount} / {terms.limit_threshold} {terms.currency}"
+    )
+    return (
+        "stripe_settings_locked",
+        "Trigger Amount and Limit Threshold of a Stripe customer are set during "
+        f"online top-up; the Finance app cannot change them (the card's: {card_set}; "
+        f"sent: {event.trigger_amount} / {event.limit_threshold} {event.currency})",
+    )

@@ -111,6 +111,10 @@ class MemoryStore:
                 existing.add(record.dedupe_key)
                 self._t.outbox.append(record)
 
+    async def dead_lettered(self, dedupe_keys: Sequence[str]) -> set[str]:
+        wanted = set(dedupe_keys)
+        return {r.dedupe_key for r in self._t.outbox if r.dedupe_key in wanted}
+
     async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
         for key, entry, times in merge_decisions(entries):
             before = self._t.decisions.get(key)

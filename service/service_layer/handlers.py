@@ -6,7 +6,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from service.config import Topics
 from service.contract import messages
@@ -15,8 +15,9 @@ from service.domain import rules
 from service.domain.model import BalanceChanged, SettingsUpdated, TopUp, Wallet
 from service.domain.rails import ChargeLater, Due
 from service.service_layer.alignment import Alignment, Held, in_event_time
-from service.service_layer.outbox import dead_letter_record
+from service.service_layer.outbox import dead_letter_key, dead_letter_record
 from service.service_layer.ports import (
+    BatchStore,
     Claim,
     Clock,
     DecisionLog,
@@ -53,6 +54,8 @@ class _Batch:
     claims: list[Claim] = field(default_factory=list)
     outbox: list[OutboxRecord] = field(default_factory=list)
     report: BatchReport = field(default_factory=BatchReport)
+    # Settings records of this batch dead-lettered before (a redelivery): never applied now.
+    dead_before: set[str] = field(default_factory=set)
 
 
 class BatchHandler:
@@ -95,38 +98,69 @@ class BatchHandler:
         ordered = in_event_time(decoded, self._topics.settings_updated)
 
         async with self._uow() as uow:
-            wallets = await uow.store.lock_wallets(ids, since) if ids else {}
-            partner_ids = self._partner_ids(decoded, wallets) - wallets.keys()
-            if partner_ids:
-                wallets.update(await uow.store.lock_wallets(partner_ids, since))
-            batch = _Batch(wallets, now)
+            batch = await self._read(uow.store, decoded, ids, since, now)
             if align is None:
                 for record, event in ordered:
                     self._apply(batch, record, event)
             else:
                 self._apply_aligned(batch, ordered, align)
-
-            if batch.changed:
-                await uow.store.save_wallets([wallets[i] for i in sorted(batch.changed)])
-            if batch.claims:
-                taken = await uow.store.claim_daily_keys(batch.claims)
-                wanted = {(c.topup.customer_id, c.topup.business_date) for c in batch.claims}
-                if wanted - taken:
-                    # Only possible if the row lock was bypassed: never publish a second
-                    # decision for a daily key.
-                    raise DailyKeyConflict(sorted(wanted - taken))
-            if batch.outbox:
-                await uow.store.add_outbox(batch.outbox)
-            if batch.report.log:
-                await uow.store.record_decisions(batch.report.log, now)
+            await self._write(uow.store, batch)
             await uow.commit()
         batch.report.outbox_rows = len(batch.outbox)
         return batch.report
+
+    async def _read(
+        self,
+        store: BatchStore,
+        decoded: Sequence[tuple[InputRecord, Event | Invalid]],
+        ids: set[str],
+        since: date,
+        now: datetime,
+    ) -> _Batch:
+        """Locks the batch's wallets and their partners', and finds the settings records that
+        were dead-lettered before."""
+        wallets = await store.lock_wallets(ids, since) if ids else {}
+        partner_ids = self._partner_ids(decoded, wallets) - wallets.keys()
+        if partner_ids:
+            wallets.update(await store.lock_wallets(partner_ids, since))
+        batch = _Batch(wallets, now)
+        settings_keys = [dead_letter_key(r) for r, e in decoded if isinstance(e, SettingsUpdated)]
+        if settings_keys:
+            batch.dead_before = await store.dead_lettered(settings_keys)
+        return batch
+
+    @staticmethod
+    async def _write(store: BatchStore, batch: _Batch) -> None:
+        """State, daily keys, outbox rows and decisions, in the batch's transaction."""
+        if batch.changed:
+            await store.save_wallets([batch.wallets[i] for i in sorted(batch.changed)])
+        if batch.claims:
+            taken = await store.claim_daily_keys(batch.claims)
+            wanted = {(c.topup.customer_id, c.topup.business_date) for c in batch.claims}
+            if wanted - taken:
+                # Only possible if the row lock was bypassed: never publish a second decision
+                # for a daily key.
+                raise DailyKeyConflict(sorted(wanted - taken))
+        if batch.outbox:
+            await store.add_outbox(batch.outbox)
+        if batch.report.log:
+            await store.record_decisions(batch.report.log, batch.now)
 
     def _apply(self, batch: _Batch, record: InputRecord, event: Event | Invalid) -> None:
         """One record: the rule decides, the batch collects state, claims and outbox rows."""
         if isinstance(event, Invalid):
             self._reject(batch, record, event)
+            return
+        if (
+            batch.dead_before
+            and isinstance(event, SettingsUpdated)
+            and dead_letter_key(record) in batch.dead_before
+        ):
+            # Dead-lettered when it first came: the same outcome whenever it comes again, even
+            # if later records (a card saved since) would let it apply now.
+            batch.report.log.append(
+                DecisionLog.of(record, event, "dead_lettered", "redelivered_dead_letter")
+            )
             return
         wallet = batch.wallets.get(event.customer_id) or Wallet(event.customer_id)
         if isinstance(event, BalanceChanged):
@@ -137,15 +171,8 @@ class BatchHandler:
             assert outcome.reason is not None
             self._reject(batch, record, Invalid(outcome.reason, outcome.detail), event)
             return
-        if outcome.decision is rules.Decision.TRIGGERED and self._alignment is not None:
-            wait = self._alignment.hold(
-                record.topic, record.partition, record.offset, event.customer_id, event.occurred_at
-            )
-            if wait > 0:  # not applied: it comes again (see alignment.py)
-                batch.report.held.append(
-                    Held(record.topic, record.partition, record.offset, event.customer_id, wait)
-                )
-                return
+        if outcome.decision is rules.Decision.TRIGGERED and self._held(batch, record, event):
+            return
         report = batch.report
         report.counts[f"{record.topic}.{outcome.status.value}"] += 1
         if outcome.wallet is not wallet and outcome.wallet != wallet:
@@ -154,8 +181,30 @@ class BatchHandler:
         if outcome.status is rules.Status.STALE:
             report.log.append(DecisionLog.of(record, event, "stale", outcome.reason))
             return
-        if outcome.decision is rules.Decision.NOT_DUE:
-            return  # the common case: a balance above the threshold (nothing to log)
+        if outcome.decision is not rules.Decision.NOT_DUE:
+            # (not due: the common case, a balance above the threshold; nothing to log)
+            self._decided(batch, record, event, outcome)
+
+    def _held(self, batch: _Batch, record: InputRecord, event: Event) -> bool:
+        """Whether a due record waits for the other input topic (it comes again then; see
+        alignment.py)."""
+        if self._alignment is None:
+            return False
+        wait = self._alignment.hold(
+            record.topic, record.partition, record.offset, event.customer_id, event.occurred_at
+        )
+        if wait <= 0:
+            return False
+        batch.report.held.append(
+            Held(record.topic, record.partition, record.offset, event.customer_id, wait)
+        )
+        return True
+
+    def _decided(
+        self, batch: _Batch, record: InputRecord, event: Event, outcome: rules.Outcome
+    ) -> None:
+        """A decision to log: blocked, suppressed, or a top-up to settle through its rail."""
+        report = batch.report
         report.counts[f"decision.{outcome.decision.value}"] += 1
         settings = outcome.wallet.settings
         logged = DecisionLog.of(

@@ -123,6 +123,9 @@ class BatchStore(Protocol):
 
     async def add_outbox(self, records: Sequence[OutboxRecord]) -> None: ...
 
+    async def dead_lettered(self, dedupe_keys: Sequence[str]) -> set[str]:
+        """Those of these outbox keys that are queued or published already."""
+
     async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
         """Keeps the last decision per customer, outcome and reason (RECORDED_OUTCOMES only)."""
 

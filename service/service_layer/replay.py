@@ -81,6 +81,9 @@ class _TappedStore:
         await self._inner.add_outbox(records)
         self._queued.extend(records)
 
+    async def dead_lettered(self, dedupe_keys: Sequence[str]) -> set[str]:
+        return await self._inner.dead_lettered(dedupe_keys)
+
     async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
         await self._inner.record_decisions(entries, at)
 

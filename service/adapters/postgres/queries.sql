@@ -102,6 +102,11 @@ INSERT INTO outbox (dedupe_key, topic, key, value, headers)
 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::jsonb[])
 ON CONFLICT (dedupe_key) DO NOTHING;
 
+-- name: dead_lettered
+-- Which of these dead-letter keys are queued or published already (a record dead-lettered
+-- before, come again): the unique index on dedupe_key answers it.
+SELECT dedupe_key FROM outbox WHERE dedupe_key = ANY($1::text[]);
+
 -- name: record_decisions
 -- Upserts the batch's decisions into decision_summary (one row per customer, outcome and
 -- reason; the caller merges repeats within the batch).

@@ -262,6 +262,10 @@ class PgBatchStore:
             [json.dumps(list(r.headers)) for r in records],
         )
 
+    async def dead_lettered(self, dedupe_keys: Sequence[str]) -> set[str]:
+        rows = await self._conn.fetch(q("dead_lettered"), list(dedupe_keys))
+        return {r["dedupe_key"] for r in rows}
+
     async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
         rows = merge_decisions(entries)
         if not rows:

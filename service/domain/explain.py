@@ -10,27 +10,15 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from enum import StrEnum
 
 from service.domain import rules
 from service.domain.calendar import business_date, zone
 from service.domain.model import BalanceChanged, PaymentMethod, TopUp, Wallet
+from service.domain.reasons import BlockReason, NextCode
 from service.domain.values import value
 
 # The event id of the imaginary balance events put to the rule (never stored, never published).
 _PROBE_EVENT_ID = "auto-topup-explain-probe"
-
-
-class NextCode(StrEnum):
-    NO_SETTINGS = "no_settings"  # never, until settings arrive
-    AUTO_TRIGGER_OFF = "auto_trigger_off"  # never, until the Finance app enables it
-    STRIPE_PAUSED = "stripe_paused"  # after an online top-up brings new card details
-    CURRENCY_MISMATCH = "currency_mismatch"  # never, while wallet and settings differ
-    DAILY_KEY_TAKEN = "daily_key_taken"  # from the start of the next free business day
-    BALANCE_UNKNOWN = "balance_unknown"  # as soon as a balance at or below the threshold arrives
-    ABOVE_THRESHOLD = "above_threshold"  # as soon as a balance at or below the threshold arrives
-    DUE_NOW = "due_now"  # the balance is already low: the next balance event triggers
-    OTHER = "other"  # a rule this module does not name (the sentence says which)
 
 
 @value
@@ -90,7 +78,7 @@ def balance_at_or_below_threshold(
         return None
     balance = wallet.balance
     outcome = _probe(wallet, frozenset(), balance.amount, balance.currency, now, policy)
-    return outcome.reason != "above_threshold"
+    return outcome.reason != BlockReason.ABOVE_THRESHOLD
 
 
 def partner_failure(
@@ -151,24 +139,24 @@ def next_top_up(
     currency = balance.currency if balance else settings.currency
     probe = _probe(wallet, taken, settings.limit_threshold, currency, now, policy)
     reason = probe.reason
-    if reason == "auto_trigger_off":
+    if reason == BlockReason.AUTO_TRIGGER_OFF:
         return answer(
             NextCode.AUTO_TRIGGER_OFF,
             "Never, until the Finance app enables auto-trigger.",
         )
-    if reason == "stripe_paused":
+    if reason == BlockReason.STRIPE_PAUSED:
         return answer(
             NextCode.STRIPE_PAUSED,
             "Not by Stripe until the customer's online top-up brings new card details: the "
             "last charge failed hard (or the Finance app switches to another method).",
         )
-    if reason == "currency_mismatch":
+    if reason == BlockReason.CURRENCY_MISMATCH:
         return answer(
             NextCode.CURRENCY_MISMATCH,
             f"Never while the wallet is in {currency} and the settings in "
             f"{settings.currency}: fix the settings' currency.",
         )
-    if reason == "daily_key_taken":
+    if reason == BlockReason.DAILY_KEY_TAKEN:
         next_day = next_free_business_day(today, taken)
         start = start_of_business_day(next_day, timezone)
         if wallet.attempt_day_end is not None and wallet.attempt_day_end > start:

@@ -18,6 +18,7 @@ from service.service_layer.outbox import dead_letter_record, output_record
 from service.service_layer.ports import (
     Claim,
     Clock,
+    CountKey,
     DecisionLog,
     InputRecord,
     OutboxRecord,
@@ -32,7 +33,7 @@ Event = BalanceChanged | SettingsUpdated
 
 @dataclass(slots=True)
 class BatchReport:
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: Counter[CountKey] = field(default_factory=Counter)
     log: list[DecisionLog] = field(default_factory=list)
     stripe_claims: int = 0
     outbox_rows: int = 0
@@ -145,7 +146,7 @@ class BatchHandler:
                 )
                 return
         report = batch.report
-        report.counts[f"{record.topic}.{outcome.status.value}"] += 1
+        report.counts[CountKey.consumed(record.topic, outcome.status)] += 1
         if outcome.wallet is not wallet and outcome.wallet != wallet:
             batch.wallets[event.customer_id] = outcome.wallet
             batch.changed.add(event.customer_id)
@@ -154,7 +155,7 @@ class BatchHandler:
             return
         if outcome.decision is rules.Decision.NOT_DUE:
             return  # the common case: a balance above the threshold (nothing to log)
-        report.counts[f"decision.{outcome.decision.value}"] += 1
+        report.counts[CountKey.decision(outcome.decision)] += 1
         settings = outcome.wallet.settings
         logged = DecisionLog.of(
             record,
@@ -226,7 +227,7 @@ class BatchHandler:
         self, batch: _Batch, record: InputRecord, why: Invalid, event: Event | None = None
     ) -> None:
         batch.outbox.append(dead_letter_record(self._topics.dead_letter, record, why, batch.now))
-        batch.report.counts[f"dead_letter.{why.reason}"] += 1
+        batch.report.counts[CountKey.dead_letter(why.reason)] += 1
         batch.report.log.append(
             replace(DecisionLog.of(record, event, "dead_lettered", why.reason), detail=why.detail)
         )

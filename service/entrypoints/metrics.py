@@ -1,4 +1,4 @@
-"""Prometheus metrics: what operators watch and alert on (see the README's operator section).
+"""Prometheus metrics: what operators watch and alert on (see docs/operating.md).
 
 A registry of its own (not the process-global one), so that tests can build as many as they
 like. Counters move when a batch is committed; gauges that cost a query (outbox backlog,

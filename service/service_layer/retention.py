@@ -2,10 +2,10 @@
 
 Every table grew for ever before this. Each kind of row now has a horizon, in days counted on
 the service's clock (`Settings.clock()`, so AUTO_TOPUP_CLOCK_OFFSET_SECONDS moves it too), and
-the pruner deletes what is past it, in small batches (README "Retention"). 0 days keeps a kind
-for ever. `wallets` is never pruned: it is the state itself (settings, card, last balance, the
-highest sequence and version seen, the newest event applied), and it is what makes every
-replayed event stale.
+the pruner deletes what is past it, in small batches (docs/operating.md "Retention"). 0 days
+keeps a kind for ever. `wallets` is never pruned: it is the state itself (settings, card, last
+balance, the highest sequence and version seen, the newest event applied), and it is what makes
+every replayed event stale.
 
 Decisions, kind by kind:
 
@@ -105,7 +105,7 @@ CHARGE_AUDIT = PruneTarget.CHARGE_AUDIT
 COUNTER_AUDIT = PruneTarget.COUNTER_AUDIT
 TARGETS = tuple(PruneTarget)
 
-# What each target's horizon is counted from, for people (`auto-topup prune`, the README).
+# What each target's horizon is counted from, for people (`auto-topup prune`, docs/operating.md).
 COUNTED_FROM = {
     DAILY_KEYS: "business date (UTC days), settled keys only",
     OUTBOX_EVENTS: "publication, output events only",

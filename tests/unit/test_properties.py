@@ -406,9 +406,9 @@ class RefWallet:
 
 
 def _newer(newest: tuple[datetime, str] | None, highest: int | None, new: Sent) -> bool:
-    """The README's staleness, written independently: the version/sequence decides against
-    the highest seen when both sides have one, else (occurred_at, event_id) must be above the
-    greatest applied (so a repeated event is stale whenever it comes back)."""
+    """The staleness of docs/contract.md, written independently: the version/sequence decides
+    against the highest seen when both sides have one, else (occurred_at, event_id) must be
+    above the greatest applied (so a repeated event is stale whenever it comes back)."""
     if newest is None:
         return True
     if new.counter is not None and highest is not None:

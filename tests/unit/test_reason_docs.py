@@ -1,0 +1,127 @@
+"""The reason and outcome tables in docs/ list exactly the members of the enums in
+service/domain/reasons.py: a code without a row, or a row without a code, fails."""
+
+import ast
+import inspect
+import re
+from enum import Enum
+from pathlib import Path
+
+import pytest
+
+from service.domain import reasons, rules
+from service.domain.reasons import (
+    BlockReason,
+    ChargePhase,
+    ClaimResult,
+    DeadLetterReason,
+    ExitCode,
+    FailureReason,
+    NextCode,
+    OutboxState,
+    RecordOutcome,
+    StaleReason,
+    StripeCallOutcome,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+
+# Each enum, the file in docs/ and the heading of the section whose first table lists it.
+TABLES: list[tuple[type[Enum], str, str]] = [
+    (RecordOutcome, "rules.md", "Outcomes"),
+    (BlockReason, "rules.md", "Blocked and suppressed reasons"),
+    (StaleReason, "rules.md", "Stale reasons"),
+    (FailureReason, "rules.md", "`top-up-failed` reasons"),
+    (DeadLetterReason, "rules.md", "Dead-letter reasons"),
+    (NextCode, "operating.md", "Why no top-up?"),
+    (ChargePhase, "operating.md", "Charge phases"),
+    (ClaimResult, "operating.md", "Daily key results"),
+    (OutboxState, "operating.md", "Outbox states"),
+    (StripeCallOutcome, "operating.md", "Outcomes of Stripe calls"),
+    (ExitCode, "operating.md", "Exit codes"),
+]
+
+_HEADING = re.compile(r"^#+ (.*)$")
+
+
+def table_codes(text: str, heading: str) -> set[str]:
+    """The codes in the first column of the first table under `heading` (up to the next
+    heading): the `quoted` ones of each cell, or the whole cell when none is quoted."""
+    lines = text.splitlines()
+    titles = {i: m.group(1).strip() for i, line in enumerate(lines) if (m := _HEADING.match(line))}
+    starts = sorted(titles)
+    found = [i for i in starts if titles[i] == heading]
+    if len(found) != 1:
+        raise LookupError(f"{len(found)} headings {heading!r}")
+    end = next((i for i in starts if i > found[0]), len(lines))
+    rows = [line for line in lines[found[0] + 1 : end] if line.startswith("|")]
+    if len(rows) < 3:
+        raise LookupError(f"no table with rows under {heading!r}")
+    codes: set[str] = set()
+    for row in rows[2:]:  # past the header and its |---| line
+        cell = row.split("|")[1]
+        codes.update(re.findall(r"`([^`]+)`", cell) or [cell.strip()])
+    return codes
+
+
+@pytest.mark.parametrize(
+    ("kind", "doc", "heading"), TABLES, ids=[kind.__name__ for kind, _, _ in TABLES]
+)
+def test_each_table_lists_exactly_the_members(kind: type[Enum], doc: str, heading: str) -> None:
+    documented = table_codes((DOCS / doc).read_text(encoding="utf-8"), heading)
+    members = {str(member.value) for member in kind}
+    assert not members - documented, f"{kind.__name__} members with no row in docs/{doc}"
+    assert not documented - members, f"rows in docs/{doc} {heading!r} with no {kind.__name__}"
+
+
+def test_every_enum_of_reasons_has_a_table() -> None:
+    enums = {
+        obj
+        for _, obj in inspect.getmembers(reasons, inspect.isclass)
+        if issubclass(obj, Enum) and obj.__module__ == reasons.__name__
+    }
+    assert enums == {kind for kind, _, _ in TABLES}
+
+
+def test_table_codes_reads_every_quoted_code_of_the_first_column() -> None:
+    text = "\n".join(
+        [
+            "## Other",
+            "| code | meaning |",
+            "|---|---|",
+            "| `elsewhere` | not this section |",
+            "## Codes",
+            "Some words.",
+            "",
+            "| code | meaning |",
+            "|---|---|",
+            "| `one`, `two`, ... | Stripe's `three` is not in the first column |",
+            "| 130 | a number |",
+            "### Next",
+            "| code | meaning |",
+            "|---|---|",
+            "| `later` | the next section |",
+        ]
+    )
+    assert table_codes(text, "Codes") == {"one", "two", "130"}
+    with pytest.raises(LookupError):
+        table_codes(text, "Missing")
+
+
+def test_every_reason_the_rules_give_is_a_member() -> None:
+    """A reason code written in rules.py that no enum lists would not be counted (a dead letter
+    with such a reason raises): every snake_case string there is a member, or one of the rules'
+    own statuses."""
+    tree = ast.parse(Path(inspect.getfile(rules)).read_text(encoding="utf-8"))
+    written = {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and re.fullmatch(r"[a-z]+(_[a-z0-9]+)+", node.value)
+    }
+    known = {str(m.value) for kind, _, _ in TABLES for m in kind}
+    own = {str(m.value) for m in (*rules.Status, *rules.Decision)}
+    assert written, "found no codes in rules.py"
+    assert not written - known - own

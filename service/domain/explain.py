@@ -7,7 +7,7 @@ from asking `rules.apply_balance` what a balance event arriving now would come t
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
@@ -110,6 +110,20 @@ def _money(amount: Decimal, currency: str) -> str:
     return f"{amount} {currency}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """Builds the answers of one question: the customer's timezone and today are fixed."""
+
+    timezone: str
+    today: date
+
+    def __call__(
+        self, code: NextCode, sentence: str, not_before: datetime | None = None
+    ) -> NextTopUp:
+        next_day = business_date(not_before, self.timezone) if not_before else None
+        return NextTopUp(code, sentence, self.timezone, self.today, not_before, next_day)
+
+
 def next_top_up(
     wallet: Wallet, taken: frozenset[date], now: datetime, policy: rules.Policy
 ) -> NextTopUp:
@@ -118,13 +132,8 @@ def next_top_up(
         raise ValueError("naive datetime: now needs an offset")
     taken = taken | wallet.attempt_dates
     timezone = customer_timezone(wallet, policy)
-    today = business_date(now, timezone)
+    answer = _Answer(timezone, business_date(now, timezone))
     settings, balance = wallet.settings, wallet.balance
-
-    def answer(code: NextCode, sentence: str, not_before: datetime | None = None) -> NextTopUp:
-        next_day = business_date(not_before, timezone) if not_before else None
-        return NextTopUp(code, sentence, timezone, today, not_before, next_day)
-
     if settings is None:
         return answer(
             NextCode.NO_SETTINGS,
@@ -138,7 +147,37 @@ def next_top_up(
     # balance event could do today. Whatever stops it stops every balance event.
     currency = balance.currency if balance else settings.currency
     probe = _probe(wallet, taken, settings.limit_threshold, currency, now, policy)
-    reason = probe.reason
+    stopped = _stopped(probe.reason, currency, settings.currency, answer)
+    if stopped is not None:
+        return stopped
+    if probe.reason == BlockReason.DAILY_KEY_TAKEN:
+        return _day_taken(wallet, taken, answer, low_balance)
+    if probe.decision is not rules.Decision.TRIGGERED:
+        # A rule this module does not know yet: say what the rule said.
+        return answer(
+            NextCode.OTHER,
+            f"Not now: the rule says {probe.decision.value} ({probe.reason}) for a balance at "
+            "the threshold arriving now.",
+        )
+    if balance is None:
+        return answer(NextCode.BALANCE_UNKNOWN, f"No balance seen yet: {low_balance}.")
+    last = _money(balance.amount, balance.currency)
+    if balance_at_or_below_threshold(wallet, now, policy) is False:
+        return answer(
+            NextCode.ABOVE_THRESHOLD,
+            f"When the balance runs low: {low_balance} (the last known is {last}).",
+        )
+    return answer(
+        NextCode.DUE_NOW,
+        f"With the next balance event: the last known balance {last} is already at or below "
+        f"{threshold} and today's daily key ({answer.today.isoformat()}) is free.",
+    )
+
+
+def _stopped(
+    reason: str | None, currency: str, settings_currency: str, answer: _Answer
+) -> NextTopUp | None:
+    """The answer when a rule stops every top-up until something changes (None: none does)."""
     if reason == BlockReason.AUTO_TRIGGER_OFF:
         return answer(
             NextCode.AUTO_TRIGGER_OFF,
@@ -154,40 +193,27 @@ def next_top_up(
         return answer(
             NextCode.CURRENCY_MISMATCH,
             f"Never while the wallet is in {currency} and the settings in "
-            f"{settings.currency}: fix the settings' currency.",
+            f"{settings_currency}: fix the settings' currency.",
         )
-    if reason == BlockReason.DAILY_KEY_TAKEN:
-        next_day = next_free_business_day(today, taken)
-        start = start_of_business_day(next_day, timezone)
-        if wallet.attempt_day_end is not None and wallet.attempt_day_end > start:
-            # The last attempt's day, in the timezone it used, ends later (a timezone change).
-            start = wallet.attempt_day_end
-            next_day = business_date(start, timezone)
-        local = start.astimezone(zone(timezone))
-        return answer(
-            NextCode.DAILY_KEY_TAKEN,
-            f"Not today: the daily key of {today.isoformat()} is taken (one top-up a day). "
-            f"From the start of {next_day.isoformat()} in {timezone} "
-            f"({local.isoformat()}, {start.isoformat()}), {low_balance}.",
-            start,
-        )
-    if probe.decision is not rules.Decision.TRIGGERED:
-        # A rule this module does not know yet: say what the rule said.
-        return answer(
-            NextCode.OTHER,
-            f"Not now: the rule says {probe.decision.value} ({reason}) for a balance at the "
-            "threshold arriving now.",
-        )
-    if balance is None:
-        return answer(NextCode.BALANCE_UNKNOWN, f"No balance seen yet: {low_balance}.")
-    last = _money(balance.amount, balance.currency)
-    if balance_at_or_below_threshold(wallet, now, policy) is False:
-        return answer(
-            NextCode.ABOVE_THRESHOLD,
-            f"When the balance runs low: {low_balance} (the last known is {last}).",
-        )
+    return None
+
+
+def _day_taken(
+    wallet: Wallet, taken: frozenset[date], answer: _Answer, low_balance: str
+) -> NextTopUp:
+    """Today's daily key is taken: from the start of the next free business day."""
+    today, timezone = answer.today, answer.timezone
+    next_day = next_free_business_day(today, taken)
+    start = start_of_business_day(next_day, timezone)
+    if wallet.attempt_day_end is not None and wallet.attempt_day_end > start:
+        # The last attempt's day, in the timezone it used, ends later (a timezone change).
+        start = wallet.attempt_day_end
+        next_day = business_date(start, timezone)
+    local = start.astimezone(zone(timezone))
     return answer(
-        NextCode.DUE_NOW,
-        f"With the next balance event: the last known balance {last} is already at or below "
-        f"{threshold} and today's daily key ({today.isoformat()}) is free.",
+        NextCode.DAILY_KEY_TAKEN,
+        f"Not today: the daily key of {today.isoformat()} is taken (one top-up a day). "
+        f"From the start of {next_day.isoformat()} in {timezone} "
+        f"({local.isoformat()}, {start.isoformat()}), {low_balance}.",
+        start,
     )

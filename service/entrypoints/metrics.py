@@ -33,7 +33,13 @@ _STRIPE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        self._add_counters(self.registry)
+        self._add_histograms(self.registry)
+        self._add_gauges(self.registry)
+        self._charges: tuple[asyncpg.Pool, Clock] | None = None
+        self.retention = RetentionMetrics(self.registry)  # pruning (service_layer/retention.py)
+
+    def _add_counters(self, r: CollectorRegistry) -> None:
         self.events_consumed = Counter(
             "auto_topup_events_consumed",
             "Input records consumed and committed, by topic and outcome "
@@ -57,6 +63,8 @@ class Metrics:
             ["result"],
             registry=r,
         )
+
+    def _add_histograms(self, r: CollectorRegistry) -> None:
         self.stripe_call = Histogram(
             "auto_topup_stripe_call_seconds",
             "Duration of calls to Stripe, by outcome.",
@@ -77,6 +85,8 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+
+    def _add_gauges(self, r: CollectorRegistry) -> None:
         self.outbox_backlog = Gauge(
             "auto_topup_outbox_backlog",
             "Outbox records committed but not yet published, set-aside ones apart (read at "
@@ -107,8 +117,6 @@ class Metrics:
             "(claimed or charging; 0 when none; read at scrape time).",
             registry=r,
         )
-        self._charges: tuple[asyncpg.Pool, Clock] | None = None
-        self.retention = RetentionMetrics(r)  # pruning (service/service_layer/retention.py)
 
     def batch_committed(
         self, report: BatchReport, seconds: float, oldest_age_seconds: float | None

@@ -109,19 +109,63 @@ def test_table_codes_reads_every_quoted_code_of_the_first_column() -> None:
         table_codes(text, "Missing")
 
 
-def test_every_reason_the_rules_give_is_a_member() -> None:
-    """A reason code written in rules.py that no enum lists would not be counted (a dead letter
-    with such a reason raises): every snake_case string there is a member, or one of the rules'
-    own statuses."""
-    tree = ast.parse(Path(inspect.getfile(rules)).read_text(encoding="utf-8"))
-    written = {
-        node.value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Constant)
-        and isinstance(node.value, str)
-        and re.fullmatch(r"[a-z]+(_[a-z0-9]+)+", node.value)
+_CODE = re.compile(r"[a-z]+(_[a-z0-9]+)+")
+
+
+def reasons_written(source: str) -> set[str]:
+    """The snake_case strings a module gives as reasons: `reason=` arguments, the arguments of
+    `_reject` and `_blocked`, and what a function returns (a code, a (code, detail) pair, or a
+    value built from a code)."""
+    found: set[str] = set()
+
+    def take(node: ast.expr) -> None:
+        text = node.value if isinstance(node, ast.Constant) else None
+        if isinstance(text, str) and _CODE.fullmatch(text):
+            found.add(text)
+
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.keyword) and node.arg == "reason":
+            take(node.value)
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") in {"_reject", "_blocked"}:
+            for arg in node.args:
+                take(arg)
+        elif isinstance(node, ast.Return) and node.value is not None:
+            value = node.value
+            take(value)
+            if isinstance(value, ast.Tuple) and value.elts:
+                take(value.elts[0])
+            if isinstance(value, ast.Call):
+                for arg in value.args:
+                    take(arg)
+    return found
+
+
+def test_reasons_written_finds_the_codes_a_rule_gives() -> None:
+    source = "\n".join(
+        [
+            "def f(w):",
+            "    if w: return _reject(w, 'future_dated', 'detail')",
+            "    if w: return ('invalid_timezone', 'detail')",
+            "    if w: return Outcome(w, reason='stale_balance')",
+            "    for name in ('trigger_amount', 'limit_threshold'): pass",
+            "    return 'no_settings'",
+        ]
+    )
+    assert reasons_written(source) == {
+        "future_dated",
+        "invalid_timezone",
+        "stale_balance",
+        "no_settings",
     }
+
+
+def test_every_reason_the_rules_give_is_a_member() -> None:
+    """A reason the rules give that no enum lists would not be counted (a dead letter with such
+    a reason raises): every one is a member."""
+    domain = Path(inspect.getfile(rules)).parent
+    written: set[str] = set()
+    for module in [domain / "rules.py", *sorted((domain / "rails").glob("*.py"))]:
+        written |= reasons_written(module.read_text(encoding="utf-8"))
     known = {str(m.value) for kind, _, _ in TABLES for m in kind}
-    own = {str(m.value) for m in (*rules.Status, *rules.Decision)}
-    assert written, "found no codes in rules.py"
-    assert not written - known - own
+    assert "future_dated" in written, "found no reasons in the rules"
+    assert not written - known

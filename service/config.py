@@ -135,9 +135,9 @@ class Settings(BaseSettings):
     stripe_key_horizon_seconds: float = Field(
         24 * 3600, gt=0, le=24 * 3600, validation_alias="AUTO_TOPUP_STRIPE_KEY_HORIZON_SECONDS"
     )
-    # Retention (service/service_layer/retention.py, README "Retention"): days each kind of row
-    # is kept past its time, 0 keeping it for ever; pruned every interval (0: only by the
-    # `auto-topup prune` command), in batches.
+    # Retention (service/service_layer/retention.py, docs/operating.md "Retention"): days each
+    # kind of row is kept past its time, 0 keeping it for ever; pruned every interval (0: only
+    # by the `auto-topup prune` command), in batches.
     retention_interval_seconds: float = Field(
         600, ge=0, allow_inf_nan=False, validation_alias="AUTO_TOPUP_RETENTION_INTERVAL_SECONDS"
     )

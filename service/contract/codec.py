@@ -24,6 +24,7 @@ from service.contract.types import (
 from service.domain.currencies import ISO_4217
 from service.domain.model import BalanceChanged, Origin, PaymentMethod
 from service.domain.model import SettingsUpdated as SettingsCommand
+from service.domain.reasons import DeadLetterReason
 
 # Namespace of output event ids: uuid5(OUTPUT_NAMESPACE, f"{daily_key}|{event_type}").
 OUTPUT_NAMESPACE = uuid.UUID("6f1d3c1e-5a0e-4c52-9a53-8a4f0f5b2d17")
@@ -35,7 +36,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 class Invalid:
     """Why an input message can never be accepted (its dead-letter reason)."""
 
-    reason: str
+    reason: str  # a DeadLetterReason (a rule's rejection gives its reason as a string)
     detail: str
 
 
@@ -54,17 +55,21 @@ def _parse_json(raw: bytes) -> Any:
 
 def _loads(raw: bytes | None) -> dict[str, Any] | Invalid:
     if raw is None:
-        return Invalid("empty_value", "the message has no value (a tombstone?)")
+        return Invalid(DeadLetterReason.EMPTY_VALUE, "the message has no value (a tombstone?)")
     if len(raw) > MAX_MESSAGE_BYTES:
-        return Invalid("message_too_large", f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}")
+        return Invalid(
+            DeadLetterReason.MESSAGE_TOO_LARGE, f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}"
+        )
     try:
         body = _parse_json(raw)
     except UnicodeDecodeError as exc:
-        return Invalid("invalid_encoding", f"not UTF-8: {exc}")
+        return Invalid(DeadLetterReason.INVALID_ENCODING, f"not UTF-8: {exc}")
     except (ValueError, RecursionError) as exc:
-        return Invalid("invalid_json", str(exc)[:300])
+        return Invalid(DeadLetterReason.INVALID_JSON, str(exc)[:300])
     if not isinstance(body, dict):
-        return Invalid("invalid_json", f"expected a JSON object, got {type(body).__name__}")
+        return Invalid(
+            DeadLetterReason.INVALID_JSON, f"expected a JSON object, got {type(body).__name__}"
+        )
     return body
 
 
@@ -73,15 +78,19 @@ def _schema_error(exc: ValidationError) -> Invalid:
     for err in exc.errors(include_url=False, include_input=False)[:5]:
         where = ".".join(str(p) for p in err["loc"]) or "message"
         parts.append(f"{where}: {err['msg']}")
-    return Invalid("schema_violation", "; ".join(parts))
+    return Invalid(DeadLetterReason.SCHEMA_VIOLATION, "; ".join(parts))
 
 
 def _key_error(key: bytes | None, customer_id: str) -> Invalid | None:
     if key is None:
-        return Invalid("key_mismatch", "the message has no key; the key must be customer_id")
+        return Invalid(
+            DeadLetterReason.KEY_MISMATCH, "the message has no key; the key must be customer_id"
+        )
     if key != customer_id.encode("utf-8"):
         shown = key[:140].decode("utf-8", "replace")
-        return Invalid("key_mismatch", f"key {shown!r} is not customer_id {customer_id!r}")
+        return Invalid(
+            DeadLetterReason.KEY_MISMATCH, f"key {shown!r} is not customer_id {customer_id!r}"
+        )
     return None
 
 
@@ -171,7 +180,7 @@ def _unsupported(body: dict[str, Any]) -> Invalid | None:
     if not named:
         return None
     return Invalid(
-        "unsupported_setting",
+        DeadLetterReason.UNSUPPORTED_SETTING,
         f"{', '.join(named)}: not applied by this version of the service; the settings were "
         "not changed (send them without these fields, or upgrade the service)",
     )

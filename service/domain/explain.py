@@ -7,32 +7,20 @@ from asking `rules.apply_balance` what a balance event arriving now would come t
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from enum import StrEnum
 
 from service.domain import rules
 from service.domain.calendar import business_date, zone
 from service.domain.model import BalanceChanged, PaymentMethod, TopUp, Wallet
 from service.domain.rails import Due
 from service.domain.rails.master_account import fund_from_partner
+from service.domain.reasons import BlockReason, NextCode
 from service.domain.values import value
 
 # The event id of the imaginary balance events put to the rule (never stored, never published).
 _PROBE_EVENT_ID = "auto-topup-explain-probe"
-
-
-class NextCode(StrEnum):
-    NO_SETTINGS = "no_settings"  # never, until settings arrive
-    AUTO_TRIGGER_OFF = "auto_trigger_off"  # never, until the Finance app enables it
-    STRIPE_PAUSED = "stripe_paused"  # after an online top-up brings new card details
-    CURRENCY_MISMATCH = "currency_mismatch"  # never, while wallet and settings differ
-    DAILY_KEY_TAKEN = "daily_key_taken"  # from the start of the next free business day
-    BALANCE_UNKNOWN = "balance_unknown"  # as soon as a balance at or below the threshold arrives
-    ABOVE_THRESHOLD = "above_threshold"  # as soon as a balance at or below the threshold arrives
-    DUE_NOW = "due_now"  # the balance is already low: the next balance event triggers
-    OTHER = "other"  # a rule this module does not name (the sentence says which)
 
 
 @value
@@ -92,7 +80,7 @@ def balance_at_or_below_threshold(
         return None
     balance = wallet.balance
     outcome = _probe(wallet, frozenset(), balance.amount, balance.currency, now, policy)
-    return outcome.reason != "above_threshold"
+    return outcome.reason != BlockReason.ABOVE_THRESHOLD
 
 
 def partner_failure(
@@ -123,6 +111,20 @@ def _money(amount: Decimal, currency: str) -> str:
     return f"{amount} {currency}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """Builds the answers of one question: the customer's timezone and today are fixed."""
+
+    timezone: str
+    today: date
+
+    def __call__(
+        self, code: NextCode, sentence: str, not_before: datetime | None = None
+    ) -> NextTopUp:
+        next_day = business_date(not_before, self.timezone) if not_before else None
+        return NextTopUp(code, sentence, self.timezone, self.today, not_before, next_day)
+
+
 def next_top_up(
     wallet: Wallet, taken: frozenset[date], now: datetime, policy: rules.Policy
 ) -> NextTopUp:
@@ -131,13 +133,8 @@ def next_top_up(
         raise ValueError("naive datetime: now needs an offset")
     taken = taken | wallet.attempt_dates
     timezone = customer_timezone(wallet, policy)
-    today = business_date(now, timezone)
+    answer = _Answer(timezone, business_date(now, timezone))
     settings, balance = wallet.settings, wallet.balance
-
-    def answer(code: NextCode, sentence: str, not_before: datetime | None = None) -> NextTopUp:
-        next_day = business_date(not_before, timezone) if not_before else None
-        return NextTopUp(code, sentence, timezone, today, not_before, next_day)
-
     if settings is None:
         return answer(
             NextCode.NO_SETTINGS,
@@ -151,45 +148,17 @@ def next_top_up(
     # balance event could do today. Whatever stops it stops every balance event.
     currency = balance.currency if balance else settings.currency
     probe = _probe(wallet, taken, settings.limit_threshold, currency, now, policy)
-    reason = probe.reason
-    if reason == "auto_trigger_off":
-        return answer(
-            NextCode.AUTO_TRIGGER_OFF,
-            "Never, until the Finance app enables auto-trigger.",
-        )
-    if reason == "stripe_paused":
-        return answer(
-            NextCode.STRIPE_PAUSED,
-            "Not by Stripe until the customer's online top-up brings new card details: the "
-            "last charge failed hard (or the Finance app switches to another method).",
-        )
-    if reason == "currency_mismatch":
-        return answer(
-            NextCode.CURRENCY_MISMATCH,
-            f"Never while the wallet is in {currency} and the settings in "
-            f"{settings.currency}: fix the settings' currency.",
-        )
-    if reason == "daily_key_taken":
-        next_day = next_free_business_day(today, taken)
-        start = start_of_business_day(next_day, timezone)
-        if wallet.attempt_day_end is not None and wallet.attempt_day_end > start:
-            # The last attempt's day, in the timezone it used, ends later (a timezone change).
-            start = wallet.attempt_day_end
-            next_day = business_date(start, timezone)
-        local = start.astimezone(zone(timezone))
-        return answer(
-            NextCode.DAILY_KEY_TAKEN,
-            f"Not today: the daily key of {today.isoformat()} is taken (one top-up a day). "
-            f"From the start of {next_day.isoformat()} in {timezone} "
-            f"({local.isoformat()}, {start.isoformat()}), {low_balance}.",
-            start,
-        )
+    stopped = _stopped(probe.reason, currency, settings.currency, answer)
+    if stopped is not None:
+        return stopped
+    if probe.reason == BlockReason.DAILY_KEY_TAKEN:
+        return _day_taken(wallet, taken, answer, low_balance)
     if probe.decision is not rules.Decision.TRIGGERED:
         # A rule this module does not know yet: say what the rule said.
         return answer(
             NextCode.OTHER,
-            f"Not now: the rule says {probe.decision.value} ({reason}) for a balance at the "
-            "threshold arriving now.",
+            f"Not now: the rule says {probe.decision.value} ({probe.reason}) for a balance at "
+            "the threshold arriving now.",
         )
     if balance is None:
         return answer(NextCode.BALANCE_UNKNOWN, f"No balance seen yet: {low_balance}.")
@@ -202,5 +171,50 @@ def next_top_up(
     return answer(
         NextCode.DUE_NOW,
         f"With the next balance event: the last known balance {last} is already at or below "
-        f"{threshold} and today's daily key ({today.isoformat()}) is free.",
+        f"{threshold} and today's daily key ({answer.today.isoformat()}) is free.",
+    )
+
+
+def _stopped(
+    reason: str | None, currency: str, settings_currency: str, answer: _Answer
+) -> NextTopUp | None:
+    """The answer when a rule stops every top-up until something changes (None: none does)."""
+    if reason == BlockReason.AUTO_TRIGGER_OFF:
+        return answer(
+            NextCode.AUTO_TRIGGER_OFF,
+            "Never, until the Finance app enables auto-trigger.",
+        )
+    if reason == BlockReason.STRIPE_PAUSED:
+        return answer(
+            NextCode.STRIPE_PAUSED,
+            "Not by Stripe until the customer's online top-up brings new card details: the "
+            "last charge failed hard (or the Finance app switches to another method).",
+        )
+    if reason == BlockReason.CURRENCY_MISMATCH:
+        return answer(
+            NextCode.CURRENCY_MISMATCH,
+            f"Never while the wallet is in {currency} and the settings in "
+            f"{settings_currency}: fix the settings' currency.",
+        )
+    return None
+
+
+def _day_taken(
+    wallet: Wallet, taken: frozenset[date], answer: _Answer, low_balance: str
+) -> NextTopUp:
+    """Today's daily key is taken: from the start of the next free business day."""
+    today, timezone = answer.today, answer.timezone
+    next_day = next_free_business_day(today, taken)
+    start = start_of_business_day(next_day, timezone)
+    if wallet.attempt_day_end is not None and wallet.attempt_day_end > start:
+        # The last attempt's day, in the timezone it used, ends later (a timezone change).
+        start = wallet.attempt_day_end
+        next_day = business_date(start, timezone)
+    local = start.astimezone(zone(timezone))
+    return answer(
+        NextCode.DAILY_KEY_TAKEN,
+        f"Not today: the daily key of {today.isoformat()} is taken (one top-up a day). "
+        f"From the start of {next_day.isoformat()} in {timezone} "
+        f"({local.isoformat()}, {start.isoformat()}), {low_balance}.",
+        start,
     )

@@ -24,6 +24,7 @@ from service.domain.model import (
 )
 from service.domain.money import fits_minor_units
 from service.domain.rails import DEFAULT_RAILS, Rails, Terms
+from service.domain.reasons import BlockReason, DeadLetterReason, StaleReason
 from service.domain.reservations import available_funds as _available
 from service.domain.reservations import unreleased
 from service.domain.values import value
@@ -71,7 +72,7 @@ def _future_dated(wallet: Wallet, at: datetime, now: datetime, policy: Policy) -
         return None
     return _reject(
         wallet,
-        "future_dated",
+        DeadLetterReason.FUTURE_DATED,
         f"occurred_at {at.isoformat()} is more than {policy.future_skew} ahead of "
         f"{now.isoformat()}",
     )
@@ -122,7 +123,7 @@ def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: 
         return Outcome(
             replace(wallet, balance=seen, credits_out=credits),
             Status.STALE,
-            reason="stale_balance",
+            reason=StaleReason.STALE_BALANCE,
         )
     balance = Balance(
         event.balance,
@@ -175,14 +176,14 @@ def _settings_error(
     ):
         if not fits_minor_units(amount, event.currency):
             return (
-                "invalid_amount_scale",
+                DeadLetterReason.INVALID_AMOUNT_SCALE,
                 f"{name} {amount} has more decimals than {event.currency}",
             )
     if event.timezone is not None and not is_valid_timezone(event.timezone):
-        return ("invalid_timezone", f"unknown IANA timezone {event.timezone!r}")
+        return (DeadLetterReason.INVALID_TIMEZONE, f"unknown IANA timezone {event.timezone!r}")
     if wallet.balance is not None and wallet.balance.currency != event.currency:
         return (
-            "currency_mismatch",
+            DeadLetterReason.CURRENCY_MISMATCH,
             f"settings in {event.currency} for a wallet in {wallet.balance.currency}",
         )
     return policy.rails[event.payment_method].settings_error(wallet, event)
@@ -210,7 +211,7 @@ def apply_settings(
             # Older than the settings in effect, but maybe the card's latest: the card and its
             # amounts are what the last online top-up set, whatever came from the Finance app.
             stale = saved_card(stale, event)
-        return Outcome(stale, Status.STALE, reason="stale_settings")
+        return Outcome(stale, Status.STALE, reason=StaleReason.STALE_SETTINGS)
     error = _settings_error(wallet, event, policy)
     if error is not None:
         return _reject(wallet, *error)
@@ -266,27 +267,27 @@ def _evaluate(
     (earlier for a late balance), which the old-day guard judges."""
     settings, balance = wallet.settings, wallet.balance
     if settings is None:
-        return _blocked(wallet, "no_settings", Decision.NOT_DUE)
+        return _blocked(wallet, BlockReason.NO_SETTINGS, Decision.NOT_DUE)
     if balance is None:
-        return _blocked(wallet, "balance_unknown", Decision.NOT_DUE)
+        return _blocked(wallet, BlockReason.BALANCE_UNKNOWN, Decision.NOT_DUE)
     rail = policy.rails[settings.payment_method]
     terms = rail.terms(wallet)
     if not isinstance(terms, Terms):
         return _blocked(wallet, terms)
     if balance.amount > terms.threshold:
-        return _blocked(wallet, "above_threshold", Decision.NOT_DUE)
+        return _blocked(wallet, BlockReason.ABOVE_THRESHOLD, Decision.NOT_DUE)
     timezone = settings.timezone or policy.default_timezone
     day = business_date(occurred_at, timezone)
     oldest = business_date(now, timezone) - timedelta(days=policy.old_day_window_days)
     if not settings.auto_trigger:
-        return _blocked(wallet, "auto_trigger_off")
+        return _blocked(wallet, BlockReason.AUTO_TRIGGER_OFF)
     if balance.currency != terms.currency:
-        return _blocked(wallet, "currency_mismatch")
+        return _blocked(wallet, BlockReason.CURRENCY_MISMATCH)
     if business_date(event_at or occurred_at, timezone) < oldest:
-        return _blocked(wallet, "old_business_date")
+        return _blocked(wallet, BlockReason.OLD_BUSINESS_DATE)
     stopped = rail.paused(wallet) or _day_taken(wallet, day, occurred_at)
     if stopped is not None:
-        suppressed = stopped == "daily_key_taken"
+        suppressed = stopped == BlockReason.DAILY_KEY_TAKEN
         return _blocked(wallet, stopped, Decision.SUPPRESSED if suppressed else Decision.BLOCKED)
     return _claimed(wallet, terms, day, timezone, trigger_event_id)
 
@@ -297,7 +298,7 @@ def _day_taken(wallet: Wallet, day: date, occurred_at: datetime) -> str | None:
         # (a change of timezone never opens a second day early).
         wallet.attempt_day_end is not None and occurred_at < wallet.attempt_day_end
     ):
-        return "daily_key_taken"
+        return BlockReason.DAILY_KEY_TAKEN
     return None
 
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics: what operators watch and alert on (see the README's operator section).
+"""Prometheus metrics: what operators watch and alert on (see docs/operating.md).
 
 A registry of its own (not the process-global one), so that tests can build as many as they
 like. Counters move when a batch is committed; gauges that cost a query (outbox backlog,
@@ -14,6 +14,7 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from service.adapters.postgres.charge_admin import charge_gauges
+from service.domain.reasons import DECISION_OUTCOMES, RecordOutcome, StripeCallOutcome
 from service.entrypoints.metrics_retention import RetentionMetrics
 from service.service_layer.handlers import BatchReport
 from service.service_layer.payments import (
@@ -22,7 +23,7 @@ from service.service_layer.payments import (
     PaymentGateway,
     TransientChargeError,
 )
-from service.service_layer.ports import Clock
+from service.service_layer.ports import Clock, Tally
 
 # Per-batch durations and event ages (seconds): from a few milliseconds to minutes of lag.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -32,7 +33,13 @@ _STRIPE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        self._add_counters(self.registry)
+        self._add_histograms(self.registry)
+        self._add_gauges(self.registry)
+        self._charges: tuple[asyncpg.Pool, Clock] | None = None
+        self.retention = RetentionMetrics(self.registry)  # pruning (service_layer/retention.py)
+
+    def _add_counters(self, r: CollectorRegistry) -> None:
         self.events_consumed = Counter(
             "auto_topup_events_consumed",
             "Input records consumed and committed, by topic and outcome "
@@ -56,6 +63,8 @@ class Metrics:
             ["result"],
             registry=r,
         )
+
+    def _add_histograms(self, r: CollectorRegistry) -> None:
         self.stripe_call = Histogram(
             "auto_topup_stripe_call_seconds",
             "Duration of calls to Stripe, by outcome.",
@@ -76,6 +85,8 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+
+    def _add_gauges(self, r: CollectorRegistry) -> None:
         self.outbox_backlog = Gauge(
             "auto_topup_outbox_backlog",
             "Outbox records committed but not yet published, set-aside ones apart (read at "
@@ -106,8 +117,6 @@ class Metrics:
             "(claimed or charging; 0 when none; read at scrape time).",
             registry=r,
         )
-        self._charges: tuple[asyncpg.Pool, Clock] | None = None
-        self.retention = RetentionMetrics(r)  # pruning (service/service_layer/retention.py)
 
     def batch_committed(
         self, report: BatchReport, seconds: float, oldest_age_seconds: float | None
@@ -116,15 +125,14 @@ class Metrics:
         if oldest_age_seconds is not None:
             self.event_age.observe(max(oldest_age_seconds, 0.0))
         for key, count in report.counts.items():
-            kind, _, what = key.rpartition(".")
-            if kind == "dead_letter":
-                self.dead_letters.labels(what).inc(count)
-            elif kind != "decision" and what in ("applied", "stale"):
-                self.events_consumed.labels(kind, what).inc(count)
+            if key.tally is Tally.DEAD_LETTER:
+                self.dead_letters.labels(key.code).inc(count)
+            elif key.tally is Tally.CONSUMED:
+                self.events_consumed.labels(key.topic, key.code).inc(count)
         for entry in report.log:
-            if entry.outcome == "dead_lettered":
-                self.events_consumed.labels(entry.topic, "dead_lettered").inc()
-            elif entry.outcome in ("triggered", "failed", "suppressed", "blocked"):
+            if entry.outcome == RecordOutcome.DEAD_LETTERED:
+                self.events_consumed.labels(entry.topic, RecordOutcome.DEAD_LETTERED).inc()
+            elif entry.outcome in DECISION_OUTCOMES:
                 self.decisions.labels(
                     entry.method or "none", entry.outcome, entry.reason or ""
                 ).inc()
@@ -170,9 +178,11 @@ class TimedGateway:
         try:
             found = await self._inner.find(daily_key)
         except TransientChargeError:
-            self._metrics.stripe_call.labels("search_error").observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self._metrics.stripe_call.labels(StripeCallOutcome.SEARCH_ERROR).observe(elapsed)
             raise
-        self._metrics.stripe_call.labels("search").observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self._metrics.stripe_call.labels(StripeCallOutcome.SEARCH).observe(elapsed)
         return found
 
     async def _timed(self, call: Callable[[], Awaitable[ChargeResult]]) -> ChargeResult:
@@ -180,11 +190,11 @@ class TimedGateway:
         try:
             result = await call()
         except TransientChargeError:
-            self._observe("error", started)
+            self._observe(StripeCallOutcome.ERROR, started)
             raise
-        self._observe(result.status.value, started)
+        self._observe(StripeCallOutcome(result.status), started)
         return result
 
-    def _observe(self, outcome: str, started: float) -> None:
+    def _observe(self, outcome: StripeCallOutcome, started: float) -> None:
         self._metrics.stripe_call.labels(outcome).observe(time.perf_counter() - started)
         self._metrics.stripe_results.labels(outcome).inc()

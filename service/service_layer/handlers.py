@@ -14,12 +14,14 @@ from service.contract.codec import Invalid, decode_balance, decode_settings
 from service.domain import rules
 from service.domain.model import BalanceChanged, SettingsUpdated, TopUp, Wallet
 from service.domain.rails import ChargeLater, Due
+from service.domain.reasons import StaleReason
 from service.service_layer.alignment import Alignment, Held, in_event_time
 from service.service_layer.outbox import dead_letter_key, dead_letter_record
 from service.service_layer.ports import (
     BatchStore,
     Claim,
     Clock,
+    CountKey,
     DecisionLog,
     InputRecord,
     OutboxRecord,
@@ -35,7 +37,7 @@ Event = BalanceChanged | SettingsUpdated
 
 @dataclass(slots=True)
 class BatchReport:
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: Counter[CountKey] = field(default_factory=Counter)
     log: list[DecisionLog] = field(default_factory=list)
     stripe_claims: int = 0
     outbox_rows: int = 0
@@ -158,8 +160,9 @@ class BatchHandler:
         ):
             # Dead-lettered when it first came: the same outcome whenever it comes again, even
             # if later records (a card saved since) would let it apply now.
+            batch.report.counts[CountKey.consumed(record.topic, rules.Status.STALE)] += 1
             batch.report.log.append(
-                DecisionLog.of(record, event, "dead_lettered", "redelivered_dead_letter")
+                DecisionLog.of(record, event, "stale", StaleReason.REDELIVERED_DEAD_LETTER)
             )
             return
         wallet = batch.wallets.get(event.customer_id) or Wallet(event.customer_id)
@@ -174,7 +177,7 @@ class BatchHandler:
         if outcome.decision is rules.Decision.TRIGGERED and self._held(batch, record, event):
             return
         report = batch.report
-        report.counts[f"{record.topic}.{outcome.status.value}"] += 1
+        report.counts[CountKey.consumed(record.topic, outcome.status)] += 1
         if outcome.wallet is not wallet and outcome.wallet != wallet:
             batch.wallets[event.customer_id] = outcome.wallet
             batch.changed.add(event.customer_id)
@@ -205,7 +208,7 @@ class BatchHandler:
     ) -> None:
         """A decision to log: blocked, suppressed, or a top-up to settle through its rail."""
         report = batch.report
-        report.counts[f"decision.{outcome.decision.value}"] += 1
+        report.counts[CountKey.decision(outcome.decision)] += 1
         settings = outcome.wallet.settings
         logged = DecisionLog.of(
             record,
@@ -277,7 +280,7 @@ class BatchHandler:
         self, batch: _Batch, record: InputRecord, why: Invalid, event: Event | None = None
     ) -> None:
         batch.outbox.append(dead_letter_record(self._topics.dead_letter, record, why, batch.now))
-        batch.report.counts[f"dead_letter.{why.reason}"] += 1
+        batch.report.counts[CountKey.dead_letter(why.reason)] += 1
         batch.report.log.append(
             replace(DecisionLog.of(record, event, "dead_lettered", why.reason), detail=why.detail)
         )

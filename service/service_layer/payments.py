@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from service.domain.rails import ChargeResult, ChargeStatus
-from service.domain.rails.stripe import TEMPORARY_DECLINES, pauses_card
+from service.domain.rails.stripe import pauses_card
+from service.domain.reasons import TEMPORARY_DECLINES
 
 __all__ = [
     "TEMPORARY_DECLINES",

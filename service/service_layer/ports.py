@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import field
 from datetime import date, datetime
+from enum import StrEnum
 from types import TracebackType
-from typing import Protocol, Self
+from typing import NamedTuple, Protocol, Self
 
 from service.domain.model import BalanceChanged, SettingsUpdated, TopUp, Wallet
+from service.domain.reasons import DECISION_OUTCOMES, DeadLetterReason, RecordOutcome
 from service.domain.values import value
 
 
@@ -29,8 +31,8 @@ class Claim:
     """A daily key to take, with what became of the attempt so far."""
 
     topup: TopUp
-    phase: str  # claimed | done
-    result: str | None = None  # invoice_requested | credit_issued | failed
+    phase: str  # a ChargePhase: claimed | done
+    result: str | None = None  # a ClaimResult: invoice_requested | credit_issued | failed
     reason: str | None = None
     detail: str | None = None
     next_attempt_at: datetime | None = None
@@ -56,8 +58,8 @@ class DecisionLog:
     offset: int
     customer_id: str | None
     event_id: str | None
-    outcome: str  # applied | stale | dead_lettered | triggered | suppressed | blocked | failed
-    reason: str | None = None
+    outcome: str  # a RecordOutcome
+    reason: str | None = None  # a DeadLetterReason, StaleReason, BlockReason or FailureReason
     detail: str = ""
     method: str | None = None
     business_date: date | None = None
@@ -84,7 +86,41 @@ class DecisionLog:
 
 
 # Decisions worth explaining later ("why no top-up?"): not the not-due or stale ones.
-RECORDED_OUTCOMES = frozenset({"triggered", "failed", "suppressed", "blocked", "dead_lettered"})
+RECORDED_OUTCOMES = DECISION_OUTCOMES | {RecordOutcome.DEAD_LETTERED}
+
+
+class Tally(StrEnum):
+    """What one count of a BatchReport counts."""
+
+    CONSUMED = "consumed"  # input records of one topic, by outcome (applied, stale)
+    DECISION = "decision"  # decisions, by outcome (triggered, suppressed, blocked)
+    DEAD_LETTER = "dead_letter"  # dead letters, by reason
+
+
+class CountKey(NamedTuple):
+    """The key of a BatchReport count: what is counted, and which outcome or reason."""
+
+    tally: Tally
+    # (a str only for a dead-letter reason no enum lists yet, e.g. a rail's own: counted as
+    # it is rather than failing the batch)
+    code: RecordOutcome | DeadLetterReason | str
+    topic: str | None = None  # the input topic (Tally.CONSUMED only)
+
+    @classmethod
+    def consumed(cls, topic: str, outcome: str) -> CountKey:
+        """Records of an input topic that came to `outcome` (applied or stale)."""
+        return cls(Tally.CONSUMED, RecordOutcome(outcome), topic)
+
+    @classmethod
+    def decision(cls, outcome: str) -> CountKey:
+        """Decisions that came to `outcome` (triggered, suppressed or blocked)."""
+        return cls(Tally.DECISION, RecordOutcome(outcome))
+
+    @classmethod
+    def dead_letter(cls, reason: str) -> CountKey:
+        """Records dead-lettered for `reason` (a DeadLetterReason, or a rail's own code)."""
+        known = reason in DeadLetterReason.__members__.values()
+        return cls(Tally.DEAD_LETTER, DeadLetterReason(reason) if known else reason)
 
 
 def merge_decisions(

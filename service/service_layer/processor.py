@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from service.contract.codec import Invalid
+from service.domain.reasons import DeadLetterReason
 from service.service_layer.handlers import BatchHandler, BatchReport, DailyKeyConflict
 from service.service_layer.ports import InputRecord
 
@@ -188,7 +189,7 @@ class BatchProcessor:
             exc,
             exc_info=exc,
         )
-        why = Invalid("processing_error", f"{type(exc).__name__}: {exc}"[:500])
+        why = Invalid(DeadLetterReason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"[:500])
         return await self._retrying_call(lambda: self._handler.dead_letter_only(record, why))
 
     async def _retrying_call(self, call: Callable[[], Awaitable[BatchReport]]) -> BatchReport:

@@ -20,6 +20,7 @@ from typing import Any, Self
 
 from service.config import Topics
 from service.domain.model import Wallet
+from service.domain.reasons import RecordOutcome
 from service.service_layer.ports import (
     BatchStore,
     Claim,
@@ -31,7 +32,16 @@ from service.service_layer.ports import (
 )
 
 # The outcomes a replay reports (the handler logs nothing for a balance that is not due).
-REPORTED_OUTCOMES = ("triggered", "failed", "suppressed", "blocked", "dead_lettered", "stale")
+REPORTED_OUTCOMES = (
+    RecordOutcome.TRIGGERED,
+    RecordOutcome.FAILED,
+    RecordOutcome.SUPPRESSED,
+    RecordOutcome.BLOCKED,
+    RecordOutcome.DEAD_LETTERED,
+    RecordOutcome.STALE,
+)
+# The outcomes that queue an output event (the others queue nothing, or a dead letter).
+_PUBLISHING = (RecordOutcome.TRIGGERED, RecordOutcome.FAILED)
 REPORT_FORMATS = (".csv", ".json")
 
 
@@ -173,9 +183,9 @@ def rows_of(
             customer = key.decode("utf-8", "replace") if key is not None else None
         out_topic: str | None = None
         out_id: str | None = None
-        if e.outcome == "dead_lettered":
+        if e.outcome == RecordOutcome.DEAD_LETTERED:
             out_topic = topics.dead_letter
-        elif e.outcome in ("triggered", "failed") and customer and e.business_date:
+        elif e.outcome in _PUBLISHING and customer and e.business_date:
             out_topic, out_id = outputs.get((customer, e.business_date), (None, None))
         rows.append(
             ReplayRow(
@@ -216,7 +226,7 @@ class Summary:
         self.outputs.update(
             r.output_topic
             for r in rows
-            if r.output_topic and (r.output_event_id or r.outcome == "dead_lettered")
+            if r.output_topic and (r.output_event_id or r.outcome == RecordOutcome.DEAD_LETTERED)
         )
 
     def lines(self) -> list[str]:

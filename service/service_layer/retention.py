@@ -2,10 +2,10 @@
 
 Every table grew for ever before this. Each kind of row now has a horizon, in days counted on
 the service's clock (`Settings.clock()`, so AUTO_TOPUP_CLOCK_OFFSET_SECONDS moves it too), and
-the pruner deletes what is past it, in small batches (README "Retention"). 0 days keeps a kind
-for ever. `wallets` is never pruned: it is the state itself (settings, card, last balance, the
-highest sequence and version seen, the newest event applied), and it is what makes every
-replayed event stale.
+the pruner deletes what is past it, in small batches (docs/operating.md "Retention"). 0 days
+keeps a kind for ever. `wallets` is never pruned: it is the state itself (settings, card, last
+balance, the highest sequence and version seen, the newest event applied), and it is what makes
+every replayed event stale.
 
 Decisions, kind by kind:
 
@@ -75,6 +75,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 from service.service_layer.ports import Clock
@@ -84,24 +85,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 # What the pruner deletes, in the order a run takes them; the names are the `table` label of
 # the metrics and the rows of `auto-topup prune`.
-DAILY_KEYS = "daily_keys"
-OUTBOX_EVENTS = "outbox_events"
-OUTBOX_DEAD_LETTERS = "outbox_dead_letters"
-DECISION_SUMMARY = "decision_summary"
-CHARGE_AUDIT = "charge_audit"
-COUNTER_AUDIT = "counter_audit"
-TARGETS = (
-    DAILY_KEYS,
-    OUTBOX_EVENTS,
-    OUTBOX_DEAD_LETTERS,
-    DECISION_SUMMARY,
-    CHARGE_AUDIT,
-    COUNTER_AUDIT,
-)
+class PruneTarget(StrEnum):
+    DAILY_KEYS = "daily_keys"  # settled daily keys (phase done)
+    OUTBOX_EVENTS = "outbox_events"  # published output events
+    OUTBOX_DEAD_LETTERS = "outbox_dead_letters"  # published dead letters
+    DECISION_SUMMARY = "decision_summary"  # support's last decision of each kind
+    CHARGE_AUDIT = "charge_audit"  # who settled a Stripe charge by hand, and why
+    COUNTER_AUDIT = "counter_audit"  # who reset a runaway counter, and why
 
-# What each target's horizon is counted from, for people (`auto-topup prune`, the README).
+
+DAILY_KEYS = PruneTarget.DAILY_KEYS
+OUTBOX_EVENTS = PruneTarget.OUTBOX_EVENTS
+OUTBOX_DEAD_LETTERS = PruneTarget.OUTBOX_DEAD_LETTERS
+DECISION_SUMMARY = PruneTarget.DECISION_SUMMARY
+CHARGE_AUDIT = PruneTarget.CHARGE_AUDIT
+COUNTER_AUDIT = PruneTarget.COUNTER_AUDIT
+TARGETS = tuple(PruneTarget)
+
+# What each target's horizon is counted from, for people (`auto-topup prune`, docs/operating.md).
 COUNTED_FROM = {
     DAILY_KEYS: "business date (UTC days), settled keys only",
     OUTBOX_EVENTS: "publication, output events only",
@@ -135,14 +139,15 @@ class Retention:
         )
 
     def days(self, target: str) -> int:
-        return {
+        by_target: dict[str, int] = {
             DAILY_KEYS: self.daily_keys_days,
             OUTBOX_EVENTS: self.outbox_events_days,
             OUTBOX_DEAD_LETTERS: self.dead_letters_days,
             DECISION_SUMMARY: self.decision_summary_days,
             CHARGE_AUDIT: self.audit_days,
             COUNTER_AUDIT: self.audit_days,
-        }[target]
+        }
+        return by_target[target]
 
     def horizons(self, now: datetime) -> dict[str, datetime | None]:
         """Per target, the instant before which its rows are pruned (None: kept for ever).

@@ -19,7 +19,7 @@ from service.adapters.postgres.store import PgUnitOfWork
 from service.config import Topics
 from service.domain.rules import Policy
 from service.service_layer.handlers import BatchHandler
-from service.service_layer.ports import InputRecord
+from service.service_layer.ports import CountKey, InputRecord
 from tests.e2e.conftest import CLI_SECONDS
 from tests.factories import NOW, balance_wire, dumps, settings_wire
 from tests.pg_tools import close_pool, connect, create_pool
@@ -124,7 +124,7 @@ def test_migrate_on_a_migrated_database(database_url: str) -> None:
 # --- a runaway counter, reset by hand ---------------------------------------------------------
 
 
-async def _apply(database_url: str, topic: str, body: dict[str, object]) -> dict[str, int]:
+async def _apply(database_url: str, topic: str, body: dict[str, object]) -> dict[CountKey, int]:
     pool = await create_pool(database_url, min_size=1, max_size=1)
     try:
         handler = BatchHandler(lambda: PgUnitOfWork(pool), lambda: NOW, Policy(), TOPICS)
@@ -139,9 +139,11 @@ async def test_reset_sequence_unfreezes_a_wallet(database_url: str) -> None:
     _b = TOPICS.wallet_balance_changed
     await _apply(database_url, TOPICS.settings_updated, settings_wire("cust-r", at=at))
     counts = await _apply(database_url, _b, balance_wire("cust-r", "500", at=at, sequence=MAX))
-    assert counts == {f"{_b}.applied": 1}  # accepted: the largest sequence the contract allows
+    assert counts == {
+        CountKey.consumed(_b, "applied"): 1
+    }  # accepted: the largest sequence the contract allows
     low = balance_wire("cust-r", "5.00", at=at + timedelta(minutes=1), sequence=7)
-    assert await _apply(database_url, _b, low) == {f"{_b}.stale": 1}  # frozen
+    assert await _apply(database_url, _b, low) == {CountKey.consumed(_b, "stale"): 1}  # frozen
 
     done = auto_topup(
         database_url, "admin", "reset-sequence", "cust-r", "--to", "6", "--by", "bob",
@@ -160,7 +162,7 @@ async def test_reset_sequence_unfreezes_a_wallet(database_url: str) -> None:
 
     # The same low balance comes again (a new event): the wallet tops up.
     counts = await _apply(database_url, _b, {**low, "event_id": "after-reset"})
-    assert counts["decision.triggered"] == 1
+    assert counts[CountKey.decision("triggered")] == 1
     conn = await connect(database_url)
     try:
         row = await conn.fetchrow("SELECT * FROM counter_audit")
@@ -183,13 +185,15 @@ async def test_reset_version_unfreezes_settings(database_url: str) -> None:
     _s = TOPICS.settings_updated
     await _apply(database_url, _s, settings_wire("cust-v", at=at, version=MAX))
     later = settings_wire("cust-v", at=at + timedelta(minutes=1), version=3, auto=False)
-    assert await _apply(database_url, _s, later) == {f"{_s}.stale": 1}
+    assert await _apply(database_url, _s, later) == {CountKey.consumed(_s, "stale"): 1}
     done = auto_topup(
         database_url, "admin", "reset-version", "cust-v", "--to", "2", "--by", "carol",
         "--why", "runaway version",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert await _apply(database_url, _s, {**later, "event_id": "v3-again"}) == {f"{_s}.applied": 1}
+    assert await _apply(database_url, _s, {**later, "event_id": "v3-again"}) == {
+        CountKey.consumed(_s, "applied"): 1
+    }
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from service.bootstrap import prepare_database
 from service.config import Settings, Topics
 from service.domain.rules import Policy
 from service.service_layer.handlers import BatchHandler, BatchReport
-from service.service_layer.ports import InputRecord
+from service.service_layer.ports import CountKey, InputRecord, Tally
 from service.service_layer.processor import BatchProcessor
 from tests.factories import NOW, balance_wire, dumps, settings_wire
 from tests.pg_tools import PG_CONNECT_SECONDS, close_pool, connect, create_pool
@@ -164,7 +164,7 @@ async def test_a_read_only_database_is_waited_for_then_everything_applied(
         await server.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
         await server.close()
         service_pool.terminate()
-    assert report.counts["decision.triggered"] == len(CUSTOMERS)
+    assert report.counts[CountKey.decision("triggered")] == len(CUSTOMERS)
     assert await _dead_letters(pool) == []
     assert await _invoices(pool) == len(CUSTOMERS)
 
@@ -229,8 +229,8 @@ async def test_held_locks_are_waited_for_never_dead_lettered(
         report = await asyncio.wait_for(task, GUARD_SECONDS)
     finally:
         await close_pool(limited)
-    assert report.counts["decision.triggered"] == len(CUSTOMERS)
-    assert not [k for k in report.counts if k.startswith("dead_letter")]
+    assert report.counts[CountKey.decision("triggered")] == len(CUSTOMERS)
+    assert not [k for k in report.counts if k.tally is Tally.DEAD_LETTER]
     assert await _dead_letters(pool) == []
     assert await _invoices(pool) == len(CUSTOMERS)
 
@@ -277,7 +277,7 @@ async def test_what_postgresql_cannot_store_is_a_schema_violation(
     uow = CountingUow(pool)
     report = await _processor(_handler(uow), is_transient).process(batch)
     assert uow.transactions == 1  # no failure, no isolation
-    assert report.counts["dead_letter.schema_violation"] == 1
+    assert report.counts[CountKey.dead_letter("schema_violation")] == 1
     assert await _dead_letters(pool) == ["schema_violation"]
     assert await pool.fetchval("SELECT balance FROM wallets WHERE customer_id = 'fine-1'") == 50
 
@@ -308,7 +308,7 @@ async def test_one_failing_record_in_2000_is_found_in_at_most_12_more_transactio
     report = await _processor(_handler(uow), is_transient).process(_records(_B, bodies))
     # 1 failed, at most 12 to find it and apply the others, 1 to dead-letter it.
     assert uow.transactions <= 1 + 12 + 1, uow.transactions
-    assert report.counts[f"{_B}.applied"] == 1999
+    assert report.counts[CountKey.consumed(_B, "applied")] == 1999
     assert await _dead_letters(pool) == ["processing_error"]
     applied = await pool.fetchval("SELECT count(*) FROM wallets WHERE balance IS NOT NULL")
     assert applied == 1999
@@ -331,17 +331,17 @@ async def test_a_frozen_sequence_is_reset_and_the_wallet_tops_up_again(
     await _apply(pool, _S, settings_wire("runaway", at=at))
     # A producer's bug: the largest sequence the contract allows. Accepted, and then...
     frozen = await _apply(pool, _B, balance_wire("runaway", "500", at=at, sequence=2**63 - 1))
-    assert frozen.counts[f"{_B}.applied"] == 1
+    assert frozen.counts[CountKey.consumed(_B, "applied")] == 1
     # ...every later balance is stale, however low.
     low = balance_wire("runaway", "5.00", at=at + timedelta(minutes=1), sequence=42)
-    assert (await _apply(pool, _B, low)).counts[f"{_B}.stale"] == 1
+    assert (await _apply(pool, _B, low)).counts[CountKey.consumed(_B, "stale")] == 1
     async with pool.acquire(timeout=PG_CONNECT_SECONDS) as conn:
         done = await reset_counter(
             conn, "runaway", Counter.SEQUENCE, 41, by="alice", why="INC-7: bad sequence", now=NOW
         )
     assert (done.old_value, done.new_value) == (2**63 - 1, 41)
     again = await _apply(pool, _B, {**low, "event_id": str(uuid.uuid4())})
-    assert again.counts["decision.triggered"] == 1
+    assert again.counts[CountKey.decision("triggered")] == 1
     assert await _invoices(pool) == 1
     audit = await pool.fetchrow("SELECT * FROM counter_audit")
     assert audit is not None

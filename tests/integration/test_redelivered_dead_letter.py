@@ -12,7 +12,7 @@ from service.adapters.postgres.store import PgUnitOfWork
 from service.config import Topics
 from service.domain.rules import Policy
 from service.service_layer.handlers import BatchHandler
-from service.service_layer.ports import InputRecord
+from service.service_layer.ports import CountKey, InputRecord
 from tests.factories import NOW, balance_wire, dumps, settings_wire
 
 TOPICS = Topics()
@@ -48,14 +48,14 @@ async def test_a_dead_letter_stays_one_when_its_record_comes_again(pool: asyncpg
         ),
     )
     first = await handler.handle([finance, online])
-    assert first.counts["dead_letter.stripe_card_missing"] == 1
+    assert first.counts[CountKey.dead_letter("stripe_card_missing")] == 1
 
     again = await handler.handle([finance])
     low = _record(2, TOPICS.wallet_balance_changed, balance_wire(CUSTOMER, "5.00", at=NOW))
     after = await handler.handle([low])
 
     assert [e.reason for e in again.log] == ["redelivered_dead_letter"]
-    assert after.counts["decision.triggered"] == 0
+    assert after.counts[CountKey.decision("triggered")] == 0
     assert await pool.fetchval("SELECT count(*) FROM daily_keys") == 0
     dead = await pool.fetchval("SELECT count(*) FROM outbox WHERE topic = $1", TOPICS.dead_letter)
     assert dead == 1

@@ -14,11 +14,12 @@ from service.config import Topics
 from service.domain.model import Card, CardTerms, Credit, PaymentMethod, TopUp, Wallet
 from service.domain.rules import Policy, apply_balance, apply_settings
 from service.service_layer.handlers import BatchHandler
-from service.service_layer.ports import Claim, InputRecord
+from service.service_layer.ports import Claim, CountKey, InputRecord
 from tests.factories import NOW, balance, balance_wire, dumps, settings, settings_wire
 from tests.pg_tools import connect
 
 TOPICS = Topics()
+STALE_BALANCE = CountKey.consumed(TOPICS.wallet_balance_changed, "stale")
 
 
 def _topup(customer_id: str = "cust-1", day: date = date(2026, 11, 25)) -> TopUp:
@@ -104,19 +105,19 @@ async def test_concurrent_instances_publish_one_decision(pool: asyncpg.Pool) -> 
     # The same event four times (redelivered), and four different due events at once.
     same = _records((TOPICS.wallet_balance_changed, balance_wire("cust-1", "5.00", at=NOW)))
     reports = await asyncio.gather(*(handler.handle(same) for _ in range(4)))
-    assert sum(r.counts["decision.triggered"] for r in reports) == 1
-    assert sum(r.counts[f"{TOPICS.wallet_balance_changed}.stale"] for r in reports) == 3
+    assert sum(r.counts[CountKey.decision("triggered")] for r in reports) == 1
+    assert sum(r.counts[STALE_BALANCE] for r in reports) == 3
     later = NOW + timedelta(seconds=1)  # newer than the event above, so at least one applies
     different = [
         _records((TOPICS.wallet_balance_changed, balance_wire("cust-1", f"{i}.00", at=later)))
         for i in range(4)
     ]
     reports = await asyncio.gather(*(handler.handle(batch) for batch in different))
-    assert sum(r.counts["decision.triggered"] for r in reports) == 0
+    assert sum(r.counts[CountKey.decision("triggered")] for r in reports) == 0
     # Events at one instant are ordered by event_id: whichever order the transactions take,
     # each is either suppressed (the day is taken) or stale, and none is published.
-    suppressed = sum(r.counts["decision.suppressed"] for r in reports)
-    stale = sum(r.counts[f"{TOPICS.wallet_balance_changed}.stale"] for r in reports)
+    suppressed = sum(r.counts[CountKey.decision("suppressed")] for r in reports)
+    stale = sum(r.counts[STALE_BALANCE] for r in reports)
     assert suppressed >= 1
     assert suppressed + stale == 4
     rows = await pool.fetch("SELECT topic FROM outbox")
@@ -134,7 +135,7 @@ async def test_redelivered_batch_changes_nothing(pool: asyncpg.Pool) -> None:
     before = await pool.fetch("SELECT dedupe_key, value FROM outbox ORDER BY id")
     wallets = await pool.fetch("SELECT * FROM wallets ORDER BY customer_id")
     report = await handler.handle(batch)
-    assert report.counts["decision.triggered"] == 0
+    assert report.counts[CountKey.decision("triggered")] == 0
     assert await pool.fetch("SELECT dedupe_key, value FROM outbox ORDER BY id") == before
     assert len(before) == 2  # one invoice, one dead letter
     after = await pool.fetch("SELECT * FROM wallets ORDER BY customer_id")

@@ -13,7 +13,7 @@ from service.domain import rules
 from service.domain.model import SettingsUpdated
 from service.service_layer.alignment import Alignment, Decoded, Held, in_event_time
 from service.service_layer.handlers import BatchHandler, BatchReport
-from service.service_layer.ports import InputRecord
+from service.service_layer.ports import CountKey, InputRecord
 from service.service_layer.processor import BatchProcessor
 from tests.factories import NOW, balance, balance_wire, dumps, settings, settings_wire
 from tests.fakes import FakeDatabase, FakeUnitOfWork, fake_uow_factory
@@ -365,13 +365,13 @@ async def test_an_unreadable_record_of_a_waiting_customer_waits_behind_it() -> N
     ahead = log.balance("a", "1.00", NOW + timedelta(hours=1))
     report = await handler.handle([due, bad, ahead])
     assert _where(report) == [(BAL, 0, 0, True), (BAL, 0, 1, False)]
-    assert report.counts["dead_letter.invalid_json"] == 0
-    assert report.counts["dead_letter.future_dated"] == 1
+    assert report.counts[CountKey.dead_letter("invalid_json")] == 0
+    assert report.counts[CountKey.dead_letter("future_dated")] == 1
     clock.advance(1.0)  # the bound runs out: the due balance is decided, then the bad one
     again = await handler.handle([due, bad])
     assert again.held == []
-    assert again.counts["dead_letter.invalid_json"] == 1
-    assert again.counts["decision.triggered"] == 1
+    assert again.counts[CountKey.dead_letter("invalid_json")] == 1
+    assert again.counts[CountKey.decision("triggered")] == 1
 
 
 async def test_a_handler_without_a_tracker_never_holds() -> None:
@@ -405,7 +405,7 @@ async def test_records_applied_past_a_held_one_change_nothing_when_they_come_aga
     assert after.wallets == before.wallets
     assert after.daily_keys == before.daily_keys
     assert after.outbox == before.outbox  # a dead letter's dedupe key is its offset
-    assert again.counts[f"{BAL}.stale"] == 1
+    assert again.counts[CountKey.consumed(BAL, "stale")] == 1
     assert not any(e.outcome in ("triggered", "failed") for e in again.log)
 
 

@@ -8,13 +8,13 @@ import pytest
 
 from service.domain import rules
 from service.domain.explain import (
-    NextCode,
     balance_at_or_below_threshold,
     next_top_up,
     partner_failure,
     start_of_business_day,
 )
 from service.domain.model import Credit, Origin, PaymentMethod, Wallet
+from service.domain.reasons import NextCode
 from service.domain.rules import Policy, Status
 from tests.factories import balance, settings
 

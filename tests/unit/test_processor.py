@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from service.contract.codec import Invalid
 from service.service_layer.alignment import Held
 from service.service_layer.handlers import BatchHandler, BatchReport
-from service.service_layer.ports import InputRecord
+from service.service_layer.ports import CountKey, InputRecord
 from service.service_layer.processor import BatchProcessor, Stopped
 
 
@@ -130,7 +130,7 @@ class KeyedHandler:
                 report.held.append(Held(r.topic, r.partition, r.offset, str(r.key), 0.0))
             else:
                 self.applied.append(r)
-                report.counts["applied"] += 1
+                report.counts[CountKey.consumed(r.topic, "applied")] += 1
         return report
 
     async def dead_letter_only(self, record: InputRecord, why: Invalid) -> BatchReport:
@@ -138,7 +138,7 @@ class KeyedHandler:
         assert why.reason == "processing_error"
         self.dead.append(record.offset)
         report = BatchReport()
-        report.counts["dead"] += 1
+        report.counts[CountKey.dead_letter(why.reason)] += 1
         return report
 
 
@@ -173,7 +173,10 @@ def test_one_bad_record_in_2000_costs_at_most_12_more_transactions(bad: int) -> 
     report = _run(handler, records)
     assert handler.dead == [bad]
     _check_applied_once_in_order(handler, records)
-    assert report.counts == {"applied": 1999, "dead": 1}
+    assert report.counts == {
+        CountKey.consumed("t", "applied"): 1999,
+        CountKey.dead_letter("processing_error"): 1,
+    }
     # The first transaction failed; then at most 12 to find the record and apply the others
     # (log2(2000) < 11 halvings, one to confirm it or apply what was set apart), and the dead
     # letter's own transaction.

@@ -29,7 +29,14 @@ from service.domain import rules
 from service.domain.model import PaymentMethod, TopUp, Wallet
 from service.service_layer.handlers import BatchHandler, BatchReport
 from service.service_layer.outbox import dead_letter_key
-from service.service_layer.ports import Claim, DecisionLog, InputRecord, OutboxRecord
+from service.service_layer.ports import (
+    Claim,
+    CountKey,
+    DecisionLog,
+    InputRecord,
+    OutboxRecord,
+    Tally,
+)
 from tests.factories import NOW, balance_wire, dumps, settings_wire
 from tests.fakes import Tables, fake_uow_factory
 
@@ -364,15 +371,18 @@ def _check_dead_letters(scenario: Scenario, run: Run) -> None:
         assert _header(row, messages.DLQ_REASON) == sent.expected_dead_letter, row
         assert (row.key, row.value) == (sent.record.key, sent.record.value)
 
-    counts: Counter[str] = Counter()
+    counts: Counter[CountKey] = Counter()
     for report in run.first:
         counts.update(report.counts)
     for topic in (BALANCES, SETTINGS):
         valid = sum(
             1 for s in scenario.sent if s.record.topic == topic and s.expected_dead_letter is None
         )
-        assert counts[f"{topic}.applied"] + counts[f"{topic}.stale"] == valid, counts
-    dead = sum(n for name, n in counts.items() if name.startswith("dead_letter."))
+        assert (
+            counts[CountKey.consumed(topic, "applied")] + counts[CountKey.consumed(topic, "stale")]
+            == valid
+        ), counts
+    dead = sum(n for key, n in counts.items() if key.tally is Tally.DEAD_LETTER)
     assert dead == len(expected), counts
 
 
@@ -396,9 +406,9 @@ class RefWallet:
 
 
 def _newer(newest: tuple[datetime, str] | None, highest: int | None, new: Sent) -> bool:
-    """The README's staleness, written independently: the version/sequence decides against
-    the highest seen when both sides have one, else (occurred_at, event_id) must be above the
-    greatest applied (so a repeated event is stale whenever it comes back)."""
+    """The staleness of docs/contract.md, written independently: the version/sequence decides
+    against the highest seen when both sides have one, else (occurred_at, event_id) must be
+    above the greatest applied (so a repeated event is stale whenever it comes back)."""
     if newest is None:
         return True
     if new.counter is not None and highest is not None:

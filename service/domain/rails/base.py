@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from service.domain.model import PaymentMethod, SettingsUpdated, TopUp, Wallet
+from service.domain.reasons import BlockReason
 from service.domain.values import value
 
 
@@ -145,7 +146,7 @@ def settings_terms(wallet: Wallet) -> Terms | str:
     """The amounts of the settings in effect (every rail but a card's)."""
     settings = wallet.settings
     if settings is None:
-        return "no_settings"
+        return BlockReason.NO_SETTINGS
     return Terms(settings.limit_threshold, settings.trigger_amount, settings.currency)
 
 

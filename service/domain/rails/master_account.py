@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from service.domain.model import Credit, PaymentMethod, SettingsUpdated, Wallet
 from service.domain.rails.base import Due, FundingSource, InstantRail, Output, Settled, Step
+from service.domain.reasons import DeadLetterReason, FailureReason
 from service.domain.reservations import unreleased
 
 
@@ -20,7 +21,7 @@ class MasterAccount(InstantRail):
 
     def settings_error(self, wallet: Wallet, event: SettingsUpdated) -> tuple[str, str] | None:
         if event.partner_id is not None and event.partner_id == event.customer_id:
-            return ("partner_is_customer", "a wallet cannot fund itself")
+            return (DeadLetterReason.PARTNER_IS_CUSTOMER, "a wallet cannot fund itself")
         return None
 
     def settle(self, due: Due) -> Step:
@@ -37,18 +38,19 @@ def fund_from_partner(due: Due) -> Settled:
     partner, topup = due.payer, due.topup
     if partner is None or partner.balance is None:
         return _failed(
-            "partner_balance_unknown", f"no balance known for partner {topup.partner_id}"
+            FailureReason.PARTNER_BALANCE_UNKNOWN,
+            f"no balance known for partner {topup.partner_id}",
         )
     if partner.balance.currency != topup.currency:
         return _failed(
-            "partner_currency_mismatch",
+            FailureReason.PARTNER_CURRENCY_MISMATCH,
             f"partner wallet is in {partner.balance.currency}, top-up in {topup.currency}",
         )
     reserved = unreleased(partner.credits_out, None, due.now, due.credit_hold)
     available = partner.balance.amount - sum((c.amount for c in reserved), Decimal(0))
     if available < topup.amount:
         return _failed(
-            "partner_insufficient_funds",
+            FailureReason.PARTNER_INSUFFICIENT_FUNDS,
             f"partner {topup.partner_id} can cover {available} (balance "
             f"{partner.balance.amount} less {len(reserved)} credits not yet applied), "
             f"top-up needs {topup.amount}",

@@ -6,8 +6,6 @@ saved.
 
 from __future__ import annotations
 
-from typing import Final
-
 from service.domain.model import Origin, PaymentMethod, SettingsUpdated, TopUp, Wallet
 from service.domain.money import card_amount_error
 from service.domain.rails.base import (
@@ -21,11 +19,11 @@ from service.domain.rails.base import (
     Step,
     Terms,
 )
-
-# Declines that Stripe documents as temporary ("the customer should try again"): the card is
-# fine, so they never pause Stripe top-ups, whatever else the result says.
-TEMPORARY_DECLINES: Final = frozenset(
-    {"try_again_later", "processing_error", "issuer_not_available", "reenter_transaction"}
+from service.domain.reasons import (
+    TEMPORARY_DECLINES,
+    BlockReason,
+    DeadLetterReason,
+    FailureReason,
 )
 
 
@@ -45,7 +43,7 @@ class Stripe:
     def settings_error(self, wallet: Wallet, event: SettingsUpdated) -> tuple[str, str] | None:
         problem = card_amount_error(event.trigger_amount, event.currency)
         if problem is not None:
-            return ("invalid_amount_for_card", problem)
+            return (DeadLetterReason.INVALID_AMOUNT_FOR_CARD, problem)
         if event.origin is Origin.FINANCE_APP:
             return _locked(wallet, event)
         return None
@@ -54,11 +52,11 @@ class Stripe:
         # A card is charged only what its owner set in the latest online top-up.
         terms = wallet.card_terms
         if terms is None:
-            return "stripe_card_terms_unknown"
+            return BlockReason.STRIPE_CARD_TERMS_UNKNOWN
         return Terms(terms.limit_threshold, terms.trigger_amount, terms.currency)
 
     def paused(self, wallet: Wallet) -> str | None:
-        return "stripe_paused" if wallet.stripe_paused else None
+        return BlockReason.STRIPE_PAUSED if wallet.stripe_paused else None
 
     def settle(self, due: Due) -> Step:
         return ChargeLater()
@@ -74,7 +72,7 @@ class Stripe:
         card = topup.card
         return Settled(
             Output.TOP_UP_FAILED,
-            result.reason or "card_declined",
+            result.reason or FailureReason.CARD_DECLINED,
             result.detail,
             payment_intent_id=result.payment_intent_id,
             pause_card=card.stripe_payment_method_id if card and pauses_card(result) else None,
@@ -85,7 +83,7 @@ def _locked(wallet: Wallet, event: SettingsUpdated) -> tuple[str, str] | None:
     """The Finance app may choose Stripe only with the amounts the card's owner set."""
     if wallet.card is None:
         return (
-            "stripe_card_missing",
+            DeadLetterReason.STRIPE_CARD_MISSING,
             "the Finance app may choose Stripe only for a customer whose card is on "
             "record (saved during an online top-up)",
         )
@@ -102,7 +100,7 @@ def _locked(wallet: Wallet, event: SettingsUpdated) -> tuple[str, str] | None:
         else f"{terms.trigger_amount} / {terms.limit_threshold} {terms.currency}"
     )
     return (
-        "stripe_settings_locked",
+        DeadLetterReason.STRIPE_SETTINGS_LOCKED,
         "Trigger Amount and Limit Threshold of a Stripe customer are set during "
         f"online top-up; the Finance app cannot change them (the card's: {card_set}; "
         f"sent: {event.trigger_amount} / {event.limit_threshold} {event.currency})",

@@ -12,7 +12,7 @@ WITH_ENV = set -a; eval "$$($(STACK) env)"; set +a;
 
 .PHONY: help install up down env status run test test-unit test-integration test-e2e lint \
         format schemas demo chaos fuzz-money bench bench-handler clean test-slow chaos-slow \
-        replay-memory test-deploy
+        replay-memory test-deploy schema
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ format: install
 
 schemas: install ## Regenerate schemas/ from the models
 	$(BIN)/python -m service.contract.export schemas
+
+schema: up ## Regenerate service/adapters/postgres/schema.sql from a freshly migrated database
+	$(WITH_ENV) $(BIN)/python -m tests.schema_snapshot
 
 chaos: up ## The big chaos run (200k events, 4 instances, 50+ kills, broker and DB restarts)
 	$(WITH_ENV) $(BIN)/python -m tests.chaos

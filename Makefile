@@ -12,7 +12,7 @@ WITH_ENV = set -a; eval "$$($(STACK) env)"; set +a;
 
 .PHONY: help install up down env status run test test-unit test-integration test-e2e lint \
         format schemas demo chaos fuzz-money bench bench-handler clean test-slow chaos-slow \
-        replay-memory
+        replay-memory test-deploy schema
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -48,11 +48,14 @@ AT_HOURS = for at in 00:30 23:30; do echo "== service clock at $$at UTC"; \
 	AUTO_TOPUP_TEST_CLOCK=$$at $(1) $(BIN)/pytest -q $(HOUR_TESTS); done
 
 test: up lint ## Install, start the stack, lint, run every tier of tests (and the day-boundary ones at 00:30 and 23:30)
-	$(WITH_ENV) $(BIN)/pytest tests/unit tests/integration tests/e2e
+	$(WITH_ENV) $(BIN)/pytest tests/unit tests/deploy tests/integration tests/e2e
 	$(WITH_ENV) $(call AT_HOURS,)
 
 test-unit: install ## Only the pure, fast tests
 	$(BIN)/pytest tests/unit
+
+test-deploy: install ## Only the deployment files in deploy/ (no stack)
+	$(BIN)/pytest tests/deploy
 
 test-integration: up
 	$(WITH_ENV) $(BIN)/pytest tests/integration
@@ -71,6 +74,9 @@ format: install
 
 schemas: install ## Regenerate schemas/ from the models
 	$(BIN)/python -m service.contract.export schemas
+
+schema: up ## Regenerate service/adapters/postgres/schema.sql from a freshly migrated database
+	$(WITH_ENV) $(BIN)/python -m tests.schema_snapshot
 
 chaos: up ## The big chaos run (200k events, 4 instances, 50+ kills, broker and DB restarts)
 	$(WITH_ENV) $(BIN)/python -m tests.chaos
@@ -105,7 +111,7 @@ WITH_SLOW_STACK = export $(SLOW_STACK_ENV); trap '$(STACK) down' EXIT; $(PIN) $(
 	$(WITH_ENV)
 
 test-slow: install lint ## make test on one core (taskset -c 0), against a stack pinned to it
-	$(WITH_SLOW_STACK) $(PIN) $(BIN)/pytest tests/unit tests/integration tests/e2e; \
+	$(WITH_SLOW_STACK) $(PIN) $(BIN)/pytest tests/unit tests/deploy tests/integration tests/e2e; \
 	$(call AT_HOURS,$(PIN))
 
 chaos-slow: install ## make chaos on one core (taskset -c 0), against a stack pinned to it

@@ -5,16 +5,22 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from service.domain.model import (
     BalanceChanged,
+    Card,
+    CardTerms,
+    Credit,
     Origin,
     PaymentMethod,
     SettingsUpdated,
+    Wallet,
 )
+from service.domain.rules import Policy, apply_balance, apply_settings
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 _seq = itertools.count(1)
@@ -141,3 +147,26 @@ def settings_wire(
 
 def dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body).encode("utf-8")
+
+
+def full_wallet(customer_id: str = "cust-1") -> Wallet:
+    """A wallet with every field set (settings, card, balance, credits, card terms, the last
+    attempt's day end): what a round trip through storage must keep whole."""
+    wallet = apply_settings(
+        Wallet(customer_id),
+        settings(customer_id, timezone="Asia/Kolkata", version=7),
+        NOW,
+        Policy(),
+    ).wallet
+    wallet = apply_balance(
+        wallet, balance(customer_id, amount="-12.3456", sequence=9), NOW, Policy()
+    ).wallet
+    return replace(
+        wallet,
+        card=Card("cus_1", "pm_1"),
+        stripe_paused=True,
+        credits_out=(Credit(NOW, Decimal("25.50")), Credit(NOW, Decimal("1.25"), "credit-9")),
+        attempt_dates=frozenset(),
+        card_terms=CardTerms(Decimal("50.00"), Decimal("-10.5"), "USD"),
+        attempt_day_end=NOW + timedelta(hours=3),
+    )

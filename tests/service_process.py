@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from tests.cli_tools import cli_command
 
 # Waits for conditions (a log line, an exit), with generous bounds: the service starts in a
 # couple of seconds, but it waits for a broker or a database that is restarting, and a slow
@@ -35,8 +34,7 @@ TOPIC_NAMES = {
 
 
 def command() -> list[str]:
-    exe = shutil.which("auto-topup", path=str(Path(sys.executable).parent))
-    return [exe, "run"] if exe else [sys.executable, "-m", "service.entrypoints.cli", "run"]
+    return cli_command("run")
 
 
 @dataclass

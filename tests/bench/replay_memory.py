@@ -30,9 +30,10 @@ from tempfile import TemporaryDirectory
 from urllib.parse import urlsplit, urlunsplit
 
 from tests.bench.backlog import drop, fill
+from tests.cli_tools import cli_command
 from tests.kafka_tools import ensure_topics
 from tests.pg_tools import connect
-from tests.service_process import Topics, command
+from tests.service_process import Topics
 
 PARTITIONS = 3
 # One replay of the whole backlog: a million records at a few thousand a second on a slow
@@ -93,7 +94,7 @@ def run_replay(env: dict[str, str], *args: str) -> Measured:
         out_path, err_path = Path(tmp, "out"), Path(tmp, "err")
         with out_path.open("w") as out, err_path.open("w") as err:
             proc = subprocess.Popen(
-                [*command()[:-1], "replay", *args],
+                cli_command("replay", *args),
                 env={**os.environ, **env, "COLUMNS": "200"},
                 stdin=subprocess.DEVNULL,
                 stdout=out,

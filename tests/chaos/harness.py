@@ -23,11 +23,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.chaos.private_stripe import PrivateStripe
-from tests.chaos.reference import CREDIT_HOLD, Reference, compare
 from tests.chaos.scenario import Msg, Scenario, generate
 from tests.chaos.stripe_proxy import IdempotentStripe
 from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS, TopicReader, partitions_of
 from tests.pg_tools import PG_QUERY_SECONDS, connect
+from tests.reference.compare import compare
+from tests.reference.contract import CREDIT_HOLD, Reference
 from tests.service_process import START_SECONDS, ServiceProcess, Topics
 from tests.stripe_tools import DECLINED_ON_CHARGE, GOOD, saved_card
 

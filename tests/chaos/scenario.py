@@ -41,19 +41,16 @@ import json
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
-SETTINGS = "SETTINGS_UPDATED"
-BALANCE = "WALLET_BALANCE_CHANGED"
+from tests.reference.wire import BALANCE, SETTINGS, credit_issued_id
+
 CURRENCIES = (("USD", 2), ("USD", 2), ("USD", 2), ("EUR", 2), ("JPY", 0), ("KWD", 3))
 TIMEZONES = ("UTC", "UTC", "Asia/Kolkata", "America/New_York")
-# The namespace of output event ids (the contract, README "Output `event_id`"): anyone can
-# recompute a credit-issued event's id from its daily key.
-OUTPUT_NAMESPACE = uuid.UUID("6f1d3c1e-5a0e-4c52-9a53-8a4f0f5b2d17")
 # Phases of the stream (the harness waits for each to be consumed before the next).
 PHASES = 6
 # How far ahead the future-dated messages are: further than the service's skew (5 minutes)
@@ -102,12 +99,6 @@ def _money(rng: random.Random, low: int, high: int, scale: int) -> str:
 
 def _iso(at: datetime) -> str:
     return at.isoformat().replace("+00:00", "Z")
-
-
-def credit_issued_id(customer_id: str, business_date: date) -> str:
-    """The `event_id` of the credit-issued event of a daily key, by the contract's rule."""
-    name = f"{customer_id}/{business_date.isoformat()}|credit-issued"
-    return str(uuid.uuid5(OUTPUT_NAMESPACE, name))
 
 
 def day_start(at: datetime, timezone: str) -> datetime:

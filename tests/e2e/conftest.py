@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -13,7 +11,7 @@ import pytest
 from tests.conftest import Infra
 from tests.factories import balance_wire, dumps, settings_wire
 from tests.kafka_tools import Record, TopicReader, produce
-from tests.service_process import KILL_SECONDS, ServiceProcess, Topics, command
+from tests.service_process import ServiceProcess, Topics
 
 
 @pytest.fixture
@@ -190,46 +188,3 @@ def online_top_up(card: tuple[str, str], **fields: object) -> dict[str, object]:
 
 def customer_id(prefix: str = "cust") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-# How long a test waits for an operator command (`auto-topup explain`, `charges`, `dlq`,
-# `outbox`, `replay`, or one that fails at start-up) to exit. On an idle machine it is done in a
-# second or two; but each run starts an interpreter, imports the service and connects to Kafka
-# or PostgreSQL, all slow on a slow, loaded machine, and the command's own bounded waits must
-# fit well inside this one (`dlq`'s --timeout, 30 s by default; 10 s to connect to PostgreSQL).
-# As long as a test waits for the running service (tests/kafka_tools.py's WAIT_SECONDS).
-CLI_SECONDS = 120.0
-
-
-@dataclass(frozen=True)
-class CliRun:
-    code: int
-    out: str
-    err: str
-
-
-async def run_cli(env: Mapping[str, str], *args: str, columns: int | None = None) -> CliRun:
-    """`auto-topup *args` as an operator runs it, stdout and stderr piped, with `env` on top of
-    the test's environment; waits for it to exit, at most CLI_SECONDS (then kills it, and
-    fails). `columns` is the width of its tables (COLUMNS); without it, no COLUMNS or LINES
-    is passed on (piped output has no terminal width)."""
-    base = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    width = {} if columns is None else {"COLUMNS": str(columns)}
-    proc = await asyncio.create_subprocess_exec(
-        *command()[:-1],
-        *args,
-        env={**base, **env, **width},
-        stdin=asyncio.subprocess.DEVNULL,  # as a script runs it: never asked to confirm
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), CLI_SECONDS)
-    except TimeoutError:
-        proc.kill()
-        await asyncio.wait_for(proc.wait(), KILL_SECONDS)
-        raise AssertionError(
-            f"`auto-topup {' '.join(args)}` did not exit within {CLI_SECONDS:g}s"
-        ) from None
-    assert proc.returncode is not None
-    return CliRun(proc.returncode, out.decode(), err.decode())

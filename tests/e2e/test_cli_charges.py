@@ -13,7 +13,6 @@ pinned at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK); every time is bu
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -25,7 +24,8 @@ from service.adapters.postgres.store import PgUnitOfWork
 from service.contract.codec import output_event_id
 from service.domain.model import Card, PaymentMethod, TopUp
 from service.service_layer.ports import Claim
-from tests.e2e.conftest import Flow, customer_id, pinned_offset, run_cli
+from tests.cli_tools import CliRun, run_cli
+from tests.e2e.conftest import Flow, customer_id, pinned_offset
 from tests.e2e.test_http import scrape, until, value
 from tests.kafka_tools import WAIT_SECONDS
 from tests.pg_tools import close_pool, create_pool
@@ -39,16 +39,8 @@ def clock_offset() -> float:
     return pinned_offset()
 
 
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-async def charges(env: dict[str, str], *args: str) -> Run:
-    done = await run_cli(env, "charges", *args, columns=250)
-    return Run(done.code, done.out, done.err)
+async def charges(env: dict[str, str], *args: str) -> CliRun:
+    return await run_cli(env, "charges", *args, columns=250)
 
 
 def _topup(customer: str, day: date) -> TopUp:

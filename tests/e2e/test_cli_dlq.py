@@ -7,22 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from service.contract import messages
+from tests.cli_tools import CliRun, run_cli
 from tests.conftest import Infra
-from tests.e2e.conftest import Flow, customer_id, pinned_offset, run_cli, service_now
+from tests.e2e.conftest import Flow, customer_id, pinned_offset, service_now
 from tests.factories import balance_wire, dumps, settings_wire
 from tests.kafka_tools import (
     KAFKA_REQUEST_TIMEOUT_MS,
@@ -44,28 +42,9 @@ def clock_offset() -> float:
     return pinned_offset()
 
 
-@dataclass(frozen=True)
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    def rows(self) -> list[list[str]]:
-        """The body rows of every table printed, as lists of cells."""
-        return [
-            [cell.strip() for cell in line.split("│")[1:-1]]
-            for line in self.stdout.splitlines()
-            if line.startswith("│")
-        ]
-
-    def json_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
-
-
-async def dlq_cli(env: dict[str, str], *args: str) -> Result:
+async def dlq_cli(env: dict[str, str], *args: str) -> CliRun:
     """`auto-topup dlq ...` as an operator runs it (stdout piped, so no terminal width)."""
-    done = await run_cli(env, "dlq", *args)
-    return Result(done.code, done.out, done.err)
+    return await run_cli(env, "dlq", *args)
 
 
 async def send(
@@ -189,7 +168,7 @@ async def test_list_shows_the_real_dead_letters_and_filters(
         dlq_cli(service_env, "list", "--json", "--limit", "2"),
     )
 
-    assert listed.code == 0, listed.stderr
+    assert listed.code == 0, listed.err
     table = [row for row in listed.rows() if len(row) == 7]
     counts = {row[0]: int(row[1]) for row in listed.rows() if len(row) == 2}
     assert len(table) == 5
@@ -199,18 +178,18 @@ async def test_list_shows_the_real_dead_letters_and_filters(
     (foreign,) = [row for row in table if row[3] == "-"]
     assert foreign[2] == "unknown"
     assert foreign[6] == "not ours \\x1b[31mred\\n"  # escaped: no raw control characters
-    assert "\x1b" not in listed.stdout
+    assert "\x1b" not in listed.out
     assert any("[bold red]x[/]" in row[6] for row in table)
     assert {row[0] for row in table} == {f"{p}@{o}" for p, o in dead_letters}
     assert counts == {**Counter(reasons), "unknown": 1}
-    assert listed.stdout.rstrip().endswith("5 dead letters")
+    assert listed.out.rstrip().endswith("5 dead letters")
 
-    assert filtered.code == 0, filtered.stderr
+    assert filtered.code == 0, filtered.err
     assert [row[3] for row in filtered.rows() if len(row) == 7] == [where(landed[2])]
     assert {row[0]: row[1] for row in filtered.rows() if len(row) == 2} == {"invalid_timezone": "1"}
-    assert where(landed[0]) not in filtered.stdout
+    assert where(landed[0]) not in filtered.out
 
-    assert as_json.code == 0, as_json.stderr
+    assert as_json.code == 0, as_json.err
     objects = as_json.json_lines()
     assert {
         (o["reason"], o["original_topic"], o["original_partition"], o["original_offset"])
@@ -230,7 +209,7 @@ async def test_list_shows_the_real_dead_letters_and_filters(
     assert "Mars/Olympus" in by_reason["invalid_timezone"]["detail"]
     assert by_reason["unknown"]["detail"] is None
 
-    assert limited.code == 0, limited.stderr
+    assert limited.code == 0, limited.err
     assert len(limited.json_lines()) == 2
 
 
@@ -278,17 +257,17 @@ async def test_redrive_after_a_fix_publishes_the_original_once_and_is_safe_twice
                 await end_offsets(infra.kafka, settings_t),
             )
             dry = await dlq_cli(service_env, "redrive", "--reason", "future_dated", "--dry-run")
-            assert dry.code == 0, dry.stderr
-            assert where(landed[2]) in dry.stdout
-            assert "would redrive: 1" in dry.stdout
+            assert dry.code == 0, dry.err
+            assert where(landed[2]) in dry.out
+            assert "would redrive: 1" in dry.out
             assert await end_offsets(infra.kafka, balance_t) == balance_end
 
             # The fix: a larger allowed skew. The dead letter is redriven, unchanged.
             service = ServiceProcess({**service_env, "AUTO_TOPUP_FUTURE_SKEW_SECONDS": "7200"})
             service.start()
             first = await dlq_cli(service_env, "redrive", "--reason", "future_dated")
-            assert first.code == 0, first.stderr
-            assert "redriven: 1" in first.stdout
+            assert first.code == 0, first.err
+            assert "redriven: 1" in first.out
             (redriven,) = [
                 r
                 for r in await read_topic(infra.kafka, balance_t)
@@ -308,7 +287,7 @@ async def test_redrive_after_a_fix_publishes_the_original_once_and_is_safe_twice
 
             # Again: published again, byte for byte, and the service decides nothing new.
             second = await dlq_cli(service_env, "redrive", "--reason", "future_dated")
-            assert second.code == 0, second.stderr
+            assert second.code == 0, second.err
             again = [r for r in await read_topic(infra.kafka, balance_t) if r.value == future_bytes]
             assert len(again) == 3  # the original, and two redrives
             group = service_env["AUTO_TOPUP_CONSUMER_GROUP"]
@@ -362,25 +341,25 @@ async def test_redrive_selects_by_reason_and_never_publishes_elsewhere(
         dlq_cli({**service_env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, "list"),
     )
 
-    assert dry.code == 0, dry.stderr
-    assert "would redrive: 2" in dry.stdout  # k2 and k3 (once)
-    assert "no dlq_original_topic header" in dry.stderr  # the foreign record
-    assert f"original topic {elsewhere} is not an input topic" in dry.stderr
+    assert dry.code == 0, dry.err
+    assert "would redrive: 2" in dry.out  # k2 and k3 (once)
+    assert "no dlq_original_topic header" in dry.err  # the foreign record
+    assert f"original topic {elsewhere} is not an input topic" in dry.err
 
-    assert redrive.code == 0, redrive.stderr
-    assert "redriven: 1" in redrive.stdout
-    assert f"original topic {elsewhere} is not an input topic" in redrive.stderr
+    assert redrive.code == 0, redrive.err
+    assert "redriven: 1" in redrive.out
+    assert f"original topic {elsewhere} is not an input topic" in redrive.err
     (published,) = await read_topic(infra.kafka, balance_t)
     assert (published.key, published.value, published.headers) == (b"k3", b"{}", {"h": b"1"})
     assert await read_topic(infra.kafka, elsewhere) == []
 
     assert broken.code == 1
-    assert f"{missing}: topic {missing} does not exist" in broken.stderr
-    assert "was not redriven" in broken.stderr
+    assert f"{missing}: topic {missing} does not exist" in broken.err
+    assert "was not redriven" in broken.err
 
     assert unreachable.code == 1
-    assert unreachable.stderr.startswith("error: cannot reach Kafka at 127.0.0.1:1")
-    assert len(unreachable.stderr.splitlines()) == 1
+    assert unreachable.err.startswith("error: cannot reach Kafka at 127.0.0.1:1")
+    assert len(unreachable.err.splitlines()) == 1
 
 
 async def test_redrive_by_offset_publishes_exactly_one_and_never_a_truncated_one(
@@ -401,25 +380,25 @@ async def test_redrive_by_offset_publishes_exactly_one_and_never_a_truncated_one
     one, two, truncated = (f"{p}@{o}" for _, p, o in landed)
 
     exact = await dlq_cli(service_env, "redrive", "--offset", two)
-    assert exact.code == 0, exact.stderr
-    assert "redriven: 1" in exact.stdout
+    assert exact.code == 0, exact.err
+    assert "redriven: 1" in exact.out
     (published,) = await read_topic(infra.kafka, balance_t)
     assert (published.key, published.value) == (b"k2", b'{"n": 2}')
 
     refused = await dlq_cli(service_env, "redrive", "--offset", truncated)
-    assert refused.code == 0, refused.stderr
-    assert "first 64 KiB" in refused.stderr
-    assert "nothing to redrive" in refused.stdout
+    assert refused.code == 0, refused.err
+    assert "first 64 KiB" in refused.err
+    assert "nothing to redrive" in refused.out
 
     by_customer = await dlq_cli(service_env, "redrive", "--customer", "k1", "--dry-run")
-    assert "would redrive: 1" in by_customer.stdout
-    assert one in by_customer.stdout
+    assert "would redrive: 1" in by_customer.out
+    assert one in by_customer.out
 
     absent = await dlq_cli(service_env, "redrive", "--offset", "0@999999")
     assert absent.code == 1
-    assert "no dead letter at 0@999999" in absent.stderr
+    assert "no dead letter at 0@999999" in absent.err
     malformed = await dlq_cli(service_env, "list", "--offset", "ten")
     assert malformed.code == 2
-    assert "PARTITION@OFFSET" in malformed.stderr
+    assert "PARTITION@OFFSET" in malformed.err
     # Only the one asked for was ever published.
     assert [r.key for r in await read_topic(infra.kafka, balance_t)] == [b"k2"]

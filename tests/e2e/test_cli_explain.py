@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
 from typing import Any
@@ -16,7 +15,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.e2e.conftest import Flow, customer_id, pinned_offset, run_cli
+from tests.cli_tools import CliRun, run_cli
+from tests.e2e.conftest import Flow, customer_id, pinned_offset
 from tests.kafka_tools import WAIT_SECONDS
 from tests.service_process import Topics
 
@@ -35,21 +35,9 @@ def clock_offset(request: pytest.FixtureRequest) -> float:
     return pinned_offset(at)
 
 
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        assert self.code == 0, f"exit {self.code}: {self.err}"
-        return json.loads(self.out)
-
-
-async def explain(env: dict[str, str], customer: str, *args: str) -> Run:
+async def explain(env: dict[str, str], customer: str, *args: str) -> CliRun:
     """Runs `auto-topup explain` as an operator would, against this test's database."""
-    done = await run_cli(env, "explain", customer, *args, columns=200)
-    return Run(done.code, done.out, done.err)
+    return await run_cli(env, "explain", customer, *args, columns=200)
 
 
 async def explain_until(

@@ -10,7 +10,6 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from service.contract.codec import output_event_id
 from tests import kafka_tools
+from tests.cli_tools import CliRun, run_cli
 from tests.conftest import Infra
-from tests.e2e.conftest import pinned_offset, run_cli, service_now
+from tests.e2e.conftest import pinned_offset, service_now
 from tests.factories import balance_wire, dumps, settings_wire
 from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS, TopicReader, ensure_topics, partitions_of
 from tests.pg_tools import connect
@@ -45,21 +45,8 @@ def ticks(start: datetime) -> Callable[[], datetime]:
     return lambda: start + timedelta(milliseconds=next(count))
 
 
-@dataclass
-class Done:
-    code: int
-    out: str
-    err: str
-
-
-async def replay(env: dict[str, str], *args: str) -> Done:
-    done = await run_cli(env, "replay", *args)  # waits CLI_SECONDS at most
-    return Done(done.code, done.out, done.err)
-
-
-def ok(done: Done) -> Done:
-    assert done.code == 0, f"exit {done.code}\n{done.out}\n{done.err}"
-    return done
+async def replay(env: dict[str, str], *args: str) -> CliRun:
+    return await run_cli(env, "replay", *args)  # waits CLI_SECONDS at most
 
 
 class Sender:
@@ -174,9 +161,9 @@ async def test_dry_run_predicts_the_live_replay_which_is_idempotent(
 
     # 1. The dry run: decisions reported, nothing written, nothing published.
     dry = tmp_path / "dry.json"
-    done = ok(
+    done = (
         await replay(service_env, "--from", since.isoformat(), "--dry-run", "--report", str(dry))
-    )
+    ).ok()
     assert "dry run: nothing was written" in done.out
     assert "would publish: 3 output events" in done.out
     rows = read_report(dry)
@@ -209,7 +196,7 @@ async def test_dry_run_predicts_the_live_replay_which_is_idempotent(
 
     # 2. The live replay publishes exactly what the dry run predicted.
     live = tmp_path / "live.json"
-    done = ok(await replay(service_env, "--from", since.isoformat(), "--report", str(live)))
+    done = (await replay(service_env, "--from", since.isoformat(), "--report", str(live))).ok()
     assert "decided: 3 output events" in done.out
     assert "published: 4 records" in done.out
     assert [(r["customer_id"], r["outcome"], r["output_event_id"]) for r in read_report(live)] == [
@@ -233,7 +220,7 @@ async def test_dry_run_predicts_the_live_replay_which_is_idempotent(
     # 3. Again: everything is stale (the malformed record is dead-lettered under the same
     # outbox key, which is already taken), and nothing new is published.
     again = tmp_path / "again.json"
-    done = ok(await replay(service_env, "--from", since.isoformat(), "--report", str(again)))
+    done = (await replay(service_env, "--from", since.isoformat(), "--report", str(again))).ok()
     assert "decided: 0 output events, 1 dead letter" in done.out
     assert "published: 0 records" in done.out
     second = read_report(again)
@@ -275,11 +262,11 @@ async def test_only_the_window_is_replayed_in_batches_that_see_each_other(
 
     # The settings go live in a first window; what follows is a dry run, one record a batch:
     # the settings come from PostgreSQL, the daily key from the batch before.
-    ok(await replay(service_env, "--from", start.isoformat(), "--to", since.isoformat()))
+    (await replay(service_env, "--from", start.isoformat(), "--to", since.isoformat())).ok()
     env = {**service_env, "AUTO_TOPUP_BATCH_MAX_RECORDS": "1"}
     report = tmp_path / "window.csv"
     args = ("--from", since.isoformat(), "--to", until.isoformat(), "--report", str(report))
-    done = ok(await replay(env, *args, "--dry-run"))
+    done = (await replay(env, *args, "--dry-run")).ok()
     assert "records: 4" in done.out
     lines = report.read_text().splitlines()
     assert lines[0].startswith("customer_id,topic,partition,offset,event_id,outcome,reason")
@@ -292,7 +279,7 @@ async def test_only_the_window_is_replayed_in_batches_that_see_each_other(
 
     # Live, with a named group: its progress is committed up to the window's end.
     group = f"replay-test-{uuid.uuid4().hex[:8]}"
-    ok(await replay(env, *args, "--group", group))
+    (await replay(env, *args, "--group", group)).ok()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=infra.kafka, group_id=group, request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS
     )

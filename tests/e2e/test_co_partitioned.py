@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -21,12 +19,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
+from tests.cli_tools import run_cli
 from tests.conftest import Infra
 from tests.e2e.conftest import Flow, pinned_offset
 from tests.factories import balance_wire, dumps, settings_wire
 from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS, TopicReader, partitions_of
 from tests.pg_tools import connect
-from tests.service_process import START_SECONDS, ServiceProcess, Topics, command
+from tests.service_process import START_SECONDS, ServiceProcess, Topics
 
 INSTANCES = 4
 PARTITIONS = 6
@@ -242,24 +241,16 @@ async def test_refuses_to_start_when_the_input_topics_are_not_co_partitioned(
     finally:
         await admin.close()
 
-    done = await asyncio.to_thread(
-        subprocess.run,
-        command(),
-        env={**os.environ, "AUTO_TOPUP_HTTP_PORT": "0", **service_env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        timeout=START_SECONDS,
-    )
-    lines = done.stderr.splitlines()
-    assert done.returncode == 3, "\n".join(lines[-30:])
+    done = await run_cli({"AUTO_TOPUP_HTTP_PORT": "0", **service_env}, "run", timeout=START_SECONDS)
+    lines = done.err.splitlines()
+    assert done.code == 3, "\n".join(lines[-30:])
     naming = [line for line in lines if f"{balances} has 3" in line]  # and their counts
     assert len(naming) == 1, "\n".join(lines)
     entry = json.loads(naming[0])
     assert entry["level"] == "critical"
     assert f"{balances} has 3" in entry["msg"]
     assert f"{settings} has 2" in entry["msg"]
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.err
     assert not any("auto-topup is consuming" in line for line in lines)
 
 

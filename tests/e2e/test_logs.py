@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import uuid
 
 import pytest
 
+from tests.cli_tools import run_cli_now
 from tests.conftest import Infra
-from tests.e2e.conftest import CLI_SECONDS, Flow, customer_id, online_top_up, pinned_offset
+from tests.e2e.conftest import Flow, customer_id, online_top_up, pinned_offset
 from tests.e2e.test_http import get
-from tests.service_process import ServiceProcess, command
+from tests.service_process import ServiceProcess
 from tests.stripe_tools import DECLINED_ON_CHARGE, GOOD, payment_intent, saved_card
 
 CANARY_KEY = f"sk_test_logcanary{uuid.uuid4().hex}"
@@ -76,21 +76,15 @@ def test_no_secret_in_start_up_errors(service_env: dict[str, str]) -> None:
     """A configuration error, and a database that does not answer, name what is wrong without
     the key or the password."""
     bad_config = {**service_env, "AUTO_TOPUP_LOG_LEVEL": "LOUD"}
-    run = subprocess.run(
-        command(),
-        env={**os.environ, **bad_config},
-        capture_output=True,
-        text=True,
-        timeout=CLI_SECONDS,
-    )
-    assert run.returncode == 2
-    assert "AUTO_TOPUP_LOG_LEVEL" in run.stderr
-    assert CANARY_KEY not in run.stderr + run.stdout
+    run = run_cli_now(bad_config, "run")
+    assert run.code == 2
+    assert "AUTO_TOPUP_LOG_LEVEL" in run.err
+    assert CANARY_KEY not in run.err + run.out
 
     no_key = {k: v for k, v in {**os.environ, **service_env}.items() if k != "STRIPE_API_KEY"}
-    run = subprocess.run(command(), env=no_key, capture_output=True, text=True, timeout=CLI_SECONDS)
-    assert run.returncode == 2
-    assert "configuration error: STRIPE_API_KEY: Field required" in run.stderr
+    run = run_cli_now(no_key, "run", inherit=False)
+    assert run.code == 2
+    assert "configuration error: STRIPE_API_KEY: Field required" in run.err
 
     unreachable = f"postgresql://postgres:{CANARY_PASSWORD}@127.0.0.1:9/auto_topup"
     proc = ServiceProcess({**service_env, "DATABASE_URL": unreachable}, "no-db")

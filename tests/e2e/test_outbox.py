@@ -23,7 +23,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -34,8 +33,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from service.contract import messages
 from service.contract.codec import MAX_MESSAGE_BYTES
+from tests.cli_tools import CliRun, run_cli
 from tests.conftest import Infra
-from tests.e2e.conftest import Flow, customer_id, pinned_offset, run_cli
+from tests.e2e.conftest import Flow, customer_id, pinned_offset
 from tests.e2e.test_http import scrape, value
 from tests.factories import balance_wire, dumps, settings_wire
 from tests.kafka_tools import (
@@ -67,16 +67,8 @@ async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
         await asyncio.sleep(POLL_SECONDS)
 
 
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-async def outbox_cli(env: dict[str, str], *args: str) -> Run:
-    done = await run_cli(env, "outbox", *args, columns=250)
-    return Run(done.code, done.out, done.err)
+async def outbox_cli(env: dict[str, str], *args: str) -> CliRun:
+    return await run_cli(env, "outbox", *args, columns=250)
 
 
 class Admin:

@@ -26,8 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.contract.codec import output_event_id
 from tests import kafka_tools
+from tests.cli_tools import run_cli
 from tests.conftest import Infra
-from tests.e2e.conftest import CliRun, Flow, customer_id, pinned_offset, run_cli, service_now
+from tests.e2e.conftest import Flow, customer_id, pinned_offset, service_now
 from tests.kafka_tools import WAIT_SECONDS
 from tests.pg_tools import connect
 from tests.service_process import ServiceProcess, Topics
@@ -43,11 +44,6 @@ POLL_SECONDS = 0.2  # between two scrapes while waiting for a condition
 def clock_offset() -> float:
     """The service's clock at 10:00 UTC today or yesterday (AUTO_TOPUP_TEST_CLOCK)."""
     return pinned_offset()
-
-
-def ok(run: CliRun) -> CliRun:
-    assert run.code == 0, f"exit {run.code}\n{run.out}\n{run.err}"
-    return run
 
 
 async def end_offsets(infra: Infra, topics: Topics) -> dict[TopicPartition, int]:
@@ -137,43 +133,47 @@ async def test_a_replay_across_the_pruning_horizon_publishes_nothing_new(
         "charge_audit": 0,
         "counter_audit": 0,
     }
-    dry = json.loads(ok(await run_cli(later, "prune", "--dry-run", "--json")).out)
+    dry = json.loads((await run_cli(later, "prune", "--dry-run", "--json")).ok().out)
     assert dry["dry_run"] is True
     assert {t: v["rows"] for t, v in dry["tables"].items()} == expected
     assert dry["tables"]["daily_keys"]["before"] == (today + LATER - timedelta(days=4)).isoformat()
     assert len(await rows(database_url, "SELECT 1 FROM daily_keys")) == 2  # nothing deleted
-    done = json.loads(ok(await run_cli(later, "prune", "--json")).out)
+    done = json.loads((await run_cli(later, "prune", "--json")).ok().out)
     assert {t: v["rows"] for t, v in done["tables"].items()} == expected
     assert await rows(database_url, "SELECT * FROM daily_keys") == []
     outbox = await rows(database_url, "SELECT dedupe_key FROM outbox")
     assert len(outbox) == 1
     assert outbox[0][0].startswith(f"dlq/{topics['WALLET_BALANCE_CHANGED']}/")
-    table = ok(await run_cli(later, "prune")).out
+    table = (await run_cli(later, "prune")).ok().out
     assert "pruned 0 rows" in table
     assert "kept for ever" in table
 
     # 3. A counter reset makes a's old balances apply again on a replay (not stale).
-    ok(
+    (
         await run_cli(
             later, "admin", "reset-sequence", a, "--to", "0", "--by", "e2e", "--why", "retention"
         )
-    )
+    ).ok()
 
     # 4. The replay from offset 0, across the horizon: nothing new.
     ends = await end_offsets(infra, topics)
     report = tmp_path / "replay.json"
-    replayed = ok(
-        await run_cli(
-            later,
-            "replay",
-            "--from",
-            FROM_OFFSET_ZERO,
-            "--group",
-            f"retention-{uuid.uuid4().hex[:8]}",
-            "--report",
-            str(report),
+    replayed = (
+        (
+            await run_cli(
+                later,
+                "replay",
+                "--from",
+                FROM_OFFSET_ZERO,
+                "--group",
+                f"retention-{uuid.uuid4().hex[:8]}",
+                "--report",
+                str(report),
+            )
         )
-    ).out
+        .ok()
+        .out
+    )
     assert "decided: 0 output events, 1 dead letter" in replayed  # d's, whose row is kept
     assert "published: 0 records" in replayed
     assert await end_offsets(infra, topics) == ends
@@ -190,18 +190,22 @@ async def test_a_replay_across_the_pruning_horizon_publishes_nothing_new(
     # still in the topic, the replay would dead-letter that record a second time. (Why dead
     # letters are kept longer than the input topics keep records.)
     too_short = {**later, "AUTO_TOPUP_RETENTION_DEAD_LETTERS_DAYS": "1"}
-    gone = json.loads(ok(await run_cli(too_short, "prune", "--json")).out)
+    gone = json.loads((await run_cli(too_short, "prune", "--json")).ok().out)
     assert gone["tables"]["outbox_dead_letters"]["rows"] == 1
-    again = ok(
-        await run_cli(
-            too_short,
-            "replay",
-            "--from",
-            FROM_OFFSET_ZERO,
-            "--group",
-            f"retention-{uuid.uuid4().hex[:8]}",
+    again = (
+        (
+            await run_cli(
+                too_short,
+                "replay",
+                "--from",
+                FROM_OFFSET_ZERO,
+                "--group",
+                f"retention-{uuid.uuid4().hex[:8]}",
+            )
         )
-    ).out
+        .ok()
+        .out
+    )
     assert "published: 1 record " in again
     after = await end_offsets(infra, topics)
     dead = {tp: n for tp, n in after.items() if tp.topic == topics["AUTO_TOPUP_DEAD_LETTER"]}

@@ -16,17 +16,10 @@ import pytest
 
 from service.contract.codec import output_event_id
 from tests.chaos.harness import DEFAULT_NOW, Chaos, Config, Result, summary
-from tests.chaos.reference import AmbiguousScenario, Reference
-from tests.chaos.scenario import (
-    BALANCE,
-    SETTINGS,
-    Customer,
-    Msg,
-    Scenario,
-    credit_issued_id,
-    generate,
-)
+from tests.chaos.scenario import Customer, Msg, Scenario, generate
 from tests.conftest import Infra
+from tests.reference.contract import AmbiguousScenario, Reference
+from tests.reference.wire import BALANCE, SETTINGS, credit_issued_id
 
 CARDS = {"good": ("cus_good", "pm_good"), "declined": ("cus_declined", "pm_declined")}
 DAY = date(2026, 3, 10)

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
-import subprocess
-import sys
 from datetime import timedelta
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -20,7 +16,7 @@ from service.config import Topics
 from service.domain.rules import Policy
 from service.service_layer.handlers import BatchHandler
 from service.service_layer.ports import CountKey, InputRecord
-from tests.e2e.conftest import CLI_SECONDS
+from tests.cli_tools import CliRun, run_cli_now
 from tests.factories import NOW, balance_wire, dumps, settings_wire
 from tests.pg_tools import close_pool, connect, create_pool
 
@@ -28,12 +24,8 @@ TOPICS = Topics()
 MAX = 2**63 - 1
 
 
-def _command(*args: str) -> list[str]:
-    exe = shutil.which("auto-topup", path=str(Path(sys.executable).parent))
-    return [exe, *args] if exe else [sys.executable, "-m", "service.entrypoints.cli", *args]
-
-
-def auto_topup(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def auto_topup(database_url: str, *args: str) -> CliRun:
+    """`auto-topup *args` with only these variables in its environment."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "DATABASE_URL": database_url,
@@ -41,15 +33,7 @@ def auto_topup(database_url: str, *args: str) -> subprocess.CompletedProcess[str
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",  # never reached: PostgreSQL comes first
         "AUTO_TOPUP_HTTP_PORT": "0",
     }
-    return subprocess.run(
-        _command(*args),
-        env=env,
-        stdin=subprocess.DEVNULL,  # as a script runs it: never asked to confirm
-        capture_output=True,
-        text=True,
-        timeout=CLI_SECONDS,
-        check=False,
-    )
+    return run_cli_now(env, *args, inherit=False)
 
 
 def _with(url: str, *, user: str | None = None, database: str | None = None, port: int = 0) -> str:
@@ -81,8 +65,8 @@ def _free_port() -> int:
 def test_a_dsn_asyncpg_cannot_use_stops_with_one_line(database_url: str, command: str) -> None:
     url = database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
     done = auto_topup(url, command)
-    assert done.returncode == 2
-    assert done.stderr.splitlines() == [
+    assert done.code == 2
+    assert done.err.splitlines() == [
         "configuration error: DATABASE_URL: Value error, must be a postgresql:// or "
         "postgres:// URL, not postgresql+asyncpg://"
     ]
@@ -101,24 +85,24 @@ def test_a_misconfigured_database_stops_start_up_with_one_line(
     database_url: str, command: str, change: dict[str, str], says: str
 ) -> None:
     done = auto_topup(_with(database_url, **change), command)  # type: ignore[arg-type]
-    assert done.returncode == 2, done.stderr
-    assert "Traceback" not in done.stderr
-    [line] = _plain_lines(done.stderr)
+    assert done.code == 2, done.err
+    assert "Traceback" not in done.err
+    [line] = _plain_lines(done.err)
     assert line.startswith("configuration error: DATABASE_URL: ")
     assert says in line
-    assert "waiting for PostgreSQL" not in done.stderr
+    assert "waiting for PostgreSQL" not in done.err
 
 
 def test_migrate_says_in_one_line_that_postgresql_is_unreachable(database_url: str) -> None:
     done = auto_topup(_with(database_url, port=_free_port()), "migrate")
-    assert done.returncode == 1
-    [line] = done.stderr.splitlines()
+    assert done.code == 1
+    [line] = done.err.splitlines()
     assert line.startswith("error: cannot reach PostgreSQL: ")
 
 
 def test_migrate_on_a_migrated_database(database_url: str) -> None:
     done = auto_topup(database_url, "migrate")
-    assert (done.returncode, done.stdout.strip()) == (0, "database is up to date")
+    assert (done.code, done.out.strip()) == (0, "database is up to date")
 
 
 # --- a runaway counter, reset by hand ---------------------------------------------------------
@@ -149,12 +133,12 @@ async def test_reset_sequence_unfreezes_a_wallet(database_url: str) -> None:
         database_url, "admin", "reset-sequence", "cust-r", "--to", "6", "--by", "bob",
         "--why", "INC-42: metering sent 2^63-1",
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == (
+    assert done.code == 0, done.err
+    assert done.out.strip() == (
         f"sequence of cust-r reset: {MAX} -> 6 by bob (counter_audit row 1); "
         "events with a sequence above 6 apply again"
     )
-    [logged] = [json.loads(line) for line in done.stderr.splitlines() if "counter_reset" in line]
+    [logged] = [json.loads(line) for line in done.err.splitlines() if "counter_reset" in line]
     assert logged["counter_reset"]["old_value"] == MAX
     assert logged["counter_reset"]["new_value"] == 6
     assert logged["counter_reset"]["reset_by"] == "bob"
@@ -190,7 +174,7 @@ async def test_reset_version_unfreezes_settings(database_url: str) -> None:
         database_url, "admin", "reset-version", "cust-v", "--to", "2", "--by", "carol",
         "--why", "runaway version",
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    assert done.code == 0, done.err
     assert await _apply(database_url, _s, {**later, "event_id": "v3-again"}) == {
         CountKey.consumed(_s, "applied"): 1
     }
@@ -211,8 +195,8 @@ async def test_reset_refusals(database_url: str, args: list[str], code: int, say
     # A wallet with a balance but no sequence, and no settings.
     await _apply(database_url, TOPICS.wallet_balance_changed, balance_wire("cust-n", "1", at=NOW))
     done = auto_topup(database_url, "admin", *args, "--by", "dave", "--why", "test")
-    assert done.returncode == code, done.stderr
-    assert says in done.stderr
+    assert done.code == code, done.err
+    assert says in done.err
     conn = await connect(database_url)
     try:
         assert await conn.fetchval("SELECT count(*) FROM counter_audit") == 0

@@ -11,11 +11,11 @@ import asyncpg
 from service.adapters.postgres.migrate import migrate
 from service.adapters.postgres.store import PgUnitOfWork
 from service.config import Topics
-from service.domain.model import Card, CardTerms, Credit, PaymentMethod, TopUp, Wallet
-from service.domain.rules import Policy, apply_balance, apply_settings
+from service.domain.model import PaymentMethod, TopUp, Wallet
+from service.domain.rules import Policy
 from service.service_layer.handlers import BatchHandler
 from service.service_layer.ports import Claim, CountKey, InputRecord
-from tests.factories import NOW, balance, balance_wire, dumps, settings, settings_wire
+from tests.factories import NOW, balance_wire, dumps, full_wallet, settings_wire
 from tests.pg_tools import connect
 
 TOPICS = Topics()
@@ -46,21 +46,7 @@ async def test_migrations_are_recorded_and_idempotent(database_url: str) -> None
 
 
 async def test_wallets_round_trip(pool: asyncpg.Pool) -> None:
-    wallet = apply_settings(
-        Wallet("cust-1"), settings(timezone="Asia/Kolkata", version=7), NOW, Policy()
-    ).wallet
-    wallet = apply_balance(wallet, balance(amount="-12.3456", sequence=9), NOW, Policy()).wallet
-    from dataclasses import replace
-
-    wallet = replace(
-        wallet,
-        card=Card("cus_1", "pm_1"),
-        stripe_paused=True,
-        credits_out=(Credit(NOW, Decimal("25.50")), Credit(NOW, Decimal("1.25"), "credit-9")),
-        attempt_dates=frozenset(),
-        card_terms=CardTerms(Decimal("50.00"), Decimal("-10.5"), "USD"),
-        attempt_day_end=NOW + timedelta(hours=3),
-    )
+    wallet = full_wallet()
     async with PgUnitOfWork(pool) as uow:
         loaded = await uow.store.lock_wallets(["cust-1"], NOW.date())
         assert loaded == {"cust-1": Wallet("cust-1")}

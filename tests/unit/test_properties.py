@@ -3,7 +3,8 @@
 Random sequences of input records (valid, stale, duplicated, malformed, future-dated) for a
 few customers and partners go through the real BatchHandler in random batches, and then once
 more (a redelivery). The checks compare the committed state with what the contract promises
-and with an independent replay of the settings and balances computed here.
+and with an independent replay of the settings and balances, by the rules of the reference
+model (tests/reference/).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from service.service_layer.ports import (
 )
 from tests.factories import NOW, balance_wire, dumps, settings_wire
 from tests.fakes import Tables, fake_uow_factory
+from tests.reference.funds import Reserved
+from tests.reference.staleness import Seen
 
 TOPICS = Topics()
 POLICY = rules.Policy()
@@ -392,28 +395,12 @@ class RefWallet:
     balance: Sent | None = None
     # issued (at NOW); no balance here names one in caused_by and the hold never passes, so
     # every credit stays reserved (contract v2)
-    credits: list[Decimal] = field(default_factory=list)
-    # per topic: the greatest (occurred_at, event_id) applied, and the highest counter seen
-    newest: dict[str, tuple[datetime, str] | None] = field(
-        default_factory=lambda: {SETTINGS: None, BALANCES: None}
-    )
-    highest: dict[str, int | None] = field(default_factory=lambda: {SETTINGS: None, BALANCES: None})
+    credits: Reserved = field(default_factory=Reserved)
+    # per topic: what the wallet has seen of it (the reference's staleness rule)
+    seen: dict[str, Seen] = field(default_factory=lambda: {SETTINGS: Seen(), BALANCES: Seen()})
 
     def available(self) -> Decimal | None:
-        if self.balance is None or self.balance.balance is None:
-            return None
-        return self.balance.balance - sum(self.credits, Decimal(0))
-
-
-def _newer(newest: tuple[datetime, str] | None, highest: int | None, new: Sent) -> bool:
-    """The staleness of docs/contract.md, written independently: the version/sequence decides
-    against the highest seen when both sides have one, else (occurred_at, event_id) must be
-    above the greatest applied (so a repeated event is stale whenever it comes back)."""
-    if newest is None:
-        return True
-    if new.counter is not None and highest is not None:
-        return new.counter > highest
-    return (new.at, new.event_id) > newest
+        return self.credits.available(self.balance.balance if self.balance else None)
 
 
 def _readable(sent: Sent) -> bool:
@@ -473,16 +460,10 @@ def _check_against_reference(scenario: Scenario, run: Run) -> None:
         entry = logs.get((rec.topic, rec.partition, rec.offset))
         wallet = ref[sent.wallet_id]
         is_settings = rec.topic == SETTINGS
-        newer = _newer(wallet.newest[rec.topic], wallet.highest[rec.topic], sent)
+        newer = wallet.seen[rec.topic].see(sent.at, sent.event_id, sent.counter)
         stale = entry is not None and entry.outcome == "stale"
         assert stale is not newer, f"service: stale={stale}, reference: {not newer}: {sent!r}"
-        old = wallet.highest[rec.topic]  # the highest counter *seen*, stale events too
-        if sent.counter is not None:
-            wallet.highest[rec.topic] = sent.counter if old is None else max(old, sent.counter)
         if newer:
-            key = (sent.at, sent.event_id)
-            mark = wallet.newest[rec.topic]
-            wallet.newest[rec.topic] = key if mark is None else max(mark, key)
             if is_settings:
                 wallet.settings = sent
             else:
@@ -508,7 +489,8 @@ def _check_against_reference(scenario: Scenario, run: Run) -> None:
             assert body["partner_id"] == current.partner_id
             assert available is not None, f"credit from a partner of unknown balance: {body}"
             assert amount <= available, f"credit {amount} > available {available}: {body}"
-            partner.credits.append(amount)
+            # one credit per decision: reserved under the deciding record's place
+            partner.credits.reserve(f"{rec.topic}/{rec.partition}/{rec.offset}", amount)
         elif entry.reason == "partner_insufficient_funds":
             assert available is not None
             assert amount > available, f"refused {amount} with {available} available: {body}"

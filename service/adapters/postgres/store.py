@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from datetime import date, datetime
-from decimal import Decimal
 from types import TracebackType
 from typing import Any, Self
 
@@ -13,118 +12,13 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from service.adapters.postgres.sql import q
-from service.domain.model import (
-    Balance,
-    Card,
-    CardTerms,
-    Credit,
-    Origin,
-    PaymentMethod,
-    Settings,
-    Wallet,
-)
+from service.adapters.postgres.wallet_rows import card_from_row as card_from_row
+from service.adapters.postgres.wallet_rows import wallet_from_row as wallet_from_row
+from service.adapters.postgres.wallet_rows import wallet_to_state as wallet_to_state
+from service.domain.model import Wallet
 from service.service_layer.ports import Claim, DecisionLog, OutboxRecord, merge_decisions
 
 Connection = asyncpg.Connection | PoolConnectionProxy
-
-
-def _newest(at: datetime | None, event_id: str) -> tuple[datetime, str] | None:
-    return None if at is None else (at, event_id)
-
-
-def _money(value: Decimal | str) -> Decimal:
-    """numeric columns: the lock query sends them as text (decoded faster, exactly)."""
-    return value if isinstance(value, Decimal) else Decimal(value)
-
-
-def card_from_row(row: asyncpg.Record) -> Card | None:
-    """The saved card of a wallet or a daily key row (same column names)."""
-    if row["stripe_customer_id"] is None:
-        return None
-    return Card(row["stripe_customer_id"], row["stripe_payment_method_id"])
-
-
-def _credits(raw: str) -> tuple[Credit, ...]:
-    if raw == "[]":  # nearly every wallet: not a partner, or nothing outstanding
-        return ()
-    return tuple(
-        Credit(datetime.fromisoformat(c["at"]), Decimal(c["amount"]), c.get("id"))
-        for c in json.loads(raw)
-    )
-
-
-def _credits_json(credits: tuple[Credit, ...]) -> str:
-    return json.dumps(
-        [
-            {"at": c.issued_at.isoformat(), "amount": str(c.amount), "id": c.event_id}
-            for c in credits
-        ]
-    )
-
-
-def _card_terms(raw: str | None) -> CardTerms | None:
-    if raw is None:
-        return None
-    t = json.loads(raw)
-    newest = (datetime.fromisoformat(t["at"]), t["event_id"]) if t.get("at") else None
-    return CardTerms(
-        Decimal(t["trigger_amount"]), Decimal(t["limit_threshold"]), t["currency"], newest
-    )
-
-
-def _card_terms_json(terms: CardTerms | None) -> str | None:
-    if terms is None:
-        return None
-    return json.dumps(
-        {
-            "trigger_amount": str(terms.trigger_amount),
-            "limit_threshold": str(terms.limit_threshold),
-            "currency": terms.currency,
-            "at": terms.newest[0].isoformat() if terms.newest else None,
-            "event_id": terms.newest[1] if terms.newest else None,
-        }
-    )
-
-
-def wallet_from_row(row: asyncpg.Record, attempt_dates: frozenset[date]) -> Wallet:
-    settings = None
-    if row["payment_method"] is not None:
-        settings = Settings(
-            payment_method=PaymentMethod(row["payment_method"]),
-            auto_trigger=row["auto_trigger"],
-            trigger_amount=_money(row["trigger_amount"]),
-            limit_threshold=_money(row["limit_threshold"]),
-            currency=row["settings_currency"],
-            timezone=row["timezone"],
-            partner_id=row["partner_id"],
-            origin=Origin(row["settings_origin"]),
-            version=row["settings_version"],
-            occurred_at=row["settings_occurred_at"],
-            event_id=row["settings_event_id"],
-            newest=_newest(row["settings_newest_at"], row["settings_newest_id"]),
-        )
-    card = card_from_row(row)
-    balance = None
-    if row["balance"] is not None:
-        balance = Balance(
-            _money(row["balance"]),
-            row["balance_currency"],
-            row["balance_occurred_at"],
-            row["balance_sequence"],
-            row["balance_event_id"],
-            _newest(row["balance_newest_at"], row["balance_newest_id"]),
-        )
-    return Wallet(
-        row["customer_id"],
-        settings,
-        card,
-        row["stripe_paused"],
-        balance,
-        _credits(row["credits_out"]),
-        attempt_dates,
-        _card_terms(row["card_terms"]),
-        row["attempt_day_end"],
-    )
 
 
 def _only_balance_changed(before: Wallet, after: Wallet) -> bool:
@@ -139,40 +33,6 @@ def _only_balance_changed(before: Wallet, after: Wallet) -> bool:
     )
 
 
-def wallet_to_state(w: Wallet) -> tuple[Any, ...]:
-    s, b, c = w.settings, w.balance, w.card
-    credits = _credits_json(w.credits_out)
-    return (
-        w.customer_id,
-        s.payment_method.value if s else None,
-        s.auto_trigger if s else None,
-        s.trigger_amount if s else None,
-        s.limit_threshold if s else None,
-        s.currency if s else None,
-        s.timezone if s else None,
-        s.partner_id if s else None,
-        s.origin.value if s else None,
-        s.version if s else None,
-        s.occurred_at if s else None,
-        s.event_id if s else None,
-        c.stripe_customer_id if c else None,
-        c.stripe_payment_method_id if c else None,
-        w.stripe_paused,
-        b.amount if b else None,
-        b.currency if b else None,
-        b.occurred_at if b else None,
-        b.sequence if b else None,
-        b.event_id if b else None,
-        credits,
-        b.newest[0] if b and b.newest else None,
-        b.newest[1] if b and b.newest else None,
-        s.newest[0] if s and s.newest else None,
-        s.newest[1] if s and s.newest else None,
-        _card_terms_json(w.card_terms),
-        w.attempt_day_end,
-    )
-
-
 class PgBatchStore:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -183,7 +43,8 @@ class PgBatchStore:
         wallets = self._from_rows(await self._conn.fetch(q("lock_wallets"), ids, since))
         missing = [i for i in ids if i not in wallets]
         if missing:
-            created = {r[0] for r in await self._conn.fetch(q("create_wallets"), missing)}
+            rows = await self._conn.fetch(q("create_wallets"), missing)
+            created = {r["customer_id"] for r in rows}
             wallets.update((i, Wallet(i)) for i in created)
             raced = [i for i in missing if i not in created]
             if raced:

@@ -1,4 +1,5 @@
-"""An independent model of the contract, in plain Python, to check the service against.
+"""The contract's decisions from the input messages alone; the chaos run compares what the
+service published with them (compare.py).
 
 It knows nothing of the service's code: it reads the scenario's messages in the order each
 partition delivers them (phases in order; inside a phase, each customer's own order) and says
@@ -40,19 +41,54 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from tests.chaos.scenario import BALANCE, Msg, Scenario, credit_issued_id
+from tests.reference.funds import Reserved
+from tests.reference.staleness import Seen
+from tests.reference.wire import BALANCE, SETTINGS, credit_issued_id
 
 SCALES = {"JPY": 0, "KWD": 3}
 DEFAULT_TIMEZONE = "UTC"  # the service's AUTO_TOPUP_DEFAULT_TIMEZONE, which the harness keeps
 # The service's AUTO_TOPUP_PARTNER_CREDIT_HOLD_SECONDS, which the harness sets: longer than
 # any run can last before `horizon` (at most a day after `now`), so no credit expires.
 CREDIT_HOLD = timedelta(hours=48)
+
+
+class Message(Protocol):
+    """One input message, in the order its partition delivers it."""
+
+    @property
+    def topic(self) -> str: ...  # wire.SETTINGS or wire.BALANCE
+
+    @property
+    def value(self) -> bytes: ...
+
+    @property
+    def dead_reason(self) -> str | None: ...  # set when it must be dead-lettered
+
+
+class Customer(Protocol):
+    @property
+    def timezone(self) -> str: ...
+
+
+class Stream(Protocol):
+    """What the model reads: the customers' timezones, the partners, and the messages in
+    phases (the service consumes each phase before the next)."""
+
+    @property
+    def customers(self) -> Sequence[Customer]: ...
+
+    @property
+    def partners(self) -> Sequence[str]: ...
+
+    @property
+    def phases(self) -> Sequence[Sequence[Message]]: ...
 
 
 class AmbiguousScenario(Exception):
@@ -87,7 +123,7 @@ def next_day_boundary(at: datetime, timezone: str) -> datetime:
 
 
 class Reference:
-    def __init__(self, scenario: Scenario, declined_cards: set[str], now: datetime) -> None:
+    def __init__(self, scenario: Stream, declined_cards: set[str], now: datetime) -> None:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         self.now = now
@@ -95,17 +131,17 @@ class Reference:
         self.settings: dict[str, dict[str, Any]] = {}
         self.balance: dict[str, dict[str, Any]] = {}
         self.days: dict[tuple[str, date], Expected] = {}
-        self.dead: list[Msg] = []
+        self.dead: list[Message] = []
         self.paused: set[str] = set()  # Stripe top-ups paused (as of the last barrier)
         self.terms: dict[str, dict[str, Any]] = {}  # the card's terms, from online top-ups
         self.pausing: set[str] = set()  # declined in this phase: paused once it is over
         self.stats: Counter[str] = Counter()
         self.partners = set(scenario.partners)
-        # partner -> credit-issued event id -> amount, for credits still reserved
-        self.reserved: dict[str, dict[str, Decimal]] = {}
-        # partner -> the amount of its credits released by `caused_by` (to tell a top-up
-        # funded only because of a release)
-        self.released: dict[str, Decimal] = {}
+        # wallet -> what it has seen of each input topic (the staleness rule)
+        self.seen: dict[tuple[str, str], Seen] = {}
+        # partner -> its credits still reserved, and the amount released by `caused_by` (to
+        # tell a top-up funded only because of a release)
+        self.reserved: dict[str, Reserved] = {}
         # In the current phase: wallets with a balance event, and partners that decided a
         # top-up with what they could cover when the first was decided.
         self.phase_balances: set[str] = set()
@@ -122,7 +158,7 @@ class Reference:
             self.phase_balances.clear()
             self.phase_funding.clear()
 
-    def _apply(self, msg: Msg) -> None:
+    def _apply(self, msg: Message) -> None:
         if msg.dead_reason is not None:
             self.dead.append(msg)
             return
@@ -140,18 +176,13 @@ class Reference:
                 "applied first is a race"
             )
         self.phase_balances.add(who)
-        last = self.balance.get(who)
-        stale = last is not None and (
-            body["event_id"] == last["event_id"] or body["sequence"] <= last["sequence"]
-        )
+        stale = not self._newer(BALANCE, body, body.get("sequence"))
         caused_by = body.get("caused_by")
         if who in self.partners:
             self.stats["partner_balance_" + ("caused_by" if caused_by else "plain")] += 1
-        if caused_by is not None and caused_by in self.reserved.get(who, {}):
+        if self.reserved.setdefault(who, Reserved()).release(caused_by):
             # Applied by the wallet service: no longer reserved (stale or not: the newer
             # balance we hold includes it too).
-            amount = self.reserved[who].pop(caused_by)
-            self.released[who] = self.released.get(who, Decimal(0)) + amount
             self.stats["partner_released"] += 1
             if stale:
                 self.stats["partner_released_by_stale"] += 1
@@ -165,10 +196,16 @@ class Reference:
         decided = max(at, datetime.fromisoformat(s["occurred_at"])) if s else at
         self._due(who, body["event_id"], decided, at)
 
+    def _newer(self, topic: str, body: dict[str, Any], counter: int | None) -> bool:
+        """Whether the event applies to its wallet (the staleness rule of docs/contract.md)."""
+        seen = self.seen.setdefault((body["customer_id"], topic), Seen())
+        at = datetime.fromisoformat(body["occurred_at"])
+        return seen.see(at, body["event_id"], counter)
+
     def _settings(self, body: dict[str, Any]) -> None:
         who = body["customer_id"]
         old = self.settings.get(who)
-        if old is not None and body["version"] <= old["version"]:
+        if not self._newer(SETTINGS, body, body.get("version")):
             # Stale as settings, but maybe the card's latest online top-up.
             if body["origin"] == "online_top_up" and self._saved_card(who, body):
                 self.stats["card_terms_from_stale"] += 1
@@ -263,10 +300,8 @@ class Reference:
                 "which is applied first is a race"
             )
         last = self.balance.get(partner)
-        reserved = self.reserved.setdefault(partner, {})
-        available = (
-            None if last is None else Decimal(last["balance"]) - sum(reserved.values(), Decimal(0))
-        )
+        reserved = self.reserved.setdefault(partner, Reserved())
+        available = reserved.available(None if last is None else Decimal(last["balance"]))
         # What it could cover when the phase began: no balance event of it comes in the phase.
         at_start = self.phase_funding.setdefault(partner, available)
         if last is None or available is None:
@@ -281,9 +316,9 @@ class Reference:
                 )
             self.stats["partner_insufficient_funds"] += 1
             return Expected("top-up-failed", reason="partner_insufficient_funds", **common)
-        if available - self.released.get(partner, Decimal(0)) < amount:
+        if available - reserved.released < amount:
             self.stats["partner_funded_after_release"] += 1  # refused had none been released
-        reserved[credit_issued_id(who, common["business_date"])] = amount
+        reserved.reserve(credit_issued_id(who, common["business_date"]), amount)
         self.stats["partner_credits"] += 1
         return Expected(
             "credit-issued", funding_source="master_account", partner_id=partner, **common
@@ -292,48 +327,3 @@ class Reference:
     @property
     def business_dates(self) -> set[date]:
         return {day for _, day in self.days}
-
-
-def compare(
-    expected: Reference, published: list[dict[str, Any]], kinds: list[str]
-) -> dict[str, int]:
-    """lost, doubled and divergent decisions, from what was published (event, kind) pairs."""
-    by_key: dict[tuple[str, date], set[str]] = {}
-    seen: dict[tuple[str, date], tuple[str, dict[str, Any]]] = {}
-    for kind, event in zip(kinds, published, strict=True):
-        key = (event["customer_id"], date.fromisoformat(event["business_date"]))
-        body = {k: v for k, v in event.items() if k != "emitted_at"}
-        by_key.setdefault(key, set()).add(json.dumps(body, sort_keys=True) + kind)
-        seen[key] = (kind, event)
-    lost = len(expected.days.keys() - seen.keys())
-    doubled = sum(1 for versions in by_key.values() if len(versions) > 1)
-    divergent = len(seen.keys() - expected.days.keys())
-    for key, want in expected.days.items():
-        if key not in seen:
-            continue
-        kind, got = seen[key]
-        fields = {
-            "kind": kind,
-            "amount": got["amount"],
-            "currency": got["currency"],
-            "payment_method": got["payment_method"],
-            "trigger_event_id": got["trigger_event_id"],
-            "balance_at_trigger": got["balance_at_trigger"],
-            "reason": got.get("reason"),
-            "funding_source": got.get("funding_source"),
-            "partner_id": got.get("partner_id"),
-        }
-        wanted = {
-            "kind": want.kind,
-            "amount": want.amount,
-            "currency": want.currency,
-            "payment_method": want.payment_method,
-            "trigger_event_id": want.trigger_event_id,
-            "balance_at_trigger": want.balance_at_trigger,
-            "reason": want.reason,
-            "funding_source": want.funding_source,
-            "partner_id": want.partner_id,
-        }
-        if fields != wanted:
-            divergent += 1
-    return {"lost": lost, "doubled": doubled, "divergent": divergent}

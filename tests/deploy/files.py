@@ -1,0 +1,115 @@
+"""The deployment files in deploy/ as the tests read them, and the settings of
+service/config.py they must name."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import AliasChoices
+from pydantic.fields import FieldInfo
+
+from service.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+DOCKERFILE = DEPLOY / "Dockerfile"
+COMPOSE = DEPLOY / "docker-compose.yml"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+
+KUBERNETES_VERSION = "1.30"  # the oldest Kubernetes the manifests must be valid for
+APP = "auto-topup"  # name of every object, and of the Secret that is not in git
+SECRET_SETTINGS = frozenset({"DATABASE_URL", "STRIPE_API_KEY"})
+UID = 10001
+
+Doc = dict[str, Any]
+
+# ---------------------------------------------------------------- loading
+
+
+def manifest_files() -> list[Path]:
+    return sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+@cache
+def manifests() -> dict[str, Doc]:
+    """kind -> the one object of each manifest file (one concept per file)."""
+    by_kind: dict[str, Doc] = {}
+    for path in manifest_files():
+        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+        assert len(docs) == 1, f"{path.name}: expected one object, found {len(docs)}"
+        doc = docs[0]
+        assert isinstance(doc, dict), path.name
+        kind = doc.get("kind")
+        assert isinstance(kind, str), f"{path.name}: no kind"
+        assert kind not in by_kind, f"{path.name}: a second {kind}"
+        by_kind[kind] = doc
+    return by_kind
+
+
+def config_data() -> dict[str, str]:
+    data = manifests()["ConfigMap"]["data"]
+    assert isinstance(data, dict)
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def pod_spec() -> Doc:
+    spec: Doc = manifests()["Deployment"]["spec"]["template"]["spec"]
+    return spec
+
+
+def main_container() -> Doc:
+    containers = pod_spec()["containers"]
+    assert len(containers) == 1, "one container per pod"
+    container: Doc = containers[0]
+    return container
+
+
+def all_containers() -> list[Doc]:
+    spec = pod_spec()
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def aliases(field: FieldInfo) -> set[str]:
+    """The environment variables one field of Settings is read from."""
+    alias = field.validation_alias
+    if isinstance(alias, str):
+        return {alias}
+    if isinstance(alias, AliasChoices):
+        return {choice for choice in alias.choices if isinstance(choice, str)}
+    return set()
+
+
+def setting_default(name: str) -> Any:
+    for field in Settings.model_fields.values():
+        if name in aliases(field):
+            return field.default
+    raise AssertionError(f"service/config.py has no setting {name}")
+
+
+def setting(alias: str) -> str:
+    """The value the pods get for a setting: the ConfigMap's, else the service's default."""
+    data = config_data()
+    return data[alias] if alias in data else str(setting_default(alias))
+
+
+@cache
+def setting_names() -> frozenset[str]:
+    """Every environment variable service.config.Settings reads."""
+    names: set[str] = set()
+    for field in Settings.model_fields.values():
+        names |= aliases(field)
+    assert {"KAFKA_BOOTSTRAP_SERVERS", *SECRET_SETTINGS} <= names, "aliases not found"
+    return frozenset(names)
+
+
+def assert_settings(names: set[str], where: str) -> None:
+    unknown = names - setting_names()
+    assert not unknown, f"{where} sets {sorted(unknown)}, which service/config.py does not read"

@@ -41,15 +41,7 @@ def in_event_time(decoded: Sequence[Decoded], settings_topic: str) -> Sequence[D
     customer's balances by `occurred_at` (a settings record goes before a balance of the same
     instant); everything else keeps its place. Without settings in the batch (the usual case),
     the batch itself."""
-    queues: dict[str, list[tuple[datetime, Decoded]]] = {}
-    for pair in decoded:
-        event = pair[1]
-        if pair[0].topic == settings_topic and not isinstance(event, Invalid):
-            queue = queues.get(event.customer_id)
-            if queue is None:
-                queues[event.customer_id] = [(event.occurred_at, pair)]
-            else:
-                queue.append((event.occurred_at, pair))
+    queues = _settings_queues(decoded, settings_topic)
     if not queues:
         return decoded
     taken = dict.fromkeys(queues, 0)
@@ -72,6 +64,18 @@ def in_event_time(decoded: Sequence[Decoded], settings_topic: str) -> Sequence[D
     for customer_id, queue in queues.items():
         out += [pair for _, pair in queue[taken[customer_id] :]]
     return out
+
+
+def _settings_queues(
+    decoded: Sequence[Decoded], settings_topic: str
+) -> dict[str, list[tuple[datetime, Decoded]]]:
+    """Each customer's decoded settings records, in batch order, with their `occurred_at`."""
+    queues: dict[str, list[tuple[datetime, Decoded]]] = {}
+    for pair in decoded:
+        event = pair[1]
+        if pair[0].topic == settings_topic and not isinstance(event, Invalid):
+            queues.setdefault(event.customer_id, []).append((event.occurred_at, pair))
+    return queues
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,11 +20,20 @@ from types import TracebackType
 from typing import Self
 
 from service.domain.model import Wallet
-from service.service_layer.ports import Claim, DecisionLog, OutboxRecord, merge_decisions
+from service.service_layer.ports import (
+    Claim,
+    DecisionLog,
+    OutboxRecord,
+    SettingsKey,
+    merge_decisions,
+)
 
 WalletLoader = Callable[[Sequence[str], date], Awaitable[Mapping[str, Wallet]]]
 """Reads the wallets that exist elsewhere among the given ids (sorted), each with the dates of
 its daily keys from the given date on as `attempt_dates`; a wallet it does not know is left out."""
+
+RejectionLoader = Callable[[Sequence[SettingsKey]], Awaitable[set[SettingsKey]]]
+"""Reads which of these settings events the other database knows as rejected by the rules."""
 
 
 @dataclass(slots=True)
@@ -40,6 +49,9 @@ class Tables:
     )
     # Daily keys that the loader found in the other database: taken, though not claimed here.
     loaded_keys: set[tuple[str, date]] = field(default_factory=set)
+    # rejected_settings; and the keys already asked of the other database
+    rejected: set[SettingsKey] = field(default_factory=set)
+    asked: set[SettingsKey] = field(default_factory=set)
 
     def copy(self) -> Tables:
         return Tables(
@@ -48,15 +60,23 @@ class Tables:
             list(self.outbox),
             dict(self.decisions),
             set(self.loaded_keys),
+            set(self.rejected),
+            set(self.asked),
         )
 
 
 class MemoryStore:
     """BatchStore on staged tables, with the semantics of PgBatchStore's SQL."""
 
-    def __init__(self, tables: Tables, loader: WalletLoader | None = None) -> None:
+    def __init__(
+        self,
+        tables: Tables,
+        loader: WalletLoader | None = None,
+        rejections: RejectionLoader | None = None,
+    ) -> None:
         self._t = tables
         self._loader = loader
+        self._rejections = rejections
 
     async def lock_wallets(self, customer_ids: Collection[str], since: date) -> dict[str, Wallet]:
         wanted = sorted(set(customer_ids))
@@ -111,9 +131,20 @@ class MemoryStore:
                 existing.add(record.dedupe_key)
                 self._t.outbox.append(record)
 
-    async def dead_lettered(self, dedupe_keys: Sequence[str]) -> set[str]:
-        wanted = set(dedupe_keys)
-        return {r.dedupe_key for r in self._t.outbox if r.dedupe_key in wanted}
+    async def rejected_settings(self, keys: Sequence[SettingsKey]) -> set[SettingsKey]:
+        found = {k for k in keys if k in self._t.rejected}
+        unknown = [k for k in keys if k not in self._t.rejected and k not in self._t.asked]
+        if unknown and self._rejections is not None:
+            self._t.asked.update(unknown)  # read through once, as wallets are
+            loaded = await self._rejections(unknown)
+            self._t.rejected.update(loaded)
+            found |= set(loaded)
+        return found
+
+    async def add_rejected_settings(
+        self, rejected: Sequence[tuple[SettingsKey, str]], at: datetime
+    ) -> None:
+        self._t.rejected.update(k for k, _ in rejected)
 
     async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
         for key, entry, times in merge_decisions(entries):
@@ -124,10 +155,13 @@ class MemoryStore:
 class MemoryDatabase:
     """The committed state, and the factory of units of work on it."""
 
-    def __init__(self, loader: WalletLoader | None = None) -> None:
+    def __init__(
+        self, loader: WalletLoader | None = None, rejections: RejectionLoader | None = None
+    ) -> None:
         self.committed = Tables()
         self.commits = 0
         self.loader = loader
+        self.rejections = rejections
 
     def unit_of_work(self) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(self)
@@ -146,7 +180,7 @@ class MemoryUnitOfWork:
     @property
     def store(self) -> MemoryStore:
         assert self._staged is not None, "use the unit of work in 'async with'"
-        return MemoryStore(self._staged, self._db.loader)
+        return MemoryStore(self._staged, self._db.loader, self._db.rejections)
 
     async def __aenter__(self) -> Self:
         self._staged = self._db.committed.copy()

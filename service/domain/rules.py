@@ -276,13 +276,13 @@ def _evaluate(
         return _blocked(wallet, terms)
     if balance.amount > terms.threshold:
         return _blocked(wallet, BlockReason.ABOVE_THRESHOLD, Decision.NOT_DUE)
-    timezone = settings.timezone or policy.default_timezone
-    day = business_date(occurred_at, timezone)
-    oldest = business_date(now, timezone) - timedelta(days=policy.old_day_window_days)
     if not settings.auto_trigger:
         return _blocked(wallet, BlockReason.AUTO_TRIGGER_OFF)
     if balance.currency != terms.currency:
         return _blocked(wallet, BlockReason.CURRENCY_MISMATCH)
+    timezone = settings.timezone or policy.default_timezone
+    day = business_date(occurred_at, timezone)
+    oldest = business_date(now, timezone) - timedelta(days=policy.old_day_window_days)
     if business_date(event_at or occurred_at, timezone) < oldest:
         return _blocked(wallet, BlockReason.OLD_BUSINESS_DATE)
     stopped = rail.paused(wallet) or _day_taken(wallet, day, occurred_at)

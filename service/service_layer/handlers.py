@@ -16,7 +16,7 @@ from service.domain.model import BalanceChanged, SettingsUpdated, TopUp, Wallet
 from service.domain.rails import ChargeLater, Due
 from service.domain.reasons import StaleReason
 from service.service_layer.alignment import Alignment, Held, in_event_time
-from service.service_layer.outbox import dead_letter_key, dead_letter_record
+from service.service_layer.outbox import dead_letter_record
 from service.service_layer.ports import (
     BatchStore,
     Claim,
@@ -25,8 +25,10 @@ from service.service_layer.ports import (
     DecisionLog,
     InputRecord,
     OutboxRecord,
+    SettingsKey,
     Tracer,
     UnitOfWorkFactory,
+    settings_key,
 )
 from service.service_layer.settlement import settled_record
 
@@ -56,8 +58,10 @@ class _Batch:
     claims: list[Claim] = field(default_factory=list)
     outbox: list[OutboxRecord] = field(default_factory=list)
     report: BatchReport = field(default_factory=BatchReport)
-    # Settings records of this batch dead-lettered before (a redelivery): never applied now.
-    dead_before: set[str] = field(default_factory=set)
+    # Settings events of this batch that the rules rejected before (come again): never
+    # applied now; and those rejected in this batch, to remember.
+    rejected: set[SettingsKey] = field(default_factory=set)
+    new_rejections: list[tuple[SettingsKey, str]] = field(default_factory=list)
 
 
 class BatchHandler:
@@ -119,16 +123,16 @@ class BatchHandler:
         since: date,
         now: datetime,
     ) -> _Batch:
-        """Locks the batch's wallets and their partners', and finds the settings records that
-        were dead-lettered before."""
+        """Locks the batch's wallets and their partners', and finds the settings events that
+        the rules rejected before."""
         wallets = await store.lock_wallets(ids, since) if ids else {}
         partner_ids = self._partner_ids(decoded, wallets) - wallets.keys()
         if partner_ids:
             wallets.update(await store.lock_wallets(partner_ids, since))
         batch = _Batch(wallets, now)
-        settings_keys = [dead_letter_key(r) for r, e in decoded if isinstance(e, SettingsUpdated)]
-        if settings_keys:
-            batch.dead_before = await store.dead_lettered(settings_keys)
+        keys = [settings_key(r, e) for r, e in decoded if isinstance(e, SettingsUpdated)]
+        if keys:
+            batch.rejected = await store.rejected_settings(keys)
         return batch
 
     @staticmethod
@@ -145,6 +149,8 @@ class BatchHandler:
                 raise DailyKeyConflict(sorted(wanted - taken))
         if batch.outbox:
             await store.add_outbox(batch.outbox)
+        if batch.new_rejections:
+            await store.add_rejected_settings(batch.new_rejections, batch.now)
         if batch.report.log:
             await store.record_decisions(batch.report.log, batch.now)
 
@@ -154,12 +160,12 @@ class BatchHandler:
             self._reject(batch, record, event)
             return
         if (
-            batch.dead_before
+            batch.rejected
             and isinstance(event, SettingsUpdated)
-            and dead_letter_key(record) in batch.dead_before
+            and settings_key(record, event) in batch.rejected
         ):
-            # Dead-lettered when it first came: the same outcome whenever it comes again, even
-            # if later records (a card saved since) would let it apply now.
+            # Rejected when it first came: the same outcome whenever it comes again (at any
+            # offset), even if later records (a card saved since) would let it apply now.
             batch.report.counts[CountKey.consumed(record.topic, rules.Status.STALE)] += 1
             batch.report.log.append(
                 DecisionLog.of(record, event, "stale", StaleReason.REDELIVERED_DEAD_LETTER)
@@ -280,6 +286,10 @@ class BatchHandler:
         self, batch: _Batch, record: InputRecord, why: Invalid, event: Event | None = None
     ) -> None:
         batch.outbox.append(dead_letter_record(self._topics.dead_letter, record, why, batch.now))
+        if isinstance(event, SettingsUpdated):  # rejected by the rules: remembered by identity
+            key = settings_key(record, event)
+            batch.rejected.add(key)
+            batch.new_rejections.append((key, why.reason))
         batch.report.counts[CountKey.dead_letter(why.reason)] += 1
         batch.report.log.append(
             replace(DecisionLog.of(record, event, "dead_lettered", why.reason), detail=why.detail)

@@ -11,7 +11,6 @@ from service.contract import messages
 from service.contract.codec import MAX_MESSAGE_BYTES, Invalid
 from service.contract.events import OutputEvent
 from service.contract.types import format_instant
-from service.domain.reasons import DeadLetterReason
 from service.service_layer.ports import InputRecord, OutboxRecord
 
 
@@ -125,7 +124,7 @@ def dead_letter_record(
         (messages.DLQ_TOPIC, record.topic.encode()),
         (messages.DLQ_PARTITION, str(record.partition).encode()),
         (messages.DLQ_OFFSET, str(record.offset).encode()),
-        (messages.DLQ_REASON, DeadLetterReason(why.reason).encode()),
+        (messages.DLQ_REASON, why.reason.encode()),  # a DeadLetterReason, or a rail's own code
         (messages.DLQ_DETAIL, why.detail[:DETAIL_CHARS].encode("utf-8", "replace")),
         (messages.DLQ_AT, now.isoformat().encode()),
         *value_flags,

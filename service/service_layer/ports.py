@@ -26,6 +26,23 @@ class InputRecord:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+# The header an operator's redrive (`auto-topup dlq redrive`) adds to a record it publishes
+# again: its value makes the record a new judgement of the same event (see SettingsKey).
+REDRIVE_HEADER = "auto_topup_redrive"
+
+# A settings event by identity: (customer_id, event_id, redrive), where redrive is the value of
+# the REDRIVE_HEADER header ("" without one). The rules' rejection of one is remembered by it.
+SettingsKey = tuple[str, str, str]
+
+
+def settings_key(record: InputRecord, event: SettingsUpdated) -> SettingsKey:
+    redrive = ""
+    for name, raw in record.headers:
+        if name == REDRIVE_HEADER:
+            redrive = (raw or b"").decode("utf-8", "replace")
+    return (event.customer_id, event.event_id, redrive)
+
+
 @value
 class Claim:
     """A daily key to take, with what became of the attempt so far."""
@@ -159,8 +176,13 @@ class BatchStore(Protocol):
 
     async def add_outbox(self, records: Sequence[OutboxRecord]) -> None: ...
 
-    async def dead_lettered(self, dedupe_keys: Sequence[str]) -> set[str]:
-        """Those of these outbox keys that are queued or published already."""
+    async def rejected_settings(self, keys: Sequence[SettingsKey]) -> set[SettingsKey]:
+        """Those of these settings events that the rules rejected before."""
+
+    async def add_rejected_settings(
+        self, rejected: Sequence[tuple[SettingsKey, str]], at: datetime
+    ) -> None:
+        """Remembers settings events the rules rejected, with the reason (known ones stay)."""
 
     async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
         """Keeps the last decision per customer, outcome and reason (RECORDED_OUTCOMES only)."""

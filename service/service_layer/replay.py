@@ -27,6 +27,7 @@ from service.service_layer.ports import (
     DecisionLog,
     InputRecord,
     OutboxRecord,
+    SettingsKey,
     UnitOfWork,
     UnitOfWorkFactory,
 )
@@ -91,8 +92,13 @@ class _TappedStore:
         await self._inner.add_outbox(records)
         self._queued.extend(records)
 
-    async def dead_lettered(self, dedupe_keys: Sequence[str]) -> set[str]:
-        return await self._inner.dead_lettered(dedupe_keys)
+    async def rejected_settings(self, keys: Sequence[SettingsKey]) -> set[SettingsKey]:
+        return await self._inner.rejected_settings(keys)
+
+    async def add_rejected_settings(
+        self, rejected: Sequence[tuple[SettingsKey, str]], at: datetime
+    ) -> None:
+        await self._inner.add_rejected_settings(rejected, at)
 
     async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
         await self._inner.record_decisions(entries, at)

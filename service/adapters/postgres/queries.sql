@@ -102,10 +102,20 @@ INSERT INTO outbox (dedupe_key, topic, key, value, headers)
 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::jsonb[])
 ON CONFLICT (dedupe_key) DO NOTHING;
 
--- name: dead_lettered
--- Which of these dead-letter keys are queued or published already (a record dead-lettered
--- before, come again): the unique index on dedupe_key answers it.
-SELECT dedupe_key FROM outbox WHERE dedupe_key = ANY($1::text[]);
+-- name: rejected_settings
+-- Which of these settings events (customer_id, event_id, redrive) the rules rejected before.
+SELECT r.customer_id, r.event_id, r.redrive
+FROM rejected_settings r
+JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(customer_id, event_id, redrive)
+  ON r.customer_id = k.customer_id AND r.event_id = k.event_id AND r.redrive = k.redrive;
+
+-- name: insert_rejected_settings
+-- Remembers settings events the rules rejected; one already known is left as it is.
+INSERT INTO rejected_settings (customer_id, event_id, redrive, reason, rejected_at)
+SELECT k.customer_id, k.event_id, k.redrive, k.reason, $5
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+     AS k(customer_id, event_id, redrive, reason)
+ON CONFLICT DO NOTHING;
 
 -- name: record_decisions
 -- Upserts the batch's decisions into decision_summary (one row per customer, outcome and

@@ -104,6 +104,15 @@ CREATE TABLE outbox (
     CONSTRAINT outbox_pkey PRIMARY KEY (id)
 );
 
+CREATE TABLE rejected_settings (
+    customer_id text NOT NULL,
+    event_id    text NOT NULL,
+    redrive     text NOT NULL DEFAULT ''::text,
+    reason      text NOT NULL,
+    rejected_at timestamp with time zone NOT NULL,
+    CONSTRAINT rejected_settings_pkey PRIMARY KEY (customer_id, event_id, redrive)
+);
+
 CREATE TABLE schema_migrations (
     version    text NOT NULL,
     applied_at timestamp with time zone NOT NULL DEFAULT now(),

@@ -16,7 +16,13 @@ from service.adapters.postgres.wallet_rows import card_from_row as card_from_row
 from service.adapters.postgres.wallet_rows import wallet_from_row as wallet_from_row
 from service.adapters.postgres.wallet_rows import wallet_to_state as wallet_to_state
 from service.domain.model import Wallet
-from service.service_layer.ports import Claim, DecisionLog, OutboxRecord, merge_decisions
+from service.service_layer.ports import (
+    Claim,
+    DecisionLog,
+    OutboxRecord,
+    SettingsKey,
+    merge_decisions,
+)
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 
@@ -123,9 +129,26 @@ class PgBatchStore:
             [json.dumps(list(r.headers)) for r in records],
         )
 
-    async def dead_lettered(self, dedupe_keys: Sequence[str]) -> set[str]:
-        rows = await self._conn.fetch(q("dead_lettered"), list(dedupe_keys))
-        return {r["dedupe_key"] for r in rows}
+    async def rejected_settings(self, keys: Sequence[SettingsKey]) -> set[SettingsKey]:
+        rows = await self._conn.fetch(
+            q("rejected_settings"),
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+        )
+        return {(r["customer_id"], r["event_id"], r["redrive"]) for r in rows}
+
+    async def add_rejected_settings(
+        self, rejected: Sequence[tuple[SettingsKey, str]], at: datetime
+    ) -> None:
+        await self._conn.execute(
+            q("insert_rejected_settings"),
+            [k[0] for k, _ in rejected],
+            [k[1] for k, _ in rejected],
+            [k[2] for k, _ in rejected],
+            [reason for _, reason in rejected],
+            at,
+        )
 
     async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
         rows = merge_decisions(entries)

@@ -30,11 +30,10 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     CorruptRecordException,
@@ -53,8 +52,8 @@ from aiokafka.errors import (
 )
 
 from service.adapters.kafka.topics import restore_topics
-from service.adapters.postgres.sql import q
 from service.config import Settings
+from service.service_layer.ports import LeasedRow, OutboxRows
 from service.service_layer.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -161,32 +160,6 @@ def retry_delay(attempts: int) -> float:
     return min(RETRY_FIRST_SECONDS * float(1 << doublings), RETRY_MAX_SECONDS)
 
 
-@dataclass(frozen=True, slots=True)
-class LeasedRow:
-    id: int
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Any  # jsonb: [[name, base64 value], ...]
-    attempts: int  # failed sends before this one
-
-
-class OutboxRows(Protocol):
-    """The relay's side of the outbox table."""
-
-    async def lease(self, limit: int, seconds: float) -> list[LeasedRow]:
-        """Up to `limit` records due (not published, not set aside, not waiting for a retry),
-        oldest first, kept from other relays for `seconds`."""
-
-    async def published(self, ids: Sequence[int]) -> None: ...
-
-    async def retry_later(self, failed: Sequence[tuple[int, str, float]]) -> None:
-        """(id, error, seconds): sent again no sooner than that."""
-
-    async def set_aside(self, refused: Sequence[tuple[int, str]]) -> None:
-        """(id, error): refused for good, no longer sent until an operator retries it."""
-
-
 class Producer(Protocol):
     """What the relay uses of AIOKafkaProducer."""
 
@@ -210,33 +183,6 @@ class Producer(Protocol):
 TopicRestorer = Callable[[Collection[str]], Awaitable[Collection[str]]]
 
 
-class PgOutboxRows:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    async def lease(self, limit: int, seconds: float) -> list[LeasedRow]:
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(q("lease_outbox"), limit, seconds)
-        return [
-            LeasedRow(r["id"], r["topic"], r["key"], r["value"], r["headers"], r["attempts"])
-            for r in sorted(rows, key=lambda r: int(r["id"]))
-        ]
-
-    async def published(self, ids: Sequence[int]) -> None:
-        if ids:
-            await self._pool.execute(q("mark_published"), list(ids))
-
-    async def retry_later(self, failed: Sequence[tuple[int, str, float]]) -> None:
-        if failed:
-            ids, errors, delays = zip(*failed, strict=True)
-            await self._pool.execute(q("postpone_outbox"), ids, errors, delays)
-
-    async def set_aside(self, refused: Sequence[tuple[int, str]]) -> None:
-        if refused:
-            ids, errors = zip(*refused, strict=True)
-            await self._pool.execute(q("set_aside_outbox"), ids, errors)
-
-
 @dataclass(slots=True)
 class _Send:
     """One leased row on its way out, and what became of it."""
@@ -257,7 +203,7 @@ def describe(exc: BaseException) -> str:
 class OutboxRelay:
     def __init__(
         self,
-        pool: asyncpg.Pool | OutboxRows,
+        rows: OutboxRows,
         producer: Producer,
         *,
         restore_topics: TopicRestorer | None = None,
@@ -268,7 +214,7 @@ class OutboxRelay:
     ) -> None:
         """`restore_topics`: see TopicRestorer; without it, a topic that seems gone is only
         retried."""
-        self._rows: OutboxRows = PgOutboxRows(pool) if isinstance(pool, asyncpg.Pool) else pool
+        self._rows = rows
         self._producer = producer
         self._restore = restore_topics
         self._batch_size = batch_size

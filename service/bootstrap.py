@@ -17,6 +17,7 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.subscriber.usecase import BatchSubscriber as KafkaSubscriber
 
+from service import __version__
 from service.adapters.kafka.relay import OutboxRelay, topic_restorer
 from service.adapters.kafka.topics import NotCoPartitioned
 from service.adapters.postgres.charges import PgChargeStore
@@ -226,9 +227,10 @@ class Service:
         self.gc_task = asyncio.create_task(self.gc_policy.when_idle(), name="gc-when-idle")
         self.rss_kb_at_start = rss_kb()
         log.info(
-            "auto-topup is consuming %s as group %s",
+            "auto-topup is consuming %s as group %s (version %s)",
             ", ".join(self.settings.topics.inputs),
             self.settings.consumer_group,
+            __version__,
         )
 
     # --- shutdown -------------------------------------------------------------------------

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 import typer
 
+from service import __version__
 from service.adapters.postgres.connection import DATABASE_ERRORS, POSTGRES_ERRORS, on_connection
 from service.entrypoints import logs
 from service.entrypoints.cli_admin import admin
@@ -30,6 +32,27 @@ cli.add_typer(outbox, name="outbox")
 cli.command(name="explain")(explain)
 cli.command(name="replay")(replay)
 cli.command(name="prune", help=PRUNE_HELP)(prune)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"auto-topup {__version__}")
+        raise typer.Exit(0)
+
+
+@cli.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Tops up prepaid wallets the moment they run low."""
 
 
 @cli.command()

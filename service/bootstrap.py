@@ -18,7 +18,8 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.subscriber.usecase import BatchSubscriber as KafkaSubscriber
 
 from service import __version__
-from service.adapters.kafka.relay import OutboxRelay, topic_restorer
+from service.adapters.kafka.producer import topic_restorer
+from service.adapters.kafka.relay import OutboxRelay
 from service.adapters.kafka.topics import NotCoPartitioned
 from service.adapters.postgres.charges import PgChargeStore
 from service.adapters.postgres.connection import Pool, ping

@@ -12,7 +12,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from service.adapters.kafka.relay import make_producer, topic_configs
+from service.adapters.kafka.producer import make_producer, topic_configs
 from service.adapters.kafka.topics import check_co_partitioned, ensure_topics
 from service.adapters.postgres.errors import drop_read_only, is_misconfiguration, is_transient
 from service.adapters.postgres.migrate import migrate

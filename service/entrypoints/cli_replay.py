@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -109,52 +110,55 @@ def _describe(options: Options, outcome: Outcome, settings: Settings) -> list[st
     return lines
 
 
-def replay(
-    since: Annotated[
-        str,
-        typer.Option(
-            "--from", metavar="TIME", help="Replay records from this time (RFC 3339, with offset)."
-        ),
-    ],
-    until: Annotated[
-        str | None,
-        typer.Option(
-            "--to",
-            metavar="TIME",
-            help="Stop before the records of this time (default: the topics' ends at start).",
-        ),
-    ] = None,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run", help="Decide in memory: write nothing to PostgreSQL, publish nothing."
-        ),
-    ] = False,
-    report: Annotated[
-        Path | None,
-        typer.Option("--report", metavar="PATH", help="Write every decision to PATH (.csv/.json)."),
-    ] = None,
-    group: Annotated[
-        str | None,
-        typer.Option(
-            "--group",
-            metavar="NAME",
-            help="Consumer group (default: <AUTO_TOPUP_CONSUMER_GROUP>-replay-<now>); "
-            "a group that committed progress goes on from there.",
-        ),
-    ] = None,
-    wait: Annotated[
-        float,
-        typer.Option(
-            "--wait", min=0.1, metavar="SECONDS", help="How long to wait for Kafka and PostgreSQL."
-        ),
-    ] = 30.0,
-    yes: Annotated[
-        bool,
-        typer.Option("--yes", help="Do not ask on a terminal before a live replay (for scripts)."),
-    ] = False,
-) -> None:
-    """Apply the input topics again over a time window, as safely as the service does."""
+FromOption = Annotated[
+    str,
+    typer.Option(
+        "--from", metavar="TIME", help="Replay records from this time (RFC 3339, with offset)."
+    ),
+]
+ToOption = Annotated[
+    str | None,
+    typer.Option(
+        "--to",
+        metavar="TIME",
+        help="Stop before the records of this time (default: the topics' ends at start).",
+    ),
+]
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="Decide in memory: write nothing to PostgreSQL, publish nothing."
+    ),
+]
+ReportOption = Annotated[
+    Path | None,
+    typer.Option("--report", metavar="PATH", help="Write every decision to PATH (.csv/.json)."),
+]
+GroupOption = Annotated[
+    str | None,
+    typer.Option(
+        "--group",
+        metavar="NAME",
+        help="Consumer group (default: <AUTO_TOPUP_CONSUMER_GROUP>-replay-<now>); "
+        "a group that committed progress goes on from there.",
+    ),
+]
+WaitOption = Annotated[
+    float,
+    typer.Option(
+        "--wait", min=0.1, metavar="SECONDS", help="How long to wait for Kafka and PostgreSQL."
+    ),
+]
+YesOption = Annotated[
+    bool,
+    typer.Option("--yes", help="Do not ask on a terminal before a live replay (for scripts)."),
+]
+
+
+def _window_options(
+    since: str, until: str | None, report: Path | None
+) -> tuple[datetime, datetime | None]:
+    """--from and --to as instants, once they and --report are checked."""
     start = parse_time(since, "--from")
     end = parse_time(until, "--to") if until is not None else None
     if end is not None and end < start:
@@ -163,6 +167,20 @@ def replay(
         raise typer.BadParameter("the report must end in .csv or .json", param_hint="--report")
     if report is not None and not report.absolute().parent.is_dir():
         raise typer.BadParameter(f"no folder {report.parent} for the report", param_hint="--report")
+    return start, end
+
+
+def replay(
+    since: FromOption,
+    until: ToOption = None,
+    dry_run: DryRunOption = False,
+    report: ReportOption = None,
+    group: GroupOption = None,
+    wait: WaitOption = 30.0,
+    yes: YesOption = False,
+) -> None:
+    """Apply the input topics again over a time window, as safely as the service does."""
+    start, end = _window_options(since, until, report)
     settings = load_settings()
     if not dry_run and not confirmed(
         f"Replay live from {start.isoformat()}: decisions are written to PostgreSQL and "

@@ -74,6 +74,8 @@ async def outbox_backlog(pool: asyncpg.Pool, timeout: float | None = None) -> in
 async def read_snapshot(
     dsn: str, customer_id: str, now: datetime, policy: rules.Policy
 ) -> Snapshot:
+    """What `auto-topup explain` shows of a customer, read in one short read-only REPEATABLE
+    READ transaction (one consistent picture, no lock taken)."""
     t = QUERY_TIMEOUT_SECONDS
     conn = await asyncpg.connect(dsn, timeout=t)
     try:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import date, datetime
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Protocol, Self
 
 from service.domain.model import BalanceChanged, SettingsUpdated, TopUp, Wallet
 from service.domain.values import value
@@ -151,31 +151,3 @@ class UnitOfWorkFactory(Protocol):
 
 class Clock(Protocol):
     def __call__(self) -> datetime: ...
-
-
-@dataclass(frozen=True, slots=True)
-class LeasedRow:
-    """One outbox row the relay leased, to publish."""
-
-    id: int
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Any  # jsonb: [[name, base64 value], ...]
-    attempts: int  # failed sends before this one
-
-
-class OutboxRows(Protocol):
-    """The relay's side of the outbox table."""
-
-    async def lease(self, limit: int, seconds: float) -> list[LeasedRow]:
-        """Up to `limit` records due (not published, not set aside, not waiting for a retry),
-        oldest first, kept from other relays for `seconds`."""
-
-    async def published(self, ids: Sequence[int]) -> None: ...
-
-    async def retry_later(self, failed: Sequence[tuple[int, str, float]]) -> None:
-        """(id, error, seconds): sent again no sooner than that."""
-
-    async def set_aside(self, refused: Sequence[tuple[int, str]]) -> None:
-        """(id, error): refused for good, no longer sent until an operator retries it."""

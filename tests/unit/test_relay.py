@@ -31,7 +31,7 @@ from service.adapters.kafka.relay import (
     OutboxRelay,
     retry_delay,
 )
-from service.service_layer.ports import LeasedRow
+from service.service_layer.outbox_rows import LeasedRow
 
 INVOICES, CREDITS, DEAD = "invoice-requested", "credit-issued", "dead-letter"
 

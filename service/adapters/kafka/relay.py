@@ -51,7 +51,7 @@ from aiokafka.errors import (
 )
 
 from service.adapters.kafka.producer import REQUEST_TIMEOUT_MS, TopicRestorer
-from service.service_layer.ports import LeasedRow, OutboxRows
+from service.service_layer.outbox_rows import LeasedRow, OutboxRows
 from service.service_layer.worker import Worker
 
 log = logging.getLogger(__name__)

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 import asyncpg
 
 from service.adapters.postgres.sql import q
-from service.service_layer.ports import LeasedRow
+from service.service_layer.outbox_rows import LeasedRow
 
 
 class PgOutboxRows:
-    """OutboxRows (service_layer/ports.py) on a pool."""
+    """OutboxRows (service_layer/outbox_rows.py) on a pool."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

@@ -63,10 +63,11 @@ test-integration: up
 test-e2e: up
 	$(WITH_ENV) $(BIN)/pytest tests/e2e
 
-lint: install ## ruff and mypy --strict
+lint: install ## ruff, mypy --strict and the import contracts (lint-imports)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff format .
@@ -99,7 +100,7 @@ demo: install ## Publish example events to the running service and print what it
 	$(WITH_ENV) $(BIN)/python -m service.entrypoints.demo
 
 clean: down
-	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
 # The proofs on a deliberately slow machine: the tests, the services they start and a stack of
 # their own (other ports, state in .stack/slow, stopped at the end) all pinned to one core.

@@ -9,27 +9,27 @@ import os
 import resource
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-import asyncpg
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.subscriber.usecase import BatchSubscriber as KafkaSubscriber
 
-from service.adapters.kafka.relay import OutboxRelay, make_producer, topic_configs, topic_restorer
-from service.adapters.kafka.topics import NotCoPartitioned, check_co_partitioned, ensure_topics
+from service import __version__
+from service.adapters.kafka.producer import topic_restorer
+from service.adapters.kafka.relay import OutboxRelay
+from service.adapters.kafka.topics import NotCoPartitioned
 from service.adapters.postgres.charges import PgChargeStore
-from service.adapters.postgres.errors import drop_read_only, is_misconfiguration, is_transient
-from service.adapters.postgres.migrate import migrate
+from service.adapters.postgres.connection import Pool, ping
+from service.adapters.postgres.errors import is_transient
 from service.adapters.postgres.outbox_admin import set_aside_count
+from service.adapters.postgres.outbox_store import PgOutboxRows
+from service.adapters.postgres.read_models import outbox_backlog
 from service.adapters.postgres.retention import connect_retention_store
-from service.adapters.postgres.sql import q
 from service.adapters.postgres.store import PgUnitOfWork
+from service.adapters.startup import prepare_database, prepare_kafka, tracer, until_it_works
 from service.adapters.stripe_gateway import StripeGateway
 from service.config import Settings
 from service.entrypoints.consumer import subscribe
@@ -40,6 +40,7 @@ from service.entrypoints.runtime_stats import GcPauses, rss_kb
 from service.service_layer.alignment import Alignment
 from service.service_layer.charger import Charger
 from service.service_layer.handlers import BatchHandler, BatchReport
+from service.service_layer.ports import Clock
 from service.service_layer.processor import BatchProcessor
 from service.service_layer.retention import Pruner, Retention
 
@@ -47,83 +48,9 @@ if TYPE_CHECKING:
     from service.adapters.tracing import OtelTracer
 
 log = logging.getLogger("auto_topup")
-T = TypeVar("T")
 
 # The exit code of `auto-topup run` when the input topics have different partition counts.
 EXIT_NOT_CO_PARTITIONED = 3
-
-
-def tracer(settings: Settings) -> OtelTracer | None:
-    if not settings.tracing:
-        return None
-    try:
-        from service.adapters.tracing import otel_tracer
-    except ImportError as exc:
-        raise SystemExit(
-            f"AUTO_TOPUP_TRACING=true needs OpenTelemetry ({exc}): "
-            "pip install 'auto-topup[tracing]'"
-        ) from None
-    return otel_tracer(settings.tracing_exporter)
-
-
-async def until_it_works(what: str, step: Callable[[], Awaitable[T]]) -> T:
-    """Start-up waits for its dependencies, saying so, instead of crashing in a loop."""
-    tries = 0
-    while True:
-        tries += 1
-        try:
-            return await step()
-        except (
-            OSError,
-            TimeoutError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            KafkaError,
-        ) as exc:
-            if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError) and (
-                is_misconfiguration(exc) or not is_transient(exc)
-            ):
-                # A wrong password or database, a DSN asyncpg refuses, a failing migration: no
-                # wait fixes them (the command prints one line: errors.problem_line).
-                raise
-            log.warning("waiting for %s (%s: %s)", what, type(exc).__name__, exc)
-            await asyncio.sleep(min(0.5 * tries, 5.0))
-
-
-async def prepare_database(settings: Settings) -> asyncpg.Pool:
-    conn = await asyncpg.connect(settings.dsn, timeout=10)
-    try:
-        applied = await migrate(conn)
-        if applied:
-            log.info("database migrated: %s", ", ".join(applied))
-    finally:
-        await conn.close()
-    # drop_read_only: a connection to a primary turned read-only (a failover) is not reused.
-    pool: asyncpg.Pool = await asyncpg.create_pool(
-        settings.dsn, min_size=1, max_size=settings.db_pool_size, reset=drop_read_only
-    )
-    return pool
-
-
-async def prepare_kafka(settings: Settings) -> AIOKafkaProducer:
-    created = await ensure_topics(
-        settings.kafka_bootstrap_servers,
-        settings.topics.all,
-        settings.topic_partitions,
-        settings.topic_replication_factor,
-        co_partitioned=settings.topics.inputs,
-        topic_configs=topic_configs(settings),
-    )
-    if created:
-        log.info("created missing topics: %s", ", ".join(created))
-    await check_co_partitioned(settings.kafka_bootstrap_servers, settings.topics.inputs)
-    producer = make_producer(settings.kafka_bootstrap_servers)
-    try:
-        await producer.start()
-    except BaseException:
-        await producer.stop()
-        raise
-    return producer
 
 
 @dataclass
@@ -133,24 +60,54 @@ class Service:
     settings: Settings
     broker: KafkaBroker
     app: FastStream
-    pool: asyncpg.Pool | None = None
+    clock: Clock
+    pool: Pool | None = None
     relay: OutboxRelay | None = None
     charger: Charger | None = None
     pruner: Pruner | None = None
     processor: BatchProcessor | None = None
     subscriber: KafkaSubscriber | None = None
-    metrics: Metrics | None = None
+    metrics: Metrics = field(default_factory=Metrics)
     http: HttpServer | None = None
     stopping: bool = False
     gc_task: asyncio.Task[None] | None = None
     exit_code: int = 0
+    tracing: OtelTracer | None = None
+    gc_policy: GcPolicy = field(default_factory=GcPolicy)
+    gc_pauses: GcPauses = field(default_factory=GcPauses)  # installed by build()
+    rss_kb_at_start: int | None = None
+
+    def unit_of_work(self) -> PgUnitOfWork:
+        # The handler needs the pool, which exists only after start-up: bound lazily.
+        assert self.pool is not None
+        return PgUnitOfWork(self.pool)
+
+    # --- what the consumer reports --------------------------------------------------------
+
+    def committed(self, report: BatchReport, seconds: float, oldest_age: float | None) -> None:
+        self.metrics.batch_committed(report, seconds, oldest_age)
+        # Soon, not now: once the consumer has let go of the batch it just committed.
+        asyncio.get_running_loop().call_soon(self.gc_policy.between_batches)
+        if report.outbox_rows and self.relay is not None:
+            self.relay.wake()
+        if report.stripe_claims and self.charger is not None:
+            self.charger.wake()
+
+    def fatal(self, exc: BaseException) -> None:
+        log.critical(
+            "unhandled failure while applying a batch; stopping without committing "
+            "it (it is redelivered on the next start)",
+            exc_info=exc,
+        )
+        self.exit_code = 1
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    # --- what /metrics and /readyz read ---------------------------------------------------
 
     async def refresh_gauges(self) -> None:
         """What /metrics reads at scrape time: the outbox backlog and the consumer lag."""
-        assert self.metrics is not None
         if self.pool is not None:
-            backlog = await self.pool.fetchval(q("outbox_backlog"), timeout=2)
-            self.metrics.outbox_backlog.set(backlog)
+            self.metrics.outbox_backlog.set(await outbox_backlog(self.pool, timeout=2))
             self.metrics.outbox_set_aside.set(await set_aside_count(self.pool))
         consumer = self.subscriber.consumer if self.subscriber is not None else None
         self.metrics.consumer_lag.clear()
@@ -168,7 +125,7 @@ class Service:
     async def postgres_problem(self) -> str | None:
         if self.pool is None:
             return "not connected yet"
-        await self.pool.fetchval("SELECT 1", timeout=2)
+        await ping(self.pool, timeout=2)
         return None
 
     async def kafka_problem(self) -> str | None:
@@ -182,114 +139,57 @@ class Service:
             return "no partitions assigned (yet, or more instances than partitions)"
         return None
 
-
-def build(settings: Settings) -> Service:
-    broker = KafkaBroker(
-        settings.kafka_bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        graceful_timeout=settings.shutdown_timeout_seconds,
-        allow_auto_create_topics=False,
-        logger=logging.getLogger("auto_topup.kafka"),
-    )
-    app = FastStream(broker, logger=logging.getLogger("auto_topup.app"))
-    service = Service(settings, broker, app)
-    metrics = service.metrics = Metrics()
-
-    # The handler needs the pool, which exists only after start-up: bind lazily.
-    def uow() -> PgUnitOfWork:
-        assert service.pool is not None
-        return PgUnitOfWork(service.pool)
-
-    stripe_key = settings.stripe_api_key
-    if stripe_key is None:
-        raise ValueError("STRIPE_API_KEY is required to run the service")
-    tracing = tracer(settings)
-    clock = settings.clock()  # every instant the service decides with (tests shift it)
-    if settings.clock_offset_seconds:
-        log.warning(
-            "AUTO_TOPUP_CLOCK_OFFSET_SECONDS=%s: the service's clock reads %s",
-            settings.clock_offset_seconds,
-            clock().isoformat(),
+    def probes(self) -> Probes:
+        return Probes(
+            ready_checks={
+                "postgres": self.postgres_problem,
+                "kafka": self.kafka_problem,
+                "partitions": self.partitions_problem,
+            },
+            metrics=lambda: self.metrics.render(self.refresh_gauges),
         )
-    # Due records wait for the other input topic (contract v2); 0 ms: they never wait.
-    alignment = (
-        Alignment(
-            settings.topics.wallet_balance_changed,
-            settings.topics.settings_updated,
-            settings.input_align_ms / 1000,
-            time.monotonic,
-        )
-        if settings.input_align_ms > 0
-        else None
-    )
-    handler = BatchHandler(
-        uow, clock, settings.policy, settings.topics, tracing, alignment=alignment
-    )
-    processor = BatchProcessor(handler, is_transient)
-    service.processor = processor
 
-    gc_policy = GcPolicy()
+    # --- start-up -------------------------------------------------------------------------
 
-    def committed(report: BatchReport, seconds: float, oldest_age: float | None) -> None:
-        metrics.batch_committed(report, seconds, oldest_age)
-        # Soon, not now: once the consumer has let go of the batch it just committed.
-        asyncio.get_running_loop().call_soon(gc_policy.between_batches)
-        if report.outbox_rows and service.relay is not None:
-            service.relay.wake()
-        if report.stripe_claims and service.charger is not None:
-            service.charger.wake()
-
-    def fatal(exc: BaseException) -> None:
-        log.critical(
-            "unhandled failure while applying a batch; stopping without committing "
-            "it (it is redelivered on the next start)",
-            exc_info=exc,
-        )
-        service.exit_code = 1
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    service.subscriber = subscribe(broker, settings, processor, committed, fatal, alignment)
-    probes = Probes(
-        ready_checks={
-            "postgres": service.postgres_problem,
-            "kafka": service.kafka_problem,
-            "partitions": service.partitions_problem,
-        },
-        metrics=lambda: metrics.render(service.refresh_gauges),
-    )
-
-    @app.on_startup
-    async def start_dependencies() -> None:
+    async def start_dependencies(self) -> None:
+        """FastStream's on_startup: the HTTP server, PostgreSQL, Kafka, then the workers."""
+        settings = self.settings
         # First, so that /healthz answers (and /readyz says why not) while start-up waits.
-        service.http = HttpServer(probes, settings.http_host, settings.http_port)
-        await service.http.start()
-        service.pool = await until_it_works("PostgreSQL", lambda: prepare_database(settings))
+        self.http = HttpServer(self.probes(), settings.http_host, settings.http_port)
+        await self.http.start()
+        self.pool = await until_it_works("PostgreSQL", lambda: prepare_database(settings))
         try:
             producer = await until_it_works("Kafka", lambda: prepare_kafka(settings))
         except NotCoPartitioned as exc:
             # One line, then a clean stop before anything is consumed (README: exit code 3).
             log.critical("refusing to start: %s", exc)
-            service.exit_code = EXIT_NOT_CO_PARTITIONED
-            app.exit()
+            self.exit_code = EXIT_NOT_CO_PARTITIONED
+            self.app.exit()
             await asyncio.Event().wait()  # the shutdown cancels this start-up
             return
-        service.relay = relay = OutboxRelay(
-            service.pool, producer, restore_topics=topic_restorer(settings)
+        self.relay = OutboxRelay(
+            PgOutboxRows(self.pool), producer, restore_topics=topic_restorer(settings)
         )
-        relay.start()
+        self.relay.start()
+        self._start_charger(self.pool, self.relay)
+        self._start_retention(self.pool)
+
+    def _start_charger(self, pool: Pool, relay: OutboxRelay) -> None:
+        settings = self.settings
+        stripe_key = settings.stripe_api_key
+        assert stripe_key is not None  # build() refuses to run without it
         gateway = TimedGateway(
             StripeGateway(
                 stripe_key.get_secret_value(),
                 settings.stripe_api_base,
                 timeout_seconds=settings.stripe_timeout_seconds,
             ),
-            metrics,
+            self.metrics,
         )
-        service.charger = Charger(
-            PgChargeStore(service.pool),
+        self.charger = Charger(
+            PgChargeStore(pool),
             gateway,
-            clock,
+            self.clock,
             settings.topics,
             concurrency=settings.stripe_concurrency,
             lease_seconds=settings.stripe_timeout_seconds * 2,
@@ -298,84 +198,148 @@ def build(settings: Settings) -> Service:
             key_horizon=timedelta(seconds=settings.stripe_key_horizon_seconds),
             on_published=relay.wake,
         )
-        service.charger.start()
-        metrics.watch_charges(service.pool, clock)
-        # Retention: the backlog gauge always; the pruner every interval (0: by hand only).
+        self.charger.start()
+        self.metrics.watch_charges(pool, self.clock)
+
+    def _start_retention(self, pool: Pool) -> None:
+        """The backlog gauge always; the pruner every interval (0: by hand only)."""
+        settings = self.settings
         retention = Retention.from_settings(settings)
-        metrics.retention.watch(service.pool, clock, retention)
+        self.metrics.retention.watch(pool, self.clock, retention)
         if settings.retention_interval_seconds > 0:
-            service.pruner = Pruner(
+            self.pruner = Pruner(
                 connect_retention_store(settings.dsn),
                 retention,
-                clock,
+                self.clock,
                 interval=settings.retention_interval_seconds,
-                on_batch=metrics.retention.batch_pruned,
-                on_run=metrics.retention.run_finished,
+                on_batch=self.metrics.retention.batch_pruned,
+                on_run=self.metrics.retention.run_finished,
             )
-            service.pruner.start()
+            self.pruner.start()
 
-    gc_pauses = GcPauses().install()
-    memory: dict[str, int] = {}
-
-    @app.after_startup
-    async def started() -> None:
+    async def started(self) -> None:
+        """FastStream's after_startup."""
         # What start-up built lives as long as the process: keep it out of every later
         # collection, so that a full collection only walks what batches allocate.
         gc.collect()
         gc.freeze()
-        gc_policy.install()
-        gc_pauses.reset()  # pauses while serving, not the start-up collection above
-        service.gc_task = asyncio.create_task(gc_policy.when_idle(), name="gc-when-idle")
-        memory["rss_kb_at_start"] = rss_kb()
+        self.gc_policy.install()
+        self.gc_pauses.reset()  # pauses while serving, not the start-up collection above
+        self.gc_task = asyncio.create_task(self.gc_policy.when_idle(), name="gc-when-idle")
+        self.rss_kb_at_start = rss_kb()
         log.info(
-            "auto-topup is consuming %s as group %s",
-            ", ".join(settings.topics.inputs),
-            settings.consumer_group,
+            "auto-topup is consuming %s as group %s (version %s)",
+            ", ".join(self.settings.topics.inputs),
+            self.settings.consumer_group,
+            __version__,
         )
 
-    @app.on_shutdown
-    async def stop_taking_work() -> None:
-        service.stopping = True
-        processor.stop()
-        if service.gc_task is not None:
-            service.gc_task.cancel()
+    # --- shutdown -------------------------------------------------------------------------
 
-    @app.after_shutdown
-    async def flush_and_close() -> None:
+    async def stop_taking_work(self) -> None:
+        """FastStream's on_shutdown."""
+        self.stopping = True
+        if self.processor is not None:
+            self.processor.stop()
+        if self.gc_task is not None:
+            self.gc_task.cancel()
+
+    async def flush_and_close(self) -> None:
+        """FastStream's after_shutdown."""
         # The charger and the relay share one AUTO_TOPUP_SHUTDOWN_TIMEOUT_SECONDS (the batch in
         # flight had its own): a shutdown takes at most twice that, plus closing connections.
-        deadline = time.monotonic() + settings.shutdown_timeout_seconds
+        deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
 
         def left() -> float:
             return max(deadline - time.monotonic(), 0.1)
 
-        if service.pruner is not None:  # a second at most: the budget is the charges' and
-            await service.pruner.stop(timeout=min(left(), 1.0))  # the outbox's (a batch is atomic)
-        if service.charger is not None:
-            await service.charger.stop(timeout=left())
-        if service.relay is not None:
-            await service.relay.stop(timeout=left())
-            await service.relay.close()
-        if service.pool is not None:
-            await service.pool.close()
-        if service.http is not None:
-            await service.http.stop()
-        if tracing is not None:
-            tracing.close()
-        log.info(
-            "runtime stats",
-            extra={
-                "runtime": {
-                    "longest_gc_pause_ms": round(gc_pauses.longest_ms, 3),
-                    "gc_collections": gc_pauses.collections,
-                    "longest_gc_pause_ms_by_generation": [
-                        round(ms, 3) for ms in gc_pauses.longest_ms_by_generation
-                    ],
-                    "rss_kb_at_start": memory.get("rss_kb_at_start"),
-                    "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                }
-            },
-        )
+        if self.pruner is not None:  # a second at most: the budget is the charges' and
+            await self.pruner.stop(timeout=min(left(), 1.0))  # the outbox's (a batch is atomic)
+        if self.charger is not None:
+            await self.charger.stop(timeout=left())
+        if self.relay is not None:
+            await self.relay.stop(timeout=left())
+            await self.relay.close()
+        if self.pool is not None:
+            await self.pool.close()
+        if self.http is not None:
+            await self.http.stop()
+        if self.tracing is not None:
+            self.tracing.close()
+        self._log_runtime_stats()
         log.info("auto-topup stopped")
 
+    def _log_runtime_stats(self) -> None:
+        pauses = self.gc_pauses
+        runtime = {
+            "longest_gc_pause_ms": round(pauses.longest_ms, 3),
+            "gc_collections": pauses.collections,
+            "longest_gc_pause_ms_by_generation": [
+                round(ms, 3) for ms in pauses.longest_ms_by_generation
+            ],
+            "rss_kb_at_start": self.rss_kb_at_start,
+            "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        }
+        log.info("runtime stats", extra={"runtime": runtime})
+
+
+def _broker(settings: Settings) -> KafkaBroker:
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        graceful_timeout=settings.shutdown_timeout_seconds,
+        allow_auto_create_topics=False,
+        logger=logging.getLogger("auto_topup.kafka"),
+    )
+
+
+def _clock(settings: Settings) -> Clock:
+    clock = settings.clock()  # every instant the service decides with (tests shift it)
+    if settings.clock_offset_seconds:
+        log.warning(
+            "AUTO_TOPUP_CLOCK_OFFSET_SECONDS=%s: the service's clock reads %s",
+            settings.clock_offset_seconds,
+            clock().isoformat(),
+        )
+    return clock
+
+
+def _alignment(settings: Settings) -> Alignment | None:
+    """Due records wait for the other input topic (contract v2); 0 ms: they never wait."""
+    if settings.input_align_ms <= 0:
+        return None
+    return Alignment(
+        settings.topics.wallet_balance_changed,
+        settings.topics.settings_updated,
+        settings.input_align_ms / 1000,
+        time.monotonic,
+    )
+
+
+def build(settings: Settings) -> Service:
+    broker = _broker(settings)
+    app = FastStream(broker, logger=logging.getLogger("auto_topup.app"))
+    if settings.stripe_api_key is None:
+        raise ValueError("STRIPE_API_KEY is required to run the service")
+    tracing = tracer(settings)
+    service = Service(settings, broker, app, clock=_clock(settings), tracing=tracing)
+    alignment = _alignment(settings)
+    handler = BatchHandler(
+        service.unit_of_work,
+        service.clock,
+        settings.policy,
+        settings.topics,
+        service.tracing,
+        alignment=alignment,
+    )
+    service.processor = processor = BatchProcessor(handler, is_transient)
+    service.subscriber = subscribe(
+        broker, settings, processor, service.committed, service.fatal, alignment
+    )
+    app.on_startup(service.start_dependencies)
+    app.after_startup(service.started)
+    app.on_shutdown(service.stop_taking_work)
+    app.after_shutdown(service.flush_and_close)
+    service.gc_pauses.install()
     return service

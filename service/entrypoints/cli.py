@@ -1,16 +1,14 @@
-"""The `auto-topup` command."""
+"""The `auto-topup` command: the sub-commands are registered here, and only here."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import NoReturn
+from typing import Annotated
 
-import asyncpg
 import typer
-from pydantic import ValidationError
 
-from service.adapters.postgres.errors import problem_line
-from service.config import Settings, describe_error
+from service import __version__
+from service.adapters.postgres.connection import DATABASE_ERRORS, POSTGRES_ERRORS, on_connection
 from service.entrypoints import logs
 from service.entrypoints.cli_admin import admin
 from service.entrypoints.cli_charges import charges
@@ -20,6 +18,7 @@ from service.entrypoints.cli_outbox import outbox
 from service.entrypoints.cli_prune import HELP as PRUNE_HELP
 from service.entrypoints.cli_prune import prune
 from service.entrypoints.cli_replay import replay
+from service.entrypoints.cli_support import database_failed, load_settings
 
 cli = typer.Typer(
     help="Tops up prepaid wallets the moment they run low.",
@@ -35,17 +34,25 @@ cli.command(name="replay")(replay)
 cli.command(name="prune", help=PRUNE_HELP)(prune)
 
 
-def load_settings(*, stripe: bool = False) -> Settings:
-    """The settings from the environment; `stripe`: the Stripe key is required too."""
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        typer.echo(describe_error(exc), err=True)
-        raise typer.Exit(2) from None
-    if stripe and settings.stripe_api_key is None:
-        typer.echo("configuration error: STRIPE_API_KEY: Field required", err=True)
-        raise typer.Exit(2)
-    return settings
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"auto-topup {__version__}")
+        raise typer.Exit(0)
+
+
+@cli.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Tops up prepaid wallets the moment they run low."""
 
 
 @cli.command()
@@ -53,23 +60,17 @@ def run() -> None:
     """Run the service in the foreground until SIGTERM or SIGINT."""
     settings = load_settings(stripe=True)
     logs.configure(settings.log_level)
+    # The one import of the top layer: `run` starts what bootstrap wires.
     from service.bootstrap import build
 
     service = build(settings)
     try:
         asyncio.run(service.app.run())
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except POSTGRES_ERRORS as exc:
         # Start-up stopped on what no wait fixes (until_it_works): one line, exit code 2 for
         # a misconfiguration (DATABASE_URL), 1 otherwise.
         database_failed(exc)
     raise typer.Exit(service.exit_code)
-
-
-def database_failed(exc: BaseException) -> NoReturn:
-    """One line for the operator, and the exit code the README lists."""
-    line, code = problem_line(exc)
-    typer.echo(line, err=True)
-    raise typer.Exit(code) from None
 
 
 @cli.command()
@@ -79,16 +80,9 @@ def migrate() -> None:
     logs.configure(settings.log_level)
     from service.adapters.postgres.migrate import migrate as apply
 
-    async def go() -> list[str]:
-        conn = await asyncpg.connect(settings.dsn, timeout=10)
-        try:
-            return await apply(conn)
-        finally:
-            await conn.close()
-
     try:
-        applied = asyncio.run(go())
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        applied = asyncio.run(on_connection(settings.dsn, apply))
+    except DATABASE_ERRORS as exc:
         database_failed(exc)
     typer.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
 

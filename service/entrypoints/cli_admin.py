@@ -11,9 +11,14 @@ import asyncio
 import re
 from typing import Annotated
 
-import asyncpg
 import typer
 
+from service.adapters.postgres.connection import (
+    DATABASE_ERRORS,
+    NOT_MIGRATED,
+    Connection,
+    on_connection,
+)
 from service.adapters.postgres.counters import (
     Counter,
     CounterNotSet,
@@ -23,6 +28,7 @@ from service.adapters.postgres.counters import (
 )
 from service.contract.types import ID_PATTERN, MAX_COUNT
 from service.entrypoints import logs
+from service.entrypoints.cli_support import database_failed, load_settings
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 _ID = re.compile(ID_PATTERN)
@@ -64,31 +70,25 @@ def _reset(counter: Counter, customer: str, to: int, by: str, why: str) -> None:
     if not _ID.match(customer):
         raise typer.BadParameter(f"{customer[:140]!r} is not a customer_id", param_hint="CUSTOMER")
     by, why = _text(by, "--by"), _text(why, "--why")
-    from service.entrypoints.cli import database_failed, load_settings  # cli.py imports this
-
     settings = load_settings()
     logs.configure(settings.log_level)  # the audit line goes to the log too (stderr, JSON)
     now = settings.clock()()  # the service's clock (AUTO_TOPUP_CLOCK_OFFSET_SECONDS)
 
-    async def go() -> CounterReset:
-        conn = await asyncpg.connect(settings.dsn, timeout=CONNECT_TIMEOUT_SECONDS)
-        try:
-            return await reset_counter(conn, customer, counter, to, by=by, why=why, now=now)
-        finally:
-            await conn.close()
+    async def go(conn: Connection) -> CounterReset:
+        return await reset_counter(conn, customer, counter, to, by=by, why=why, now=now)
 
     try:
-        done = asyncio.run(go())
+        done = asyncio.run(on_connection(settings.dsn, go, CONNECT_TIMEOUT_SECONDS))
     except WalletNotFound:
         typer.echo(f"error: no wallet of customer {customer!r}", err=True)
         raise typer.Exit(1) from None
     except CounterNotSet as exc:
         typer.echo(f"error: {exc}: nothing to reset", err=True)
         raise typer.Exit(1) from None
-    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
+    except NOT_MIGRATED as exc:
         typer.echo(f"error: {exc}: run `auto-topup migrate` first", err=True)
         raise typer.Exit(1) from None
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DATABASE_ERRORS as exc:
         database_failed(exc)
     typer.echo(
         f"{done.counter} of {done.customer_id} reset: {done.old_value} -> {done.new_value} "

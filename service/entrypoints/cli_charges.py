@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.table import Table
@@ -179,43 +179,41 @@ def list_charges(
     )
 
 
-@charges.command("resolve", help=RESOLVE_HELP)
-def resolve_charge(
-    daily_key: Annotated[
-        str,
-        typer.Argument(
-            help="<customer_id>/<YYYY-MM-DD>, as `charges list` shows it.", show_default=False
-        ),
-    ],
-    by: Annotated[
-        str, typer.Option("--by", help="Who decides (kept in charge_audit).", show_default=False)
-    ],
-    why: Annotated[
-        str,
-        typer.Option(
-            "--why", help="Why, e.g. what the Stripe dashboard shows.", show_default=False
-        ),
-    ],
-    succeeded: Annotated[
-        str | None,
-        typer.Option(
-            "--succeeded",
-            metavar="PI_ID",
-            help="The charge was made: the PaymentIntent that succeeded (credit-issued).",
-        ),
-    ] = None,
-    failed: Annotated[
-        bool, typer.Option("--failed", help="No charge was made (top-up-failed).")
-    ] = False,
-    reason: Annotated[
-        str | None,
-        typer.Option(
-            "--reason",
-            help=f"top-up-failed's reason with --failed (default {DEFAULT_FAILED_REASON}).",
-        ),
-    ] = None,
-) -> None:
-    customer_id, business_date = parse_daily_key(daily_key)
+DailyKeyArg = Annotated[
+    str,
+    typer.Argument(
+        help="<customer_id>/<YYYY-MM-DD>, as `charges list` shows it.", show_default=False
+    ),
+]
+ByOption = Annotated[
+    str, typer.Option("--by", help="Who decides (kept in charge_audit).", show_default=False)
+]
+WhyOption = Annotated[
+    str,
+    typer.Option("--why", help="Why, e.g. what the Stripe dashboard shows.", show_default=False),
+]
+SucceededOption = Annotated[
+    str | None,
+    typer.Option(
+        "--succeeded",
+        metavar="PI_ID",
+        help="The charge was made: the PaymentIntent that succeeded (credit-issued).",
+    ),
+]
+FailedOption = Annotated[bool, typer.Option("--failed", help="No charge was made (top-up-failed).")]
+ReasonOption = Annotated[
+    str | None,
+    typer.Option(
+        "--reason",
+        help=f"top-up-failed's reason with --failed (default {DEFAULT_FAILED_REASON}).",
+    ),
+]
+
+
+def _decision(
+    succeeded: str | None, failed: bool, reason: str | None, by: str, why: str
+) -> ChargeResult:
+    """What the operator decided, once the options are checked."""
     if (succeeded is None) == (not failed):
         raise typer.BadParameter("give exactly one of --succeeded PI_ID and --failed")
     if reason is not None and not failed:
@@ -228,16 +226,34 @@ def resolve_charge(
         raise typer.BadParameter("must not be empty", param_hint="--by")
     if not why.strip():
         raise typer.BadParameter("must not be empty", param_hint="--why")
-    decision = (
-        ChargeResult(ChargeStatus.SUCCEEDED, succeeded)
-        if succeeded is not None
-        else ChargeResult(
-            ChargeStatus.FAILED,
-            None,
-            reason or DEFAULT_FAILED_REASON,
-            RESOLVED_FAILED_DETAIL,
-        )
+    if succeeded is not None:
+        return ChargeResult(ChargeStatus.SUCCEEDED, succeeded)
+    return ChargeResult(
+        ChargeStatus.FAILED, None, reason or DEFAULT_FAILED_REASON, RESOLVED_FAILED_DETAIL
     )
+
+
+def _not_resolvable(exc: ChargeNotResolvable) -> NoReturn:
+    hint = (
+        "it is settled already"
+        if exc.phase == "done"
+        else "the charger still works on it; it reaches needs_review past the Stripe horizon"
+    )
+    typer.echo(f"error: {exc}: {hint}", err=True)
+    raise typer.Exit(1) from None
+
+
+@charges.command("resolve", help=RESOLVE_HELP)
+def resolve_charge(
+    daily_key: DailyKeyArg,
+    by: ByOption,
+    why: WhyOption,
+    succeeded: SucceededOption = None,
+    failed: FailedOption = False,
+    reason: ReasonOption = None,
+) -> None:
+    customer_id, business_date = parse_daily_key(daily_key)
+    decision = _decision(succeeded, failed, reason, by, why)
     settings = _settings()
     now = settings.clock()()  # the service's clock (AUTO_TOPUP_CLOCK_OFFSET_SECONDS)
     try:
@@ -258,13 +274,7 @@ def resolve_charge(
         typer.echo(f"error: no daily key {daily_key}", err=True)
         raise typer.Exit(1) from None
     except ChargeNotResolvable as exc:
-        hint = (
-            "it is settled already"
-            if exc.phase == "done"
-            else "the charger still works on it; it reaches needs_review past the Stripe horizon"
-        )
-        typer.echo(f"error: {exc}: {hint}", err=True)
-        raise typer.Exit(1) from None
+        _not_resolvable(exc)
     what = done.result if done.reason is None else f"{done.result} ({done.reason})"
     typer.echo(
         f"resolved {done.daily_key}: {done.old_phase} -> {what}; queued {done.topic} event "

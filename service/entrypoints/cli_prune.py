@@ -12,11 +12,11 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import asyncpg
 import typer
 from rich.table import Table
 from rich.text import Text
 
+from service.adapters.postgres.connection import Connection
 from service.adapters.postgres.retention import retention_store
 from service.entrypoints.cli_support import console as _out
 from service.entrypoints.cli_support import settings as _settings
@@ -114,7 +114,7 @@ def prune(
     retention = Retention.from_settings(settings)
     now = settings.clock()()
 
-    async def work(conn: asyncpg.Connection) -> PruneReport:
+    async def work(conn: Connection) -> PruneReport:
         async with retention_store(conn) as store:
             return await prune_rows(store, retention, now, dry_run=dry_run, lock_wait_seconds=wait)
 

@@ -1,5 +1,8 @@
 """What the operator commands share: settings, a console that never wraps a piped row, one
-PostgreSQL connection per command with a one-line error, and terminal-safe text."""
+PostgreSQL connection per command with a one-line error, and terminal-safe text.
+
+The commands import this module, and cli.py imports the commands: nothing here imports cli.py.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +11,46 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import NoReturn, TypeVar
 
-import asyncpg
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
-if TYPE_CHECKING:
-    from service.config import Settings
+from service.adapters.postgres.connection import (
+    DATABASE_ERRORS,
+    NOT_MIGRATED,
+    Connection,
+    on_connection,
+)
+from service.adapters.postgres.errors import problem_line
+from service.config import Settings, describe_error
 
 T = TypeVar("T")
-CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+def load_settings(*, stripe: bool = False) -> Settings:
+    """The settings from the environment; `stripe`: the Stripe key is required too."""
+    try:
+        loaded = Settings()
+    except ValidationError as exc:
+        typer.echo(describe_error(exc), err=True)
+        raise typer.Exit(2) from None
+    if stripe and loaded.stripe_api_key is None:
+        typer.echo("configuration error: STRIPE_API_KEY: Field required", err=True)
+        raise typer.Exit(2)
+    return loaded
 
 
 def settings() -> Settings:
-    from service.entrypoints.cli import load_settings  # here: cli.py imports the commands
-
     return load_settings()
+
+
+def database_failed(exc: BaseException) -> NoReturn:
+    """One line for the operator, and the exit code the README lists."""
+    line, code = problem_line(exc)
+    typer.echo(line, err=True)
+    raise typer.Exit(code) from None
 
 
 def console() -> Console:
@@ -67,21 +93,13 @@ def confirmed(question: str, yes: bool) -> bool:
     return typer.confirm(question, default=False)
 
 
-def with_database(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+def with_database(dsn: str, work: Callable[[Connection], Awaitable[T]]) -> T:
     """Runs `work` on one connection; PostgreSQL away or not migrated: one line, exit 1."""
-
-    async def go() -> T:
-        conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_SECONDS)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
     try:
-        return asyncio.run(go())
-    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
+        return asyncio.run(on_connection(dsn, work))
+    except NOT_MIGRATED as exc:
         problem = f"{exc}: run `auto-topup migrate` first"
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DATABASE_ERRORS as exc:
         problem = f"cannot reach PostgreSQL: {type(exc).__name__}: {exc}"
     typer.echo(f"error: {printable(problem)}", err=True)
     raise typer.Exit(1)

@@ -19,7 +19,8 @@ from faststream.kafka.subscriber.usecase import BatchSubscriber as KafkaSubscrib
 from faststream.message import StreamMessage
 
 from service.config import Settings
-from service.service_layer.alignment import Alignment, Held
+from service.entrypoints.held_records import Pending
+from service.service_layer.alignment import Alignment
 from service.service_layer.handlers import BatchReport
 from service.service_layer.ports import InputRecord
 from service.service_layer.processor import BatchProcessor, Stopped
@@ -97,72 +98,6 @@ class DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
             self._on_change(assigned)
 
 
-class Pending:
-    """Records that the handler did not apply (see alignment.py), kept until it does.
-
-    They are handed in again with every batch, ahead of the new records (a partition's order is
-    kept), and once more when the bound of a waiting one runs out. Nothing is fetched again and
-    no partition stops: the records after a held one are applied as they come (those of its
-    customer are held too). A partition is committed only up to its first held record, so a
-    restart or a rebalance redelivers it and what follows (applied again, that changes
-    nothing). Everything is forgotten on an assignment change.
-    """
-
-    def __init__(self) -> None:
-        self._held: dict[tuple[str, int], list[InputRecord]] = {}
-        # (topic, partition) -> the offset after the last record fetched from it
-        self._next: dict[tuple[str, int], int] = {}
-        self.retry_in: float | None = None  # when a waiting record's bound runs out
-
-    def __bool__(self) -> bool:
-        return bool(self._held)
-
-    def reset(self) -> None:
-        self._held.clear()
-        self._next.clear()
-        self.retry_in = None
-
-    def records(self) -> list[InputRecord]:
-        return [r for records in self._held.values() for r in records]
-
-    def fetched(self, batch: Sequence[ConsumerRecord]) -> None:
-        """Notes how far each partition was fetched (a batch comes partition by partition)."""
-        last: ConsumerRecord | None = None
-        for r in batch:
-            if last is not None and (r.partition != last.partition or r.topic != last.topic):
-                self._next[(last.topic, last.partition)] = last.offset + 1
-            last = r
-        if last is not None:
-            self._next[(last.topic, last.partition)] = last.offset + 1
-
-    def settle(
-        self, given: Sequence[InputRecord], held: Sequence[Held]
-    ) -> dict[TopicPartition, int] | None:
-        """Keeps what the handler held of `given`. Returns the offsets to commit: each
-        partition's first held record, or how far it was fetched; None when nothing is held
-        (then the consumer's positions are right)."""
-        if not held and not self._held:
-            return None
-        wanted = {(h.topic, h.partition, h.offset) for h in held}
-        keys = {(h.topic, h.partition) for h in held}
-        kept: dict[tuple[str, int], list[InputRecord]] = {}
-        for r in given:
-            if (r.topic, r.partition) in keys and (r.topic, r.partition, r.offset) in wanted:
-                kept.setdefault((r.topic, r.partition), []).append(r)
-        self._held = kept
-        # Records held only behind another (no bound of their own) whose customer no longer
-        # waits are decided again at once, not at the next fetch.
-        self.retry_in = min(
-            (h.retry_in for h in held if h.retry_in > 0), default=0.0 if held else None
-        )
-        return {
-            TopicPartition(topic, partition): kept[(topic, partition)][0].offset
-            if (topic, partition) in kept
-            else offset
-            for (topic, partition), offset in self._next.items()
-        }
-
-
 def not_co_partitioned(assigned: set[TopicPartition], inputs: Sequence[str]) -> str | None:
     """Why this member's assignment does not hold the same partition numbers of every input
     topic (None when it does)."""
@@ -206,31 +141,37 @@ class Halted(Exception):
     """An earlier batch failed in a way that was not handled: no offset may be committed."""
 
 
-def subscribe(
-    broker: KafkaBroker,
-    settings: Settings,
-    processor: BatchProcessor,
-    on_committed: Callable[[BatchReport, float, float | None], None],
-    on_fatal: Callable[[BaseException], None],
-    alignment: Alignment | None = None,
-) -> KafkaSubscriber:
-    """Subscribes the batch handler; on_committed(report, seconds, oldest record's age).
+class _InputConsumer:
+    """The subscriber's state and steps: each batch (and each retry of held records) is
+    applied under `in_flight`, then committed no further than its first held record."""
 
-    `alignment` is the one the handler holds records with (None: nothing is ever held)."""
-    in_flight = asyncio.Lock()
-    halted = asyncio.Event()
-    pending = Pending()
-    timers: list[asyncio.TimerHandle] = []
-    retries: set[asyncio.Task[None]] = set()
-    inputs = settings.topics.inputs
+    def __init__(
+        self,
+        settings: Settings,
+        processor: BatchProcessor,
+        on_committed: Callable[[BatchReport, float, float | None], None],
+        on_fatal: Callable[[BaseException], None],
+        alignment: Alignment | None,
+    ) -> None:
+        self.in_flight = asyncio.Lock()
+        self.halted = asyncio.Event()
+        self.pending = Pending()
+        self.subscriber: KafkaSubscriber | None = None
+        self._inputs = settings.topics.inputs
+        self._processor = processor
+        self._on_committed = on_committed
+        self._on_fatal = on_fatal
+        self._alignment = alignment
+        self._timers: list[asyncio.TimerHandle] = []
+        self._retries: set[asyncio.Task[None]] = set()
 
-    def assignment_changed(assigned: set[TopicPartition]) -> None:
+    def assignment_changed(self, assigned: set[TopicPartition]) -> None:
         # The uncommitted records, held ones first, come again to whoever owns them now.
-        pending.reset()
-        schedule_retry()
-        if alignment is not None:
-            alignment.assign((tp.topic, tp.partition) for tp in assigned)
-        why = not_co_partitioned(assigned, inputs)
+        self.pending.reset()
+        self.schedule_retry()
+        if self._alignment is not None:
+            self._alignment.assign((tp.topic, tp.partition) for tp in assigned)
+        why = not_co_partitioned(assigned, self._inputs)
         if why is not None:
             log.warning(
                 "this instance does not hold the same partitions of both input topics (%s): "
@@ -240,39 +181,21 @@ def subscribe(
                 why,
             )
 
-    subscriber = broker.subscriber(
-        *settings.topics.inputs,
-        batch=True,
-        group_id=settings.consumer_group,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.MANUAL,
-        max_records=settings.batch_max_records,
-        batch_timeout_ms=settings.batch_timeout_ms,
-        session_timeout_ms=settings.session_timeout_ms,
-        heartbeat_interval_ms=max(settings.session_timeout_ms // 3, 500),
-        partition_assignment_strategy=ASSIGNORS,
-        listener=DrainOnRevoke(in_flight, assignment_changed),
-        parser=tolerant_parser,
-        decoder=no_decoder,
-        title="auto-topup-inputs",
-        include_in_schema=False,
-    )
-
     async def apply(
-        records: list[InputRecord],
+        self, records: list[InputRecord]
     ) -> tuple[BatchReport, dict[TopicPartition, int] | None]:
         """Applies records (under in_flight); what the handler held stays pending."""
         try:
-            report = await processor.process(records)
-            offsets = pending.settle(records, report.held)
+            report = await self._processor.process(records)
+            offsets = self.pending.settle(records, report.held)
         except Stopped:
             log.info("shutting down: %d records are left for redelivery", len(records))
             raise
         except BaseException as exc:
             # Never commit past records that were not applied: stop consuming, exit, and
             # let the next start redeliver them.
-            halted.set()
-            on_fatal(exc)
+            self.halted.set()
+            self._on_fatal(exc)
             raise
         if report.held and batches.isEnabledFor(logging.DEBUG):
             batches.debug(
@@ -282,13 +205,16 @@ def subscribe(
             )
         return report, offsets
 
-    async def commit(msg: KafkaMessage | None, offsets: dict[TopicPartition, int] | None) -> None:
+    async def commit(
+        self, msg: KafkaMessage | None, offsets: dict[TopicPartition, int] | None
+    ) -> None:
+        consumer = self.subscriber.consumer if self.subscriber is not None else None
         try:
             if offsets is None:  # nothing held: the positions after the batch
                 assert msg is not None
                 await msg.ack()
-            elif offsets and subscriber.consumer is not None:  # no further than a held record
-                await subscriber.consumer.commit(offsets)
+            elif offsets and consumer is not None:  # no further than a held record
+                await consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError, KafkaError) as exc:
             # Applied but not committed: whoever owns the partitions now gets these records
             # again, and applying them again changes nothing.
@@ -298,51 +224,52 @@ def subscribe(
                 exc,
             )
 
-    def schedule_retry() -> None:
+    def schedule_retry(self) -> None:
         """Held records are decided again with every batch, and when a bound runs out."""
-        for timer in timers:
+        for timer in self._timers:
             timer.cancel()
-        timers.clear()
-        if pending.retry_in is not None:
-            timers.append(asyncio.get_running_loop().call_later(pending.retry_in, start_retry))
+        self._timers.clear()
+        if self.pending.retry_in is not None:
+            loop = asyncio.get_running_loop()
+            self._timers.append(loop.call_later(self.pending.retry_in, self._start_retry))
 
-    def start_retry() -> None:
-        timers.clear()
-        task = asyncio.get_running_loop().create_task(retry(), name="held-records")
-        retries.add(task)
-        task.add_done_callback(retries.discard)
+    def _start_retry(self) -> None:
+        self._timers.clear()
+        task = asyncio.get_running_loop().create_task(self.retry(), name="held-records")
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
 
-    async def retry() -> None:
+    async def retry(self) -> None:
         started = time.perf_counter()
-        async with in_flight:
-            if halted.is_set() or not pending:
+        async with self.in_flight:
+            if self.halted.is_set() or not self.pending:
                 return
             try:
-                report, offsets = await apply(pending.records())
+                report, offsets = await self.apply(self.pending.records())
             except BaseException:  # reported by apply (a shutdown, or fatal)
                 return
-            await commit(None, offsets)
-            schedule_retry()
+            await self.commit(None, offsets)
+            self.schedule_retry()
         _log_report(report)
-        on_committed(report, time.perf_counter() - started, None)
+        self._on_committed(report, time.perf_counter() - started, None)
 
-    async def consume(msg: KafkaMessage) -> None:
+    async def consume(self, msg: KafkaMessage) -> None:
         records = [
             InputRecord(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers))
             for r in msg.raw_message
         ]
         started = time.perf_counter()
-        async with in_flight:
-            if halted.is_set():
+        async with self.in_flight:
+            if self.halted.is_set():
                 raise Halted("consumer halted; waiting for shutdown")
-            if pending:
-                records = pending.records() + records  # ahead: a partition's order is kept
-            pending.fetched(msg.raw_message)
-            report, offsets = await apply(records)
+            if self.pending:
+                records = self.pending.records() + records  # ahead: a partition's order is kept
+            self.pending.fetched(msg.raw_message)
+            report, offsets = await self.apply(records)
             applied = time.perf_counter()
-            await commit(msg, offsets)
+            await self.commit(msg, offsets)
             if offsets is not None:
-                schedule_retry()
+                self.schedule_retry()
         done = time.perf_counter()
         if batches.isEnabledFor(logging.DEBUG):
             batches.debug(
@@ -354,7 +281,38 @@ def subscribe(
         _log_report(report)
         stamps = [r.timestamp for r in msg.raw_message if r.timestamp is not None]
         oldest = time.time() - min(stamps) / 1000 if stamps else None
-        on_committed(report, done - started, oldest)
+        self._on_committed(report, done - started, oldest)
 
-    subscriber(consume)
+
+def subscribe(
+    broker: KafkaBroker,
+    settings: Settings,
+    processor: BatchProcessor,
+    on_committed: Callable[[BatchReport, float, float | None], None],
+    on_fatal: Callable[[BaseException], None],
+    alignment: Alignment | None = None,
+) -> KafkaSubscriber:
+    """Subscribes the batch handler; on_committed(report, seconds, oldest record's age).
+
+    `alignment` is the one the handler holds records with (None: nothing is ever held)."""
+    consumer = _InputConsumer(settings, processor, on_committed, on_fatal, alignment)
+    subscriber = broker.subscriber(
+        *settings.topics.inputs,
+        batch=True,
+        group_id=settings.consumer_group,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.MANUAL,
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(settings.session_timeout_ms // 3, 500),
+        partition_assignment_strategy=ASSIGNORS,
+        listener=DrainOnRevoke(consumer.in_flight, consumer.assignment_changed),
+        parser=tolerant_parser,
+        decoder=no_decoder,
+        title="auto-topup-inputs",
+        include_in_schema=False,
+    )
+    consumer.subscriber = subscriber
+    subscriber(consumer.consume)
     return subscriber

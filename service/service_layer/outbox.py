@@ -49,7 +49,7 @@ def output_record(
 
 # What a dead letter keeps of the original record, at most (contract v2: the input limit, so
 # that no dead letter is too big to publish). With the dlq_* headers (the detail is at most 1,000
-# characters), a dead letter is under 200 KiB: see MAX_RECORD_BYTES in adapters/kafka/relay.py.
+# characters), a dead letter is under 200 KiB: see MAX_RECORD_BYTES in adapters/kafka/producer.py.
 DEAD_LETTER_VALUE_BYTES: Final = MAX_MESSAGE_BYTES
 DEAD_LETTER_KEY_BYTES: Final = MAX_MESSAGE_BYTES
 DEAD_LETTER_HEADER_BYTES: Final = MAX_MESSAGE_BYTES

@@ -20,7 +20,7 @@ import pytest
 
 from service.adapters.postgres.errors import is_transient
 from service.adapters.postgres.store import PgUnitOfWork
-from service.bootstrap import prepare_database
+from service.adapters.startup import prepare_database
 from service.config import Settings, Topics
 from service.domain.rules import Policy
 from service.service_layer.handlers import BatchHandler, BatchReport

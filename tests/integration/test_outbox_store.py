@@ -10,7 +10,6 @@ from importlib.resources import files
 import asyncpg
 import pytest
 
-from service.adapters.kafka.relay import PgOutboxRows
 from service.adapters.postgres.outbox_admin import (
     RecordNotFound,
     RecordNotRetriable,
@@ -18,6 +17,7 @@ from service.adapters.postgres.outbox_admin import (
     set_aside_count,
     troubled_records,
 )
+from service.adapters.postgres.outbox_store import PgOutboxRows
 from service.adapters.postgres.sql import q
 from service.adapters.postgres.store import PgUnitOfWork
 from service.service_layer.outbox import dead_letter_key

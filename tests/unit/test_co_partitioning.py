@@ -13,7 +13,8 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from service.config import Topics
-from service.entrypoints.consumer import ASSIGNORS, Pending, not_co_partitioned
+from service.entrypoints.consumer import ASSIGNORS, not_co_partitioned
+from service.entrypoints.held_records import Pending
 from service.service_layer.alignment import Held
 from service.service_layer.ports import InputRecord
 

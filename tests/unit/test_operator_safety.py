@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from service.entrypoints.cli import cli
-from service.entrypoints.cli_dlq import DeadLetter, Selection
+from service.service_layer.dead_letters import DeadLetter, Selection
 from service.service_layer.replay import ReplayRow, csv_cell, write_report
 
 

@@ -28,10 +28,10 @@ from aiokafka.errors import (
 from service.adapters.kafka.relay import (
     RETRY_FIRST_SECONDS,
     RETRY_MAX_SECONDS,
-    LeasedRow,
     OutboxRelay,
     retry_delay,
 )
+from service.service_layer.outbox_rows import LeasedRow
 
 INVOICES, CREDITS, DEAD = "invoice-requested", "credit-issued", "dead-letter"
 

@@ -12,7 +12,7 @@ import base64
 import hashlib
 from datetime import UTC, datetime
 
-from service.adapters.kafka.relay import MAX_RECORD_BYTES
+from service.adapters.kafka.producer import MAX_RECORD_BYTES
 from service.contract import messages
 from service.contract.codec import MAX_MESSAGE_BYTES, Invalid
 from service.service_layer.outbox import dead_letter_key, dead_letter_record

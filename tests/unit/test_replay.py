@@ -13,11 +13,12 @@ import pytest
 import typer
 from aiokafka import ConsumerRecord, TopicPartition
 
+from service.adapters.kafka.time_merge import TimeMerge
+from service.adapters.kafka.window import Window
 from service.adapters.memory import MemoryDatabase
 from service.config import Topics
 from service.domain import rules
 from service.domain.model import Origin, PaymentMethod, Settings, Wallet
-from service.entrypoints.cli_replay import TimeMerge, Window
 from service.entrypoints.cli_support import parse_time
 from service.service_layer.handlers import BatchHandler
 from service.service_layer.ports import DecisionLog, InputRecord, OutboxRecord

@@ -30,12 +30,10 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-import asyncpg
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     CorruptRecordException,
     InvalidMessageError,
@@ -52,28 +50,11 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from service.adapters.kafka.topics import restore_topics
-from service.adapters.postgres.sql import q
-from service.config import Settings
+from service.adapters.kafka.producer import REQUEST_TIMEOUT_MS, TopicRestorer
+from service.service_layer.outbox_rows import LeasedRow, OutboxRows
 from service.service_layer.worker import Worker
 
 log = logging.getLogger(__name__)
-
-# The largest record the service makes is a dead letter: at most 64 KiB each of the original
-# value, key and headers (service/service_layer/outbox.py) and a few KiB of dlq_* headers, under
-# 200 KiB in all; output events are a few hundred bytes. The producer's request limit leaves
-# five times that (aiokafka checks it on the uncompressed record).
-MAX_RECORD_BYTES: Final = 200 * 1024
-MAX_REQUEST_BYTES: Final = 1024 * 1024
-# gzip: in the standard library (lz4 / zstd / snappy need another package), and dead letters
-# (JSON) shrink several times. The broker checks max.message.bytes on the compressed batch.
-COMPRESSION: Final = "gzip"
-# max.message.bytes of the topics the service creates for what the relay publishes: Kafka's own
-# default (1 MiB and a batch's 12 bytes of log overhead), stated so that a broker configured
-# lower does not refuse a dead letter the producer accepts. Output topics made by someone else
-# need at least 256 KiB (the default 1 MiB is plenty).
-TOPIC_MAX_MESSAGE_BYTES: Final = MAX_REQUEST_BYTES + 12
-REQUEST_TIMEOUT_MS: Final = 15_000
 
 # A round fits in its lease (30 s) even when Kafka is away: a topic's metadata is awaited 5 s,
 # a batch expires request_timeout_ms after it was queued (the producer is not idempotent) so
@@ -120,71 +101,10 @@ TOPIC_GONE: Final = (
 )
 
 
-def make_producer(bootstrap: str) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        client_id="auto-topup-relay",
-        acks="all",
-        enable_idempotence=False,  # see the module's docstring
-        compression_type=COMPRESSION,
-        max_request_size=MAX_REQUEST_BYTES,
-        linger_ms=2,
-        request_timeout_ms=REQUEST_TIMEOUT_MS,
-    )
-
-
-def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
-    """The configs of the topics the service creates: the dead-letter topic takes the largest
-    record the relay may send, whatever the broker's default (README: Dead letters)."""
-    return {settings.topics.dead_letter: {"max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES)}}
-
-
-def topic_restorer(settings: Settings) -> TopicRestorer:
-    """Output topics deleted while the service runs are created again (the service creates
-    the topics it misses), as at start."""
-
-    async def restore(names: Collection[str]) -> list[str]:
-        return await restore_topics(
-            settings.kafka_bootstrap_servers,
-            names,
-            settings.topic_partitions,
-            settings.topic_replication_factor,
-            topic_configs=topic_configs(settings),
-        )
-
-    return restore
-
-
 def retry_delay(attempts: int) -> float:
     """Seconds before the next send of a record whose send failed `attempts` times so far."""
     doublings = min(max(attempts - 1, 0), 20)
     return min(RETRY_FIRST_SECONDS * float(1 << doublings), RETRY_MAX_SECONDS)
-
-
-@dataclass(frozen=True, slots=True)
-class LeasedRow:
-    id: int
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Any  # jsonb: [[name, base64 value], ...]
-    attempts: int  # failed sends before this one
-
-
-class OutboxRows(Protocol):
-    """The relay's side of the outbox table."""
-
-    async def lease(self, limit: int, seconds: float) -> list[LeasedRow]:
-        """Up to `limit` records due (not published, not set aside, not waiting for a retry),
-        oldest first, kept from other relays for `seconds`."""
-
-    async def published(self, ids: Sequence[int]) -> None: ...
-
-    async def retry_later(self, failed: Sequence[tuple[int, str, float]]) -> None:
-        """(id, error, seconds): sent again no sooner than that."""
-
-    async def set_aside(self, refused: Sequence[tuple[int, str]]) -> None:
-        """(id, error): refused for good, no longer sent until an operator retries it."""
 
 
 class Producer(Protocol):
@@ -203,38 +123,6 @@ class Producer(Protocol):
     async def partitions_for(self, topic: str) -> Any: ...
 
     async def stop(self) -> None: ...
-
-
-# Given topics whose sends failed as if they were gone: re-creates those that are missing (when
-# allowed) and returns those that are missing and cannot be created.
-TopicRestorer = Callable[[Collection[str]], Awaitable[Collection[str]]]
-
-
-class PgOutboxRows:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    async def lease(self, limit: int, seconds: float) -> list[LeasedRow]:
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(q("lease_outbox"), limit, seconds)
-        return [
-            LeasedRow(r["id"], r["topic"], r["key"], r["value"], r["headers"], r["attempts"])
-            for r in sorted(rows, key=lambda r: int(r["id"]))
-        ]
-
-    async def published(self, ids: Sequence[int]) -> None:
-        if ids:
-            await self._pool.execute(q("mark_published"), list(ids))
-
-    async def retry_later(self, failed: Sequence[tuple[int, str, float]]) -> None:
-        if failed:
-            ids, errors, delays = zip(*failed, strict=True)
-            await self._pool.execute(q("postpone_outbox"), ids, errors, delays)
-
-    async def set_aside(self, refused: Sequence[tuple[int, str]]) -> None:
-        if refused:
-            ids, errors = zip(*refused, strict=True)
-            await self._pool.execute(q("set_aside_outbox"), ids, errors)
 
 
 @dataclass(slots=True)
@@ -257,7 +145,7 @@ def describe(exc: BaseException) -> str:
 class OutboxRelay:
     def __init__(
         self,
-        pool: asyncpg.Pool | OutboxRows,
+        rows: OutboxRows,
         producer: Producer,
         *,
         restore_topics: TopicRestorer | None = None,
@@ -268,7 +156,7 @@ class OutboxRelay:
     ) -> None:
         """`restore_topics`: see TopicRestorer; without it, a topic that seems gone is only
         retried."""
-        self._rows: OutboxRows = PgOutboxRows(pool) if isinstance(pool, asyncpg.Pool) else pool
+        self._rows = rows
         self._producer = producer
         self._restore = restore_topics
         self._batch_size = batch_size

@@ -14,7 +14,7 @@ from service.adapters.postgres.sql import q
 from service.adapters.postgres.store import Connection, PgBatchStore
 from service.config import Topics
 from service.domain.model import daily_key
-from service.service_layer.charger import charge_outcome
+from service.service_layer.charger import ChargeOutcome, charge_outcome
 from service.service_layer.payments import ChargeResult, ChargeStatus
 
 QUERY_TIMEOUT_SECONDS = 10.0
@@ -110,6 +110,50 @@ async def charge_gauges(pool: asyncpg.Pool) -> ChargeGauges:
     return ChargeGauges(int(row["needs_review"]), row["oldest_unresolved"])
 
 
+async def _lock_resolvable(
+    conn: Connection, customer_id: str, business_date: date
+) -> asyncpg.Record:
+    """The charge's row, locked; ChargeNotFound / ChargeNotResolvable (not in needs_review)."""
+    row = await conn.fetchrow(
+        q("lock_charge"), customer_id, business_date, timeout=QUERY_TIMEOUT_SECONDS
+    )
+    if row is None:
+        raise ChargeNotFound(daily_key(customer_id, business_date))
+    if row["phase"] != RESOLVABLE_PHASE:
+        raise ChargeNotResolvable(daily_key(customer_id, business_date), row["phase"])
+    return row
+
+
+async def _audit(
+    conn: Connection,
+    row: asyncpg.Record,
+    decision: ChargeResult,
+    outcome: ChargeOutcome,
+    *,
+    by: str,
+    why: str,
+    now: datetime,
+) -> int:
+    """The charge_audit row of a resolution; its id."""
+    customer_id, business_date = row["customer_id"], row["business_date"]
+    audit_id = await conn.fetchval(
+        q("insert_charge_audit"),
+        customer_id,
+        business_date,
+        daily_key(customer_id, business_date),
+        row["phase"],
+        "succeeded" if decision.status is ChargeStatus.SUCCEEDED else "failed",
+        outcome.reason,
+        decision.payment_intent_id or row["stripe_payment_intent_id"],
+        outcome.record.dedupe_key,
+        by,
+        why,
+        now,
+        timeout=QUERY_TIMEOUT_SECONDS,
+    )
+    return int(audit_id)
+
+
 async def resolve(
     conn: Connection,
     customer_id: str,
@@ -130,12 +174,8 @@ async def resolve(
     key = daily_key(customer_id, business_date)
     t = QUERY_TIMEOUT_SECONDS
     async with conn.transaction():
-        row = await conn.fetchrow(q("lock_charge"), customer_id, business_date, timeout=t)
-        if row is None:
-            raise ChargeNotFound(key)
+        row = await _lock_resolvable(conn, customer_id, business_date)
         old_phase = row["phase"]
-        if old_phase != RESOLVABLE_PHASE:
-            raise ChargeNotResolvable(key, old_phase)
         charge = pending_from_row(row)
         outcome = charge_outcome(topics, charge, decision, now)
         settled = await conn.fetchval(
@@ -150,21 +190,7 @@ async def resolve(
         )
         assert settled is not None  # the row is locked and was in needs_review
         await PgBatchStore(conn).add_outbox([outcome.record])
-        audit_id = await conn.fetchval(
-            q("insert_charge_audit"),
-            customer_id,
-            business_date,
-            key,
-            old_phase,
-            "succeeded" if decision.status is ChargeStatus.SUCCEEDED else "failed",
-            outcome.reason,
-            decision.payment_intent_id or row["stripe_payment_intent_id"],
-            outcome.record.dedupe_key,
-            by,
-            why,
-            now,
-            timeout=t,
-        )
+        audit_id = await _audit(conn, row, decision, outcome, by=by, why=why, now=now)
     return Resolution(
         daily_key=key,
         old_phase=old_phase,
@@ -173,5 +199,5 @@ async def resolve(
         payment_intent_id=decision.payment_intent_id,
         event_id=outcome.record.dedupe_key,
         topic=outcome.record.topic,
-        audit_id=int(audit_id),
+        audit_id=audit_id,
     )

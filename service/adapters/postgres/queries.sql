@@ -507,3 +507,7 @@ SELECT
     (SELECT min(last_at) FROM decision_summary WHERE last_at < $4) AS decision_summary,
     (SELECT min(resolved_at) FROM charge_audit WHERE resolved_at < $5) AS charge_audit,
     (SELECT min(reset_at) FROM counter_audit WHERE reset_at < $6) AS counter_audit;
+
+-- name: ping
+-- Readiness (/readyz): the database answers a query.
+SELECT 1;

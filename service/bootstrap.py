@@ -197,6 +197,7 @@ class Service:
             lookup_after=timedelta(seconds=settings.stripe_lookup_after_seconds),
             key_horizon=timedelta(seconds=settings.stripe_key_horizon_seconds),
             on_published=relay.wake,
+            rails=settings.policy.rails,
         )
         self.charger.start()
         self.metrics.watch_charges(pool, self.clock)

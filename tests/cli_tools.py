@@ -26,7 +26,7 @@ CLI_SECONDS = 120.0
 def cli_command(*args: str) -> list[str]:
     """`auto-topup *args`: the installed script next to this interpreter, else the module."""
     exe = shutil.which("auto-topup", path=str(Path(sys.executable).parent))
-    return [exe, *args] if exe else [sys.executable, "-m", "service.entrypoints.cli", *args]
+    return [exe, *args] if exe else [sys.executable, "-m", "service.main", *args]
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,11 @@ DLQ_ORIGINAL_KEY_SHA256: Final = "dlq_original_key_sha256"
 # The original headers are kept while they add up to at most 64 KiB; this counts those left out.
 DLQ_HEADERS_DROPPED: Final = "dlq_headers_dropped"
 
+# The header `auto-topup dlq redrive` adds to each record it publishes again: where its dead
+# letter was read (topic/partition/offset). A settings event the rules rejected is judged again
+# once per redrive of it (a redelivery of the redriven record is a repeat, as any other).
+REDRIVE: Final = "auto_topup_redrive"
+
 
 def event_id(topup: TopUp, event_type: str) -> str:
     """The deterministic id of the `event_type` event of this top-up's daily key."""

@@ -1,4 +1,5 @@
-"""The `auto-topup` command: the sub-commands are registered here, and only here."""
+"""The operator commands of `auto-topup`, registered here and only here. `run`, which starts
+the service, is added by `service.main` (the top layer), the installed command."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated
 import typer
 
 from service import __version__
-from service.adapters.postgres.connection import DATABASE_ERRORS, POSTGRES_ERRORS, on_connection
+from service.adapters.postgres.connection import DATABASE_ERRORS, on_connection
 from service.entrypoints import logs
 from service.entrypoints.cli_admin import admin
 from service.entrypoints.cli_charges import charges
@@ -56,24 +57,6 @@ def _options(
 
 
 @cli.command()
-def run() -> None:
-    """Run the service in the foreground until SIGTERM or SIGINT."""
-    settings = load_settings(stripe=True)
-    logs.configure(settings.log_level)
-    # The one import of the top layer: `run` starts what bootstrap wires.
-    from service.bootstrap import build
-
-    service = build(settings)
-    try:
-        asyncio.run(service.app.run())
-    except POSTGRES_ERRORS as exc:
-        # Start-up stopped on what no wait fixes (until_it_works): one line, exit code 2 for
-        # a misconfiguration (DATABASE_URL), 1 otherwise.
-        database_failed(exc)
-    raise typer.Exit(service.exit_code)
-
-
-@cli.command()
 def migrate() -> None:
     """Apply the database migrations and exit."""
     settings = load_settings()
@@ -85,11 +68,3 @@ def migrate() -> None:
     except DATABASE_ERRORS as exc:
         database_failed(exc)
     typer.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
-
-
-def main() -> None:
-    cli()
-
-
-if __name__ == "__main__":
-    main()

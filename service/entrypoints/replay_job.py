@@ -23,6 +23,7 @@ from service.adapters.postgres.read_models import (
     NotMigrated,
     outbox_backlog,
     read_only_pool,
+    rejections_loader,
     wallet_loader,
 )
 from service.adapters.postgres.store import PgUnitOfWork
@@ -131,7 +132,7 @@ class Replay:
         except NotMigrated as exc:
             raise ReplayError(str(exc)) from None
         stack.push_async_callback(pool.close)
-        return MemoryDatabase(wallet_loader(pool)).unit_of_work
+        return MemoryDatabase(wallet_loader(pool), rejections_loader(pool)).unit_of_work
 
     async def _live(
         self, stack: contextlib.AsyncExitStack

@@ -65,7 +65,7 @@ from service.service_layer.payments import (
     adopt,
 )
 from service.service_layer.ports import Clock
-from service.service_layer.worker import Worker
+from service.service_layer.worker import Background, Worker
 
 __all__ = [
     "KEY_HORIZON",
@@ -110,7 +110,12 @@ def _warn_if_doubled(key: str, found: list[ChargeResult], adopted: ChargeResult)
         )
 
 
-class Charger:
+class Charger(Background):
+    _unfinished = (
+        "stopped with Stripe charges in flight after %.1fs; they resume under the same "
+        "idempotency key after their lease"
+    )
+
     def __init__(
         self,
         store: ChargeStore,
@@ -147,20 +152,6 @@ class Charger:
         self._on_published = on_published
         self._rails = rails
         self._worker = Worker("stripe-charger", self.run_once, poll_interval=poll_interval)
-
-    def wake(self) -> None:
-        self._worker.wake()
-
-    def start(self) -> None:
-        self._worker.start()
-
-    async def stop(self, timeout: float) -> None:
-        """Lets the charges in flight finish (within `timeout`); the rest resume later."""
-        if not await self._worker.stop(timeout):
-            log.warning(
-                "stopped with Stripe charges in flight; they resume under the same "
-                "idempotency key after their lease"
-            )
 
     async def run_once(self) -> int:
         """Leases the due charges and settles them; returns how many it handled."""

@@ -63,6 +63,14 @@ class DeadLetter:
         return _int(self.header(messages.DLQ_OFFSET))
 
     @property
+    def redrive_headers(self) -> tuple[tuple[str, bytes | None], ...]:
+        """The original headers (an earlier redrive's mark left out) and this redrive's mark:
+        where this dead letter was read."""
+        mark = f"{self.topic}/{self.partition}/{self.offset}".encode()
+        kept = tuple((n, v) for n, v in self.original_headers if n != messages.REDRIVE)
+        return (*kept, (messages.REDRIVE, mark))
+
+    @property
     def original_headers(self) -> tuple[tuple[str, bytes | None], ...]:
         """Every header except the dlq_* ones: what the original record carried."""
         return tuple((n, v) for n, v in self.headers if not n.startswith(DLQ_HEADER_PREFIX))

@@ -9,6 +9,7 @@ from enum import StrEnum
 from types import TracebackType
 from typing import NamedTuple, Protocol, Self
 
+from service.contract import messages
 from service.domain.model import BalanceChanged, SettingsUpdated, TopUp, Wallet
 from service.domain.reasons import DECISION_OUTCOMES, DeadLetterReason, RecordOutcome
 from service.domain.values import value
@@ -28,7 +29,7 @@ class InputRecord:
 
 # The header an operator's redrive (`auto-topup dlq redrive`) adds to a record it publishes
 # again: its value makes the record a new judgement of the same event (see SettingsKey).
-REDRIVE_HEADER = "auto_topup_redrive"
+REDRIVE_HEADER = messages.REDRIVE
 
 # A settings event by identity: (customer_id, event_id, redrive), where redrive is the value of
 # the REDRIVE_HEADER header ("" without one). The rules' rejection of one is remembered by it.

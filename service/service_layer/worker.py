@@ -77,3 +77,23 @@ class Worker:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+
+
+class Background:
+    """Something whose work runs in a Worker (`_worker`): woken, started and stopped with it.
+    `_unfinished` says, with the timeout, what is left when a stop runs out of time."""
+
+    _worker: Worker
+    _unfinished: str
+
+    def wake(self) -> None:
+        """Called when there may be work (rows committed, say)."""
+        self._worker.wake()
+
+    def start(self) -> None:
+        self._worker.start()
+
+    async def stop(self, timeout: float) -> None:
+        """Finishes what is in flight (within `timeout`), then stops."""
+        if not await self._worker.stop(timeout):
+            log.warning(self._unfinished, timeout)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from service.adapters.memory import MemoryDatabase
 from service.contract import messages
 from service.service_layer.dead_letters import DeadLetter, plan_redrive
+from service.service_layer.ports import SettingsKey
 
 INPUTS = ("wallet-balance-changed", "settings-updated")
 
@@ -56,3 +60,32 @@ def test_the_same_record_dead_lettered_twice_is_published_once() -> None:
     assert plan.publish == [first]
     assert plan.duplicates == 1
     assert first.original_headers == (("ce_id", b"e1"),)
+
+
+def test_a_redrive_marks_each_record_with_where_its_dead_letter_was_read() -> None:
+    """The mark makes a rejected settings event be judged again, once per dead letter: an
+    earlier redrive's mark is replaced, the original headers are kept, no dlq_* header goes."""
+    once = dead(7, "settings-updated", 2, b"{}", (messages.REDRIVE, b"dlq/0/1"))
+
+    headers = once.redrive_headers
+
+    assert headers == (("ce_id", b"e1"), (messages.REDRIVE, b"dlq/0/7"))
+
+
+async def test_the_in_memory_store_reads_rejections_through_once() -> None:
+    """A dry-run replay sees the rejections PostgreSQL remembers, as the live service would."""
+    known = {("c1", "s-1", "")}
+    asked: list[list[SettingsKey]] = []
+
+    async def rejections(keys: Sequence[SettingsKey]) -> set[SettingsKey]:
+        wanted = list(keys)
+        asked.append(wanted)
+        return {k for k in wanted if k in known}
+
+    db = MemoryDatabase(rejections=rejections)
+    keys = [("c1", "s-1", ""), ("c1", "s-2", "")]
+    for _ in range(2):
+        async with db.unit_of_work() as uow:
+            assert await uow.store.rejected_settings(keys) == {("c1", "s-1", "")}
+            await uow.commit()
+    assert asked == [keys]

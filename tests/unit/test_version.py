@@ -34,7 +34,7 @@ def test_version_option_prints_the_name_and_version_and_exits_0() -> None:
 
 def test_version_option_of_the_installed_command() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "service.entrypoints.cli", "--version"],
+        [sys.executable, "-m", "service.main", "--version"],
         capture_output=True,
         text=True,
         timeout=60,

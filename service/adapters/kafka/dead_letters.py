@@ -132,7 +132,7 @@ async def publish(
                     dead.original_topic,
                     value=dead.value,
                     key=dead.key,
-                    headers=list(dead.original_headers),
+                    headers=list(dead.redrive_headers),
                 )
             except KafkaError as exc:
                 failed.append((dead, describe(exc)))

@@ -52,7 +52,7 @@ from aiokafka.errors import (
 
 from service.adapters.kafka.producer import REQUEST_TIMEOUT_MS, TopicRestorer
 from service.service_layer.outbox_rows import LeasedRow, OutboxRows
-from service.service_layer.worker import Worker
+from service.service_layer.worker import Background, Worker
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,11 @@ def describe(exc: BaseException) -> str:
     return (f"{name}: {text}" if text and name not in text else text or name)[:ERROR_CHARS]
 
 
-class OutboxRelay:
+class OutboxRelay(Background):
+    _unfinished = (
+        "outbox relay did not drain within %.1fs; the rest is published after the next start"
+    )
+
     def __init__(
         self,
         rows: OutboxRows,
@@ -167,22 +171,6 @@ class OutboxRelay:
         )
         self.published = 0
         self.set_aside = 0
-
-    def wake(self) -> None:
-        """Called after a transaction committed outbox rows."""
-        self._worker.wake()
-
-    def start(self) -> None:
-        self._worker.start()
-
-    async def stop(self, timeout: float) -> None:
-        """Publishes what is committed (within `timeout`), then stops."""
-        if not await self._worker.stop(timeout):
-            log.warning(
-                "outbox relay did not drain within %.1fs; the rest is published "
-                "after the next start",
-                timeout,
-            )
 
     async def close(self) -> None:
         await self._producer.stop()

@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 
 import asyncpg
 
-from service.adapters.memory import WalletLoader
+from service.adapters.memory import RejectionLoader, WalletLoader
 from service.adapters.postgres.migrate import migration_files
 from service.adapters.postgres.sql import q
 from service.adapters.postgres.store import wallet_from_row
@@ -20,6 +20,7 @@ from service.service_layer.explain_report import (
     RECENT_BUSINESS_DAYS,
     Snapshot,
 )
+from service.service_layer.ports import SettingsKey
 
 QUERY_TIMEOUT_SECONDS = 10.0
 
@@ -34,6 +35,21 @@ def wallet_loader(pool: asyncpg.Pool) -> WalletLoader:
     async def load(customer_ids: Sequence[str], since: date) -> dict[str, Wallet]:
         rows = await pool.fetch(q("read_wallets"), list(customer_ids), since)
         return {r["customer_id"]: wallet_from_row(r, frozenset(r["taken_dates"])) for r in rows}
+
+    return load
+
+
+def rejections_loader(pool: asyncpg.Pool) -> RejectionLoader:
+    """Reads which settings events PostgreSQL knows as rejected by the rules (plain SELECT)."""
+
+    async def load(keys: Sequence[SettingsKey]) -> set[SettingsKey]:
+        rows = await pool.fetch(
+            q("rejected_settings"),
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+        )
+        return {(r["customer_id"], r["event_id"], r["redrive"]) for r in rows}
 
     return load
 

@@ -275,7 +275,10 @@ async def test_redrive_after_a_fix_publishes_the_original_once_and_is_safe_twice
             ]
             assert redriven.value == future_bytes
             assert redriven.key == customer.encode()
+            # The original headers, and the redrive's mark: where its dead letter was read.
+            mark = redriven.headers.pop(messages.REDRIVE)
             assert redriven.headers == {"trace-id": b"redrive-me"}
+            assert mark.startswith(f"{topics['AUTO_TOPUP_DEAD_LETTER']}/".encode())
             assert await end_offsets(infra.kafka, settings_t) == settings_end  # nothing else
 
             await reader.wait_for(
@@ -350,7 +353,9 @@ async def test_redrive_selects_by_reason_and_never_publishes_elsewhere(
     assert "redriven: 1" in redrive.out
     assert f"original topic {elsewhere} is not an input topic" in redrive.err
     (published,) = await read_topic(infra.kafka, balance_t)
+    mark = published.headers.pop(messages.REDRIVE)
     assert (published.key, published.value, published.headers) == (b"k3", b"{}", {"h": b"1"})
+    assert mark.startswith(f"{topics['AUTO_TOPUP_DEAD_LETTER']}/".encode())
     assert await read_topic(infra.kafka, elsewhere) == []
 
     assert broken.code == 1

@@ -210,6 +210,12 @@ kafka_cluster_id() {
 kafka_launch() {
   if kafka_running; then return 0; fi
   command -v "$JAVA" >/dev/null || die "java not found (set JAVA_HOME or STACK_JAVA)"
+  # Right after a stop (a restart), the ports can take a moment to close: wait up to 10 s.
+  local i
+  for ((i = 0; i < 100; i++)); do
+    tcp_open "$KAFKA_PORT" || tcp_open "$KAFKA_CONTROLLER_PORT" || break
+    sleep 0.1
+  done
   if tcp_open "$KAFKA_PORT" || tcp_open "$KAFKA_CONTROLLER_PORT"; then
     fail_part kafka "port $KAFKA_PORT or $KAFKA_CONTROLLER_PORT is already used by another process"
   fi

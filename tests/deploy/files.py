@@ -19,6 +19,11 @@ K8S = DEPLOY / "k8s"
 DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE = DEPLOY / "docker-compose.yml"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+PROMETHEUS_OPERATOR = K8S / "components" / "prometheus-operator"
+PROMETHEUS_RULE = PROMETHEUS_OPERATOR / "prometheusrule.yaml"
+SERVICE_MONITOR = PROMETHEUS_OPERATOR / "servicemonitor.yaml"
+DASHBOARD = DEPLOY / "grafana" / "auto-topup.json"
+RUNBOOK = ROOT / "docs" / "runbook.md"
 
 KUBERNETES_VERSION = "1.30"  # the oldest Kubernetes the manifests must be valid for
 APP = "auto-topup"  # name of every object, and of the Secret that is not in git

@@ -27,6 +27,7 @@ RUNBOOK = ROOT / "docs" / "runbook.md"
 
 KUBERNETES_VERSION = "1.30"  # the oldest Kubernetes the manifests must be valid for
 APP = "auto-topup"  # name of every object, and of the Secret that is not in git
+MIGRATE_SECRET = "auto-topup-migrate"  # the schema owner's DATABASE_URL, for `migrate` only
 SECRET_SETTINGS = frozenset({"DATABASE_URL", "STRIPE_API_KEY"})
 UID = 10001
 

@@ -7,28 +7,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jsonschema
 import pytest
 
-from tests.deploy.files import PROMETHEUS_RULE, SERVICE_MONITOR, Doc, load_yaml
+from tests.deploy.files import (
+    CR_METADATA,
+    PROMETHEUS_RULE,
+    SERVICE_MONITOR,
+    STRING_MAP,
+    Doc,
+    load_yaml,
+    schema_errors,
+)
 
 # The operator's Duration: e.g. 30s, 1m30s, 5m (Prometheus' duration without the sign).
 _DURATION = {
     "type": "string",
     "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?"
     r"(([0-9]+)ms)?)$",
-}
-_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-_METADATA = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
-        "namespace": {"type": "string"},
-        "labels": _STRING_MAP,
-        "annotations": _STRING_MAP,
-    },
 }
 
 
@@ -41,7 +36,7 @@ def _object(kind: str, spec: Doc) -> Doc:
         "properties": {
             "apiVersion": {"const": "monitoring.coreos.com/v1"},
             "kind": {"const": kind},
-            "metadata": _METADATA,
+            "metadata": CR_METADATA,
             "spec": spec,
         },
     }
@@ -57,7 +52,7 @@ SERVICE_MONITOR_SCHEMA = _object(
             "selector": {
                 "type": "object",
                 "additionalProperties": False,
-                "properties": {"matchLabels": _STRING_MAP},
+                "properties": {"matchLabels": STRING_MAP},
             },
             "namespaceSelector": {
                 "type": "object",
@@ -117,8 +112,8 @@ PROMETHEUS_RULE_SCHEMA = _object(
                                     "expr": {"type": ["string", "integer"]},
                                     "for": _DURATION,
                                     "keep_firing_for": _DURATION,
-                                    "labels": _STRING_MAP,
-                                    "annotations": _STRING_MAP,
+                                    "labels": STRING_MAP,
+                                    "annotations": STRING_MAP,
                                 },
                             },
                         },
@@ -136,9 +131,5 @@ PROMETHEUS_RULE_SCHEMA = _object(
     ids=lambda v: v.name if isinstance(v, Path) else "",
 )
 def test_custom_resource_matches_its_schema(path: Path, schema: Doc) -> None:
-    jsonschema.Draft202012Validator.check_schema(schema)
-    errors = [
-        f"{'.'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}"
-        for e in jsonschema.Draft202012Validator(schema).iter_errors(load_yaml(path))
-    ]
+    errors = schema_errors(schema, load_yaml(path))
     assert not errors, f"{path.name}:\n" + "\n".join(errors)

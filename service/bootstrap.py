@@ -24,6 +24,7 @@ from service.adapters.kafka.topics import NotCoPartitioned
 from service.adapters.postgres.charges import PgChargeStore
 from service.adapters.postgres.connection import Pool, ping
 from service.adapters.postgres.errors import is_transient
+from service.adapters.postgres.migrate import SchemaBehind
 from service.adapters.postgres.outbox_admin import set_aside_count
 from service.adapters.postgres.outbox_store import PgOutboxRows
 from service.adapters.postgres.read_models import outbox_backlog
@@ -32,6 +33,7 @@ from service.adapters.postgres.store import PgUnitOfWork
 from service.adapters.startup import prepare_database, prepare_kafka, tracer, until_it_works
 from service.adapters.stripe_gateway import StripeGateway
 from service.config import Settings
+from service.domain.reasons import ExitCode
 from service.entrypoints.consumer import subscribe
 from service.entrypoints.gc_policy import GcPolicy
 from service.entrypoints.http import HttpServer, Probes
@@ -48,9 +50,6 @@ if TYPE_CHECKING:
     from service.adapters.tracing import OtelTracer
 
 log = logging.getLogger("auto_topup")
-
-# The exit code of `auto-topup run` when the input topics have different partition counts.
-EXIT_NOT_CO_PARTITIONED = 3
 
 
 @dataclass
@@ -157,13 +156,17 @@ class Service:
         # First, so that /healthz answers (and /readyz says why not) while start-up waits.
         self.http = HttpServer(self.probes(), settings.http_host, settings.http_port)
         await self.http.start()
-        self.pool = await until_it_works("PostgreSQL", lambda: prepare_database(settings))
+        migrate = settings.migrate_on_start  # false: only check that the schema is current
         try:
+            self.pool = await until_it_works(
+                "PostgreSQL", lambda: prepare_database(settings, migrate_schema=migrate)
+            )
             producer = await until_it_works("Kafka", lambda: prepare_kafka(settings))
-        except NotCoPartitioned as exc:
-            # One line, then a clean stop before anything is consumed (README: exit code 3).
+        except (SchemaBehind, NotCoPartitioned) as exc:
+            # One line, then a clean stop before anything is consumed (exit code 4 or 3).
             log.critical("refusing to start: %s", exc)
-            self.exit_code = EXIT_NOT_CO_PARTITIONED
+            behind = isinstance(exc, SchemaBehind)
+            self.exit_code = ExitCode.SCHEMA_BEHIND if behind else ExitCode.NOT_CO_PARTITIONED
             self.app.exit()
             await asyncio.Event().wait()  # the shutdown cancels this start-up
             return

@@ -255,6 +255,11 @@ class Settings(BaseSettings):
     def dsn(self) -> str:
         return str(self.database_url)
 
+    # `run` applies the database migrations at start-up (true), or only checks that the schema
+    # is current and stops if not (false: where a job with a role that may change the schema
+    # runs `auto-topup migrate`, and the service's role may not).
+    migrate_on_start: bool = Field(True, validation_alias="AUTO_TOPUP_MIGRATE_ON_START")
+
 
 def describe_error(exc: Exception) -> str:
     """One line per bad setting, naming the environment variable."""

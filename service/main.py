@@ -11,10 +11,11 @@ from service.adapters.postgres.connection import POSTGRES_ERRORS
 from service.bootstrap import build
 from service.entrypoints import logs
 from service.entrypoints.cli import cli
+from service.entrypoints.cli_config import environment_help
 from service.entrypoints.cli_support import database_failed, load_settings
 
 
-@cli.command()
+@cli.command(epilog=environment_help())
 def run() -> None:
     """Run the service in the foreground until SIGTERM or SIGINT."""
     settings = load_settings(stripe=True)

@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError
 from service.adapters.kafka.producer import make_producer, topic_configs
 from service.adapters.kafka.topics import check_co_partitioned, ensure_topics
 from service.adapters.postgres.errors import drop_read_only, is_misconfiguration, is_transient
-from service.adapters.postgres.migrate import migrate
+from service.adapters.postgres.migrate import SchemaBehind, migrate, pending
 from service.config import Settings
 
 if TYPE_CHECKING:
@@ -96,10 +96,14 @@ async def bounded(what: str, wait: float, step: Callable[[], Awaitable[T]]) -> T
         kafka_log.setLevel(level)
 
 
-async def prepare_database(settings: Settings) -> asyncpg.Pool:
+async def prepare_database(settings: Settings, *, migrate_schema: bool = True) -> asyncpg.Pool:
+    """Migrates the database (or, with `migrate_schema` false, raises SchemaBehind when
+    migrations are missing), then opens the pool."""
     conn = await asyncpg.connect(settings.dsn, timeout=10)
     try:
-        applied = await migrate(conn)
+        if not migrate_schema and (missing := await pending(conn)):
+            raise SchemaBehind(missing)
+        applied = await migrate(conn) if migrate_schema else []
         if applied:
             log.info("database migrated: %s", ", ".join(applied))
     finally:

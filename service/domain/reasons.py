@@ -170,4 +170,5 @@ class ExitCode(IntEnum):
     FAILED = 1  # a failure, or nothing to act on
     MISCONFIGURED = 2  # a bad setting or usage
     NOT_CO_PARTITIONED = 3  # `run`: the input topics are not co-partitioned
+    SCHEMA_BEHIND = 4  # `run` with AUTO_TOPUP_MIGRATE_ON_START=false: migrations are missing
     INTERRUPTED = 130  # `replay` interrupted: what it applied is committed

@@ -13,6 +13,7 @@ from service.adapters.postgres.connection import DATABASE_ERRORS, on_connection
 from service.entrypoints import logs
 from service.entrypoints.cli_admin import admin
 from service.entrypoints.cli_charges import charges
+from service.entrypoints.cli_config import config
 from service.entrypoints.cli_dlq import dlq
 from service.entrypoints.cli_explain import explain
 from service.entrypoints.cli_outbox import outbox
@@ -30,6 +31,7 @@ cli.add_typer(dlq, name="dlq")
 cli.add_typer(charges, name="charges")
 cli.add_typer(admin, name="admin")
 cli.add_typer(outbox, name="outbox")
+cli.add_typer(config, name="config")
 cli.command(name="explain")(explain)
 cli.command(name="replay")(replay)
 cli.command(name="prune", help=PRUNE_HELP)(prune)

@@ -1,18 +1,31 @@
 """Prometheus metrics: what operators watch and alert on (see docs/operating.md).
 
 A registry of its own (not the process-global one), so that tests can build as many as they
-like. Counters move when a batch is committed; gauges that cost a query (outbox backlog,
-consumer lag) are read when Prometheus scrapes, so nothing runs when nobody looks.
+like; it carries the standard process, platform and GC collectors too (`process_*`,
+`python_info`, `python_gc_*`) and `auto_topup_build_info`. Counters move when a batch is
+committed; gauges that cost a query (outbox backlog, consumer lag) are read when Prometheus
+scrapes, so nothing runs when nobody looks.
 """
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
+from service import __version__
 from service.adapters.postgres.charge_admin import charge_gauges
 from service.domain.reasons import DECISION_OUTCOMES, RecordOutcome, StripeCallOutcome
 from service.entrypoints.metrics_retention import RetentionMetrics
@@ -33,11 +46,26 @@ _STRIPE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._add_runtime(self.registry)
         self._add_counters(self.registry)
         self._add_histograms(self.registry)
         self._add_gauges(self.registry)
         self._charges: tuple[asyncpg.Pool, Clock] | None = None
         self.retention = RetentionMetrics(self.registry)  # pruning (service_layer/retention.py)
+
+    def _add_runtime(self, r: CollectorRegistry) -> None:
+        """The standard collectors (CPU, memory, file descriptors, the interpreter, GC) and
+        the build: what the default registry would have had, in ours."""
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.build_info = Gauge(
+            "auto_topup_build_info",
+            "Always 1: the version of auto-topup and of Python this instance runs.",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
 
     def _add_counters(self, r: CollectorRegistry) -> None:
         self.events_consumed = Counter(

@@ -7,6 +7,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
 from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
@@ -19,9 +20,15 @@ K8S = DEPLOY / "k8s"
 DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE = DEPLOY / "docker-compose.yml"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+PROMETHEUS_OPERATOR = K8S / "components" / "prometheus-operator"
+PROMETHEUS_RULE = PROMETHEUS_OPERATOR / "prometheusrule.yaml"
+SERVICE_MONITOR = PROMETHEUS_OPERATOR / "servicemonitor.yaml"
+DASHBOARD = DEPLOY / "grafana" / "auto-topup.json"
+RUNBOOK = ROOT / "docs" / "runbook.md"
 
 KUBERNETES_VERSION = "1.30"  # the oldest Kubernetes the manifests must be valid for
 APP = "auto-topup"  # name of every object, and of the Secret that is not in git
+MIGRATE_SECRET = "auto-topup-migrate"  # the schema owner's DATABASE_URL, for `migrate` only
 SECRET_SETTINGS = frozenset({"DATABASE_URL", "STRIPE_API_KEY"})
 UID = 10001
 
@@ -108,6 +115,32 @@ def setting_names() -> frozenset[str]:
         names |= aliases(field)
     assert {"KAFKA_BOOTSTRAP_SERVERS", *SECRET_SETTINGS} <= names, "aliases not found"
     return frozenset(names)
+
+
+# ---------------------------------------------------------------- custom resources' schemas
+
+STRING_MAP: Doc = {"type": "object", "additionalProperties": {"type": "string"}}
+# The metadata a custom resource of these manifests may have.
+CR_METADATA: Doc = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+        "namespace": {"type": "string"},
+        "labels": STRING_MAP,
+        "annotations": STRING_MAP,
+    },
+}
+
+
+def schema_errors(schema: Doc, doc: Any) -> list[str]:
+    """One line per place where `doc` breaks `schema` (a JSON Schema 2020-12, checked first)."""
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return [
+        f"{'.'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}"
+        for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)
+    ]
 
 
 def assert_settings(names: set[str], where: str) -> None:

@@ -9,6 +9,7 @@ import re
 from tests.deploy.files import (
     APP,
     K8S,
+    MIGRATE_SECRET,
     SECRET_SETTINGS,
     UID,
     all_containers,
@@ -18,6 +19,7 @@ from tests.deploy.files import (
     manifests,
     pod_spec,
     setting,
+    setting_default,
 )
 
 # ---------------------------------------------------------------- Kubernetes: consistency
@@ -102,16 +104,26 @@ def test_labels_select_the_pods() -> None:
     assert deployment["spec"]["replicas"] == 2
 
 
-def test_secrets_come_only_from_the_secret() -> None:
-    assert "Secret" not in manifests(), "the Secret is created by hand, never committed"
+# The secrets each container gets, and the Secret each comes from: the service's role and the
+# Stripe key for `run`; only the schema owner's role for `migrate`.
+SECRETS_OF = {
+    "auto-topup": {"DATABASE_URL": APP, "STRIPE_API_KEY": APP},
+    "migrate": {"DATABASE_URL": MIGRATE_SECRET},
+}
+
+
+def test_secrets_come_only_from_the_secrets() -> None:
+    assert "Secret" not in manifests(), "the Secrets are created by hand, never committed"
     assert not SECRET_SETTINGS & config_data().keys(), "a secret in the ConfigMap"
+    assert {c["name"] for c in all_containers()} == SECRETS_OF.keys()
     for container in all_containers():
         env = {e["name"]: e for e in container.get("env", [])}
-        for name in SECRET_SETTINGS:
-            assert name in env, f"{container['name']} needs {name}"
+        expected = SECRETS_OF[container["name"]]
+        assert SECRET_SETTINGS & env.keys() == expected.keys(), container["name"]
+        for name, secret in expected.items():
             assert "value" not in env[name], f"{container['name']}: {name} written in clear"
             ref = env[name]["valueFrom"]["secretKeyRef"]
-            assert (ref["name"], ref["key"]) == (APP, name), f"{container['name']}: {name}"
+            assert (ref["name"], ref["key"]) == (secret, name), f"{container['name']}: {name}"
         for name, entry in env.items():
             if "value" not in entry:
                 assert "secretKeyRef" in entry.get("valueFrom", {}), f"{name}: only secretKeyRef"
@@ -163,3 +175,11 @@ def test_an_init_container_applies_the_migrations() -> None:
     assert init.get("command", []) + init.get("args", []) == ["migrate"]
     assert main_container().get("args") == ["run"]
     assert "command" not in main_container(), "the image's ENTRYPOINT is auto-topup"
+
+
+def test_only_the_init_container_migrates() -> None:
+    # `run` only checks the schema, so that the service's role needs no right to change it.
+    assert setting("AUTO_TOPUP_MIGRATE_ON_START") == "false"
+    assert setting_default("AUTO_TOPUP_MIGRATE_ON_START") is True, "locally, run migrates"
+    (init,) = pod_spec()["initContainers"]
+    assert "STRIPE_API_KEY" not in {e["name"] for e in init.get("env", [])}

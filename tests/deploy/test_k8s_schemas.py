@@ -7,11 +7,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jsonschema
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
-from tests.deploy.files import K8S, KUBERNETES_VERSION, Doc, load_yaml, manifest_files, manifests
+from tests.deploy.files import (
+    CR_METADATA,
+    K8S,
+    KUBERNETES_VERSION,
+    STRING_MAP,
+    Doc,
+    load_yaml,
+    manifest_files,
+    manifests,
+    schema_errors,
+)
 
 # ---------------------------------------------------------------- Kubernetes: schemas
 
@@ -34,7 +43,7 @@ def test_kustomization_lists_every_manifest() -> None:
 # the fields these manifests may use; anything else is rejected. Trigger metadata values are
 # strings (the CRD's metadata is a map of strings).
 _INT32 = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
-_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_STRING_MAP = STRING_MAP
 _BOOL_STRING = {"enum": ["true", "false"]}
 _HPA_RULES = {
     "type": "object",
@@ -96,17 +105,7 @@ SCALED_OBJECT_SCHEMA: Doc = {
     "properties": {
         "apiVersion": {"const": "keda.sh/v1alpha1"},
         "kind": {"const": "ScaledObject"},
-        "metadata": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["name"],
-            "properties": {
-                "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
-                "namespace": {"type": "string"},
-                "labels": _STRING_MAP,
-                "annotations": _STRING_MAP,
-            },
-        },
+        "metadata": CR_METADATA,
         "spec": {
             "type": "object",
             "additionalProperties": False,
@@ -206,12 +205,7 @@ def test_manifest_matches_its_schema(path: Path) -> None:
     doc = load_yaml(path)
     if str(doc.get("apiVersion", "")).startswith("keda.sh/"):
         # A custom resource: the schema below, from KEDA's documentation.
-        jsonschema.Draft202012Validator.check_schema(SCALED_OBJECT_SCHEMA)
-        validator = jsonschema.Draft202012Validator(SCALED_OBJECT_SCHEMA)
-        errors = [
-            f"{'.'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}"
-            for e in validator.iter_errors(doc)
-        ]
+        errors = schema_errors(SCALED_OBJECT_SCHEMA, doc)
         assert not errors, f"{path.name}:\n" + "\n".join(errors)
         return
     # A built-in kind: the official schema of the pinned Kubernetes version.

@@ -12,6 +12,18 @@ log = logging.getLogger(__name__)
 _LOCK_ID = 0x70707570  # advisory lock: one migrator at a time across instances
 
 
+class SchemaBehind(Exception):
+    """The database lacks migrations this version needs (and start-up may not apply them)."""
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(
+            f"the database schema is older than this version: migrations {', '.join(missing)} "
+            "are not applied (AUTO_TOPUP_MIGRATE_ON_START=false): run `auto-topup migrate` "
+            "with a role that may change the schema, then start again"
+        )
+        self.missing = missing
+
+
 def migration_files() -> list[tuple[str, str]]:
     folder = files(__package__).joinpath("migrations")
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
@@ -36,3 +48,11 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
             applied_now.append(version)
             log.info("applied migration %s", version)
     return applied_now
+
+
+async def pending(conn: asyncpg.Connection) -> list[str]:
+    """The migrations not applied yet (all of them in a database never migrated); reads only."""
+    known = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    rows = await conn.fetch("SELECT version FROM schema_migrations") if known else []
+    done = {r["version"] for r in rows}
+    return [version for version, _ in migration_files() if version not in done]

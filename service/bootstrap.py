@@ -20,6 +20,7 @@ from faststream.kafka.subscriber.usecase import BatchSubscriber as KafkaSubscrib
 from service import __version__
 from service.adapters.kafka.producer import topic_restorer
 from service.adapters.kafka.relay import OutboxRelay
+from service.adapters.kafka.security import KafkaRefused, kafka_access
 from service.adapters.kafka.topics import NotCoPartitioned
 from service.adapters.postgres.charges import PgChargeStore
 from service.adapters.postgres.connection import Pool, ping
@@ -51,6 +52,7 @@ log = logging.getLogger("auto_topup")
 
 # The exit code of `auto-topup run` when the input topics have different partition counts.
 EXIT_NOT_CO_PARTITIONED = 3
+EXIT_MISCONFIGURED = 2  # ... and when Kafka refuses its credentials or TLS (KafkaRefused)
 
 
 @dataclass
@@ -160,10 +162,11 @@ class Service:
         self.pool = await until_it_works("PostgreSQL", lambda: prepare_database(settings))
         try:
             producer = await until_it_works("Kafka", lambda: prepare_kafka(settings))
-        except NotCoPartitioned as exc:
-            # One line, then a clean stop before anything is consumed (README: exit code 3).
+        except (NotCoPartitioned, KafkaRefused) as exc:
+            # One line, then a clean stop before anything is consumed (README: exit codes).
             log.critical("refusing to start: %s", exc)
-            self.exit_code = EXIT_NOT_CO_PARTITIONED
+            refused = isinstance(exc, KafkaRefused)
+            self.exit_code = EXIT_MISCONFIGURED if refused else EXIT_NOT_CO_PARTITIONED
             self.app.exit()
             await asyncio.Event().wait()  # the shutdown cancels this start-up
             return
@@ -287,6 +290,7 @@ class Service:
 def _broker(settings: Settings) -> KafkaBroker:
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
+        security=kafka_access(settings).broker_security(),
         acks="all",
         enable_idempotence=True,
         graceful_timeout=settings.shutdown_timeout_seconds,

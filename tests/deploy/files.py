@@ -22,7 +22,15 @@ ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 
 KUBERNETES_VERSION = "1.30"  # the oldest Kubernetes the manifests must be valid for
 APP = "auto-topup"  # name of every object, and of the Secret that is not in git
-SECRET_SETTINGS = frozenset({"DATABASE_URL", "STRIPE_API_KEY"})
+KAFKA_SECRET = "auto-topup-kafka"  # the Kafka credentials and CA, read by the pods and by KEDA
+# The settings that are secrets, and the Secret (not in git) each comes from.
+SECRETS = {
+    "DATABASE_URL": APP,
+    "STRIPE_API_KEY": APP,
+    "KAFKA_SASL_USERNAME": KAFKA_SECRET,
+    "KAFKA_SASL_PASSWORD": KAFKA_SECRET,
+}
+SECRET_SETTINGS = frozenset(SECRETS)
 UID = 10001
 
 Doc = dict[str, Any]

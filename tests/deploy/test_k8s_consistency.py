@@ -7,10 +7,12 @@ from __future__ import annotations
 import re
 
 from tests.deploy.files import (
-    APP,
     K8S,
+    KAFKA_SECRET,
     SECRET_SETTINGS,
+    SECRETS,
     UID,
+    Doc,
     all_containers,
     assert_settings,
     config_data,
@@ -111,7 +113,9 @@ def test_secrets_come_only_from_the_secret() -> None:
             assert name in env, f"{container['name']} needs {name}"
             assert "value" not in env[name], f"{container['name']}: {name} written in clear"
             ref = env[name]["valueFrom"]["secretKeyRef"]
-            assert (ref["name"], ref["key"]) == (APP, name), f"{container['name']}: {name}"
+            assert (ref["name"], ref["key"]) == (SECRETS[name], name), (
+                f"{container['name']}: {name}"
+            )
         for name, entry in env.items():
             if "value" not in entry:
                 assert "secretKeyRef" in entry.get("valueFrom", {}), f"{name}: only secretKeyRef"
@@ -163,3 +167,48 @@ def test_an_init_container_applies_the_migrations() -> None:
     assert init.get("command", []) + init.get("args", []) == ["migrate"]
     assert main_container().get("args") == ["run"]
     assert "command" not in main_container(), "the image's ENTRYPOINT is auto-topup"
+
+
+def _mounted_file(container: Doc, path: str) -> tuple[str, str] | None:
+    """The (Secret, key) a container reads at `path` through a secret volume, or None."""
+    volumes = {v["name"]: v for v in pod_spec()["volumes"]}
+    for mount in container.get("volumeMounts", []):
+        folder = mount["mountPath"].rstrip("/") + "/"
+        secret = volumes[mount["name"]].get("secret")
+        if secret is None or not path.startswith(folder):
+            continue
+        assert mount.get("readOnly") is True, f"{container['name']}: {mount['name']} writable"
+        for item in secret.get("items", []):
+            if folder + item["path"] == path:
+                return secret["secretName"], item["key"]
+    return None
+
+
+def test_kafka_security_is_the_same_for_the_pods_and_for_keda() -> None:
+    protocol = setting("KAFKA_SECURITY_PROTOCOL")
+    mechanism = setting("KAFKA_SASL_MECHANISM")
+    cafile = setting("KAFKA_SSL_CAFILE")
+    assert protocol == "SASL_SSL"
+    (trigger,) = manifests()["ScaledObject"]["spec"]["triggers"]
+    meta = trigger["metadata"]
+    keda_sasl = {
+        "PLAIN": "plaintext",
+        "SCRAM-SHA-256": "scram_sha256",
+        "SCRAM-SHA-512": "scram_sha512",
+    }
+    assert meta["sasl"] == keda_sasl[mechanism]
+    assert meta["tls"] == "enable"
+
+    auth = manifests()["TriggerAuthentication"]
+    assert trigger["authenticationRef"] == {
+        "name": auth["metadata"]["name"],
+        "kind": "TriggerAuthentication",
+    }
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    assert refs["username"] == (KAFKA_SECRET, "KAFKA_SASL_USERNAME")
+    assert refs["password"] == (KAFKA_SECRET, "KAFKA_SASL_PASSWORD")
+    # Every container checks the settings at start-up, KAFKA_SSL_CAFILE (a readable file) too.
+    for container in all_containers():
+        assert _mounted_file(container, cafile) == refs["ca"], (
+            f"{container['name']}: {cafile} is not the CA that KEDA uses"
+        )

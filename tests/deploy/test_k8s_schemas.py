@@ -27,6 +27,7 @@ def test_kustomization_lists_every_manifest() -> None:
         "Service",
         "PodDisruptionBudget",
         "ScaledObject",
+        "TriggerAuthentication",
     }
 
 
@@ -201,13 +202,57 @@ SCALED_OBJECT_SCHEMA: Doc = {
 }
 
 
+# KEDA's TriggerAuthentication, for what these manifests use: parameters from a Secret.
+_KEDA_METADATA = SCALED_OBJECT_SCHEMA["properties"]["metadata"]
+TRIGGER_AUTHENTICATION_SCHEMA: Doc = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "keda.sh/v1alpha1"},
+        "kind": {"const": "TriggerAuthentication"},
+        "metadata": _KEDA_METADATA,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["secretTargetRef"],
+            "properties": {
+                "secretTargetRef": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["parameter", "name", "key"],
+                        "properties": {
+                            # The Kafka scaler's authentication parameters.
+                            "parameter": {
+                                "enum": ["sasl", "username", "password", "tls", "ca", "cert", "key"]
+                            },
+                            "name": {"type": "string", "minLength": 1},
+                            "key": {"type": "string", "minLength": 1},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+KEDA_SCHEMAS = {
+    "ScaledObject": SCALED_OBJECT_SCHEMA,
+    "TriggerAuthentication": TRIGGER_AUTHENTICATION_SCHEMA,
+}
+
+
 @pytest.mark.parametrize("path", manifest_files(), ids=lambda p: p.name)
 def test_manifest_matches_its_schema(path: Path) -> None:
     doc = load_yaml(path)
     if str(doc.get("apiVersion", "")).startswith("keda.sh/"):
-        # A custom resource: the schema below, from KEDA's documentation.
-        jsonschema.Draft202012Validator.check_schema(SCALED_OBJECT_SCHEMA)
-        validator = jsonschema.Draft202012Validator(SCALED_OBJECT_SCHEMA)
+        # A custom resource: a schema below, from KEDA's documentation.
+        schema = KEDA_SCHEMAS[doc.get("kind", "ScaledObject")]
+        jsonschema.Draft202012Validator.check_schema(schema)
+        validator = jsonschema.Draft202012Validator(schema)
         errors = [
             f"{'.'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}"
             for e in validator.iter_errors(doc)

@@ -202,17 +202,13 @@ SCALED_OBJECT_SCHEMA: Doc = {
 }
 
 
-# KEDA's TriggerAuthentication, for what these manifests use: parameters from a Secret.
-_KEDA_METADATA = SCALED_OBJECT_SCHEMA["properties"]["metadata"]
+# KEDA's TriggerAuthentication, for what these manifests use: parameters from a Secret (the
+# same envelope as the ScaledObject's).
 TRIGGER_AUTHENTICATION_SCHEMA: Doc = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["apiVersion", "kind", "metadata", "spec"],
+    **SCALED_OBJECT_SCHEMA,
     "properties": {
-        "apiVersion": {"const": "keda.sh/v1alpha1"},
+        **SCALED_OBJECT_SCHEMA["properties"],
         "kind": {"const": "TriggerAuthentication"},
-        "metadata": _KEDA_METADATA,
         "spec": {
             "type": "object",
             "additionalProperties": False,

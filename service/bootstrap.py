@@ -20,6 +20,7 @@ from faststream.kafka.subscriber.usecase import BatchSubscriber as KafkaSubscrib
 from service import __version__
 from service.adapters.kafka.producer import topic_restorer
 from service.adapters.kafka.relay import OutboxRelay
+from service.adapters.kafka.security import KafkaRefused, kafka_access
 from service.adapters.kafka.topics import NotCoPartitioned
 from service.adapters.postgres.charges import PgChargeStore
 from service.adapters.postgres.connection import Pool, ping
@@ -30,16 +31,21 @@ from service.adapters.postgres.outbox_store import PgOutboxRows
 from service.adapters.postgres.read_models import outbox_backlog
 from service.adapters.postgres.retention import connect_retention_store
 from service.adapters.postgres.store import PgUnitOfWork
-from service.adapters.startup import prepare_database, prepare_kafka, tracer, until_it_works
+from service.adapters.startup import (
+    prepare_database,
+    prepare_kafka,
+    refusal_code,
+    tracer,
+    until_it_works,
+)
 from service.adapters.stripe_gateway import StripeGateway
 from service.config import Settings
-from service.domain.reasons import ExitCode
 from service.entrypoints.consumer import subscribe
 from service.entrypoints.gc_policy import GcPolicy
 from service.entrypoints.http import HttpServer, Probes
 from service.entrypoints.metrics import Metrics, TimedGateway
 from service.entrypoints.runtime_stats import GcPauses, rss_kb
-from service.service_layer.alignment import Alignment
+from service.service_layer.alignment import configured_alignment
 from service.service_layer.charger import Charger
 from service.service_layer.handlers import BatchHandler, BatchReport
 from service.service_layer.ports import Clock
@@ -162,11 +168,10 @@ class Service:
                 "PostgreSQL", lambda: prepare_database(settings, migrate_schema=migrate)
             )
             producer = await until_it_works("Kafka", lambda: prepare_kafka(settings))
-        except (SchemaBehind, NotCoPartitioned) as exc:
-            # One line, then a clean stop before anything is consumed (exit code 4 or 3).
+        except (SchemaBehind, NotCoPartitioned, KafkaRefused) as exc:
+            # One line, then a clean stop before anything is consumed (exit code 4, 3 or 2).
             log.critical("refusing to start: %s", exc)
-            behind = isinstance(exc, SchemaBehind)
-            self.exit_code = ExitCode.SCHEMA_BEHIND if behind else ExitCode.NOT_CO_PARTITIONED
+            self.exit_code = refusal_code(exc)
             self.app.exit()
             await asyncio.Event().wait()  # the shutdown cancels this start-up
             return
@@ -290,6 +295,7 @@ class Service:
 def _broker(settings: Settings) -> KafkaBroker:
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
+        security=kafka_access(settings).broker_security(),
         acks="all",
         enable_idempotence=True,
         graceful_timeout=settings.shutdown_timeout_seconds,
@@ -309,18 +315,6 @@ def _clock(settings: Settings) -> Clock:
     return clock
 
 
-def _alignment(settings: Settings) -> Alignment | None:
-    """Due records wait for the other input topic (contract v2); 0 ms: they never wait."""
-    if settings.input_align_ms <= 0:
-        return None
-    return Alignment(
-        settings.topics.wallet_balance_changed,
-        settings.topics.settings_updated,
-        settings.input_align_ms / 1000,
-        time.monotonic,
-    )
-
-
 def build(settings: Settings) -> Service:
     broker = _broker(settings)
     app = FastStream(broker, logger=logging.getLogger("auto_topup.app"))
@@ -328,7 +322,7 @@ def build(settings: Settings) -> Service:
         raise ValueError("STRIPE_API_KEY is required to run the service")
     tracing = tracer(settings)
     service = Service(settings, broker, app, clock=_clock(settings), tracing=tracing)
-    alignment = _alignment(settings)
+    alignment = configured_alignment(settings)
     handler = BatchHandler(
         service.unit_of_work,
         service.clock,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -14,6 +15,7 @@ from pydantic import (
     SecretStr,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -49,6 +51,10 @@ class Topics(BaseModel):
         )
 
 
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
 def _topic(name: str, default: str) -> str:
     return Field(
         default=default,
@@ -63,6 +69,18 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         "localhost:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS", min_length=1
     )
+    # Kafka security (service/adapters/kafka/security.py turns them into client arguments).
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        "PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL"
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = Field(
+        None, validation_alias="KAFKA_SASL_MECHANISM"
+    )
+    kafka_sasl_username: str | None = Field(None, validation_alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr | None = Field(None, validation_alias="KAFKA_SASL_PASSWORD")
+    kafka_ssl_cafile: str | None = Field(None, validation_alias="KAFKA_SSL_CAFILE")
+    kafka_ssl_certfile: str | None = Field(None, validation_alias="KAFKA_SSL_CERTFILE")
+    kafka_ssl_keyfile: str | None = Field(None, validation_alias="KAFKA_SSL_KEYFILE")
     database_url: PostgresDsn = Field(
         PostgresDsn("postgresql://postgres@127.0.0.1:54320/auto_topup"),
         validation_alias="DATABASE_URL",
@@ -196,6 +214,14 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value
 
+    @model_validator(mode="after")
+    def _kafka_security_consistent(self) -> Settings:
+        # One line per problem, naming the variables (describe_error prints it as it is).
+        problem = kafka_security_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
     @field_validator("stripe_key_horizon_seconds")
     @classmethod
     def _horizon_after_lookup(cls, value: float, info: ValidationInfo) -> float:
@@ -261,6 +287,44 @@ class Settings(BaseSettings):
     migrate_on_start: bool = Field(True, validation_alias="AUTO_TOPUP_MIGRATE_ON_START")
 
 
+def kafka_security_problem(s: Settings) -> str | None:
+    """What is wrong with the KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_* settings
+    taken together, or None."""
+    protocol = s.kafka_security_protocol
+    sasl, tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
+    password = s.kafka_sasl_password
+    given = {
+        "KAFKA_SASL_MECHANISM": s.kafka_sasl_mechanism,
+        "KAFKA_SASL_USERNAME": s.kafka_sasl_username,
+        "KAFKA_SASL_PASSWORD": password.get_secret_value() if password is not None else None,
+    }
+    if sasl:
+        missing = [name for name, value in given.items() if not value]
+        if missing:
+            return f"KAFKA_SECURITY_PROTOCOL={protocol} needs {', '.join(missing)}"
+    elif any(given.values()):
+        named = ", ".join(name for name, value in given.items() if value)
+        return f"{named} need KAFKA_SECURITY_PROTOCOL SASL_PLAINTEXT or SASL_SSL, not {protocol}"
+    files = {
+        "KAFKA_SSL_CAFILE": s.kafka_ssl_cafile,
+        "KAFKA_SSL_CERTFILE": s.kafka_ssl_certfile,
+        "KAFKA_SSL_KEYFILE": s.kafka_ssl_keyfile,
+    }
+    if not tls and any(files.values()):
+        named = ", ".join(name for name, value in files.items() if value)
+        return f"{named} need KAFKA_SECURITY_PROTOCOL SSL or SASL_SSL, not {protocol}"
+    unreadable = [f"{name}={path}" for name, path in files.items() if path and not _readable(path)]
+    if unreadable:
+        return f"no such readable file: {', '.join(unreadable)}"
+    if s.kafka_ssl_keyfile and not s.kafka_ssl_certfile:
+        return "KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE (the client certificate)"
+    return None
+
+
+def _readable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.R_OK)
+
+
 def describe_error(exc: Exception) -> str:
     """One line per bad setting, naming the environment variable."""
     from pydantic import ValidationError
@@ -270,5 +334,8 @@ def describe_error(exc: Exception) -> str:
     lines = []
     for err in exc.errors(include_url=False, include_input=False):
         name = ".".join(str(p) for p in err["loc"])
+        if not name:  # a check of several settings together: its message names them
+            lines.append(f"configuration error: {err['msg'].removeprefix('Value error, ')}")
+            continue
         lines.append(f"configuration error: {name}: {err['msg']}")
     return "\n".join(lines)

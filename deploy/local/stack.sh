@@ -8,14 +8,15 @@
 # $STACK_CACHE_DIR/kafka-<version>/libs (default $REPO/.cache).
 #
 # Usage: deploy/local/stack.sh COMMAND
-#   up | down | status | env | logs | reset
-#   start-kafka | stop-kafka | restart-kafka
+#   up | down | status | env | env-sasl | logs | reset
+#   start-kafka | stop-kafka | restart-kafka | reset-kafka
 #   start-postgres | stop-postgres | restart-postgres
 #   start-localstripe | stop-localstripe | restart-localstripe
 #
 # Environment overrides (defaults in brackets):
 #   STACK_DIR [$REPO/.stack]   STACK_CACHE_DIR [$REPO/.cache]
 #   STACK_KAFKA_PORT [9092]    STACK_KAFKA_CONTROLLER_PORT [9093]
+#   STACK_KAFKA_SASL_PORT [9094]  (the SASL_SSL listener: SCRAM-SHA-512 over TLS; `env-sasl`)
 #   STACK_PG_PORT [54320]      STACK_STRIPE_PORT [8420]
 #   STACK_LOCALSTRIPE [$REPO/.venv/bin/localstripe]  (its venv's python runs
 #       deploy/local/localstripe_launch.py; STACK_LOCALSTRIPE_PYTHON overrides)
@@ -32,6 +33,8 @@ STACK_DIR="${STACK_DIR:-$REPO/.stack}"
 STACK_CACHE_DIR="${STACK_CACHE_DIR:-$REPO/.cache}"
 KAFKA_PORT="${STACK_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${STACK_KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_SASL_PORT="${STACK_KAFKA_SASL_PORT:-9094}"
+KAFKA_SASL_USER="auto-topup"
 PG_PORT="${STACK_PG_PORT:-54320}"
 STRIPE_PORT="${STACK_STRIPE_PORT:-8420}"
 PG_DB="auto_topup"
@@ -50,6 +53,7 @@ KAFKA_LIBS="$STACK_CACHE_DIR/kafka-$KAFKA_VERSION/libs"
 RUN_DIR="$STACK_DIR/run"          # pid files and small markers
 LOG_DIR="$STACK_DIR/logs"         # kafka + localstripe logs
 KAFKA_HOME="$STACK_DIR/kafka"     # server.properties, data/
+KAFKA_SECURITY="$KAFKA_HOME/security"  # throwaway CA, broker certificate, SCRAM password
 PG_HOME="$STACK_DIR/postgres"     # data/ and postgres.log, owned by the postgres user
 # (may be a symlink to /var/tmp, see pg_prepare_home: postgres gets the real path)
 [[ -L "$PG_HOME" ]] && PG_HOME="$(readlink -f "$PG_HOME")"
@@ -213,18 +217,22 @@ kafka_launch() {
   # Right after a stop (a restart), the ports can take a moment to close: wait up to 10 s.
   local i
   for ((i = 0; i < 100; i++)); do
-    tcp_open "$KAFKA_PORT" || tcp_open "$KAFKA_CONTROLLER_PORT" || break
+    tcp_open "$KAFKA_PORT" || tcp_open "$KAFKA_CONTROLLER_PORT" || tcp_open "$KAFKA_SASL_PORT" ||
+      break
     sleep 0.1
   done
-  if tcp_open "$KAFKA_PORT" || tcp_open "$KAFKA_CONTROLLER_PORT"; then
-    fail_part kafka "port $KAFKA_PORT or $KAFKA_CONTROLLER_PORT is already used by another process"
+  if tcp_open "$KAFKA_PORT" || tcp_open "$KAFKA_CONTROLLER_PORT" || tcp_open "$KAFKA_SASL_PORT"; then
+    fail_part kafka "port $KAFKA_PORT, $KAFKA_SASL_PORT or $KAFKA_CONTROLLER_PORT is already used by another process"
   fi
   kafka_fetch
   local data="$KAFKA_HOME/data" props="$KAFKA_HOME/server.properties"
   mkdir -p "$data" "$KAFKA_HOME/tmp"
+  kafka_security_material
   sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
+      -e "s|@SASL_PORT@|$KAFKA_SASL_PORT|g" \
       -e "s|@CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
       -e "s|@LOG_DIRS@|$data|g" \
+      -e "s|@SECURITY_DIR@|$KAFKA_SECURITY|g" \
       "$HERE/kafka/server.properties.template" >"$props"
 
   local heap jvm
@@ -237,12 +245,15 @@ kafka_launch() {
     -Dkafka.logs.dir="$LOG_DIR"
     -cp "$KAFKA_LIBS/*")
 
-  # Format the storage only the first time.
+  # Format the storage only the first time, with the SASL_SSL listener's SCRAM user.
   if [[ ! -f "$data/meta.properties" ]]; then
     log "formatting Kafka storage in $data"
     "$JAVA" "${jvm[@]}" kafka.tools.StorageTool format -t "$(kafka_cluster_id)" -c "$props" \
+      --add-scram "SCRAM-SHA-512=[name=$KAFKA_SASL_USER,password=$(<"$KAFKA_SECURITY/sasl-password")]" \
       >>"$KAFKA_OUT" 2>&1 9>&- || fail_part kafka "storage format failed" "$KAFKA_OUT"
+    cp "$KAFKA_SECURITY/sasl-password" "$KAFKA_SECURITY/sasl-password.formatted"
   fi
+  kafka_scram_known || log "$(kafka_scram_missing)"
 
   # Remember where this run's log starts, then launch fully detached.
   if [[ -f "$KAFKA_LOG" ]]; then stat -c %s "$KAFKA_LOG"; else echo 0; fi >"$RUN_DIR/kafka.log-offset"
@@ -253,6 +264,46 @@ kafka_launch() {
   setsid nohup "$JAVA" "${jvm[@]}" kafka.Kafka "$props" </dev/null >>"$KAFKA_OUT" 2>&1 9>&- &
   echo $! >"$KAFKA_PID"
   log "launched Kafka $KAFKA_VERSION (pid $!) on 127.0.0.1:$KAFKA_PORT"
+}
+
+# The SASL_SSL listener's material, made once per stack dir (and again when a part is missing,
+# e.g. in a stack dir made before the listener existed): a throwaway CA, a broker certificate
+# for 127.0.0.1 and localhost signed by it (PEM: key and chain in one file, as Kafka reads it),
+# and the SCRAM user's random password. Nothing here is a real secret; it never leaves $STACK_DIR.
+kafka_security_material() {
+  local d="$KAFKA_SECURITY"
+  mkdir -p "$d"; chmod 0700 "$d"
+  if [[ ! -s "$d/sasl-password" ]]; then
+    (umask 077; head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' >"$d/sasl-password")
+  fi
+  [[ -s "$d/ca.pem" && -s "$d/broker-keystore.pem" ]] && return 0
+  command -v openssl >/dev/null || die "openssl not found (it makes the SASL_SSL listener's certificates)"
+  log "making a throwaway CA and broker certificate in $d"
+  (
+    cd "$d" && umask 077
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.pem \
+      -subj "/CN=auto-topup local stack CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj "/CN=localhost"
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+      "authorityKeyIdentifier=keyid,issuer" "subjectKeyIdentifier=hash" >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile broker.ext -out broker.pem
+    cat broker.key broker.pem ca.pem >broker-keystore.pem
+    chmod 0644 ca.pem                  # clients read it
+  ) >"$LOG_DIR/kafka-tls.log" 2>&1 9>&- || fail_part kafka "openssl could not make the certificates" "$LOG_DIR/kafka-tls.log"
+}
+
+# True when the storage was formatted with the SCRAM user whose password env-sasl prints.
+kafka_scram_known() {
+  cmp -s "$KAFKA_SECURITY/sasl-password" "$KAFKA_SECURITY/sasl-password.formatted" 2>/dev/null
+}
+
+kafka_scram_missing() {
+  printf '%s' "the SASL_SSL listener on 127.0.0.1:$KAFKA_SASL_PORT has no usable user: this " \
+    "stack's Kafka storage was formatted before it (SCRAM users are made at format time). " \
+    "Run '$0 reset-kafka' to re-format Kafka's storage (its topics are lost, PostgreSQL is kept)."
 }
 
 kafka_wait() {
@@ -268,6 +319,14 @@ kafka_wait() {
 
 kafka_start() { kafka_launch; kafka_wait; }
 kafka_stop()  { stop_pid "$KAFKA_PID" 30 "$KAFKA_HOME/server.properties" kafka "${1:-}"; }
+
+# A new Kafka storage (and SCRAM user); the rest of the stack is kept.
+kafka_reset() {
+  kafka_stop
+  log "deleting Kafka's storage in $KAFKA_HOME/data"
+  rm -rf "$KAFKA_HOME/data" "$KAFKA_SECURITY/sasl-password.formatted"
+  kafka_start
+}
 
 # ---------------------------------------------------------------- postgres
 
@@ -534,7 +593,7 @@ cmd_down() {
 
 cmd_status() {
   local k=stopped p=stopped s=stopped
-  kafka_running && k="running (pid $(<"$KAFKA_PID"), 127.0.0.1:$KAFKA_PORT, Kafka $KAFKA_VERSION)"
+  kafka_running && k="running (pid $(<"$KAFKA_PID"), 127.0.0.1:$KAFKA_PORT, SASL_SSL 127.0.0.1:$KAFKA_SASL_PORT, Kafka $KAFKA_VERSION)"
   pg_running && p="running (127.0.0.1:$PG_PORT, $PG_HOME/data)"
   stripe_running && s="running (pid $(<"$STRIPE_PID"), http://127.0.0.1:$STRIPE_PORT)"
   printf 'kafka       %s\npostgres    %s\nlocalstripe %s\n' "$k" "$p" "$s"
@@ -546,6 +605,19 @@ export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT
 export DATABASE_URL=postgresql://postgres@127.0.0.1:$PG_PORT/$PG_DB
 export STRIPE_API_BASE=http://127.0.0.1:$STRIPE_PORT
 export STRIPE_API_KEY=$STRIPE_KEY
+EOF
+}
+
+# The settings of a client of the SASL_SSL listener (after `env`, they point the service at it).
+cmd_env_sasl() {
+  kafka_scram_known || die "$(kafka_scram_missing)"
+  cat <<EOF
+export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_SASL_PORT
+export KAFKA_SECURITY_PROTOCOL=SASL_SSL
+export KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+export KAFKA_SASL_USERNAME=$KAFKA_SASL_USER
+export KAFKA_SASL_PASSWORD=$(<"$KAFKA_SECURITY/sasl-password")
+export KAFKA_SSL_CAFILE=$KAFKA_SECURITY/ca.pem
 EOF
 }
 
@@ -570,11 +642,13 @@ case "${1:-}" in
   down)                cmd_down ;;
   status)              cmd_status ;;
   env)                 cmd_env ;;
+  env-sasl)            cmd_env_sasl ;;
   logs)                cmd_logs ;;
   reset)               cmd_reset ;;
   start-kafka)         take_lock; kafka_start ;;
   stop-kafka)          take_lock; kafka_stop ;;
   restart-kafka)       take_lock; kafka_stop; kafka_start ;;
+  reset-kafka)         take_lock; kafka_reset ;;
   start-postgres)      take_lock; pg_start ;;
   stop-postgres)       take_lock; pg_stop ;;
   restart-postgres)    take_lock; pg_stop; pg_start ;;

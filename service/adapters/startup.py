@@ -13,10 +13,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from service.adapters.kafka.producer import make_producer, topic_configs
+from service.adapters.kafka.security import KafkaRefused, check_access, kafka_access, refusal
 from service.adapters.kafka.topics import check_co_partitioned, ensure_topics
 from service.adapters.postgres.errors import drop_read_only, is_misconfiguration, is_transient
 from service.adapters.postgres.migrate import SchemaBehind, migrate, pending
 from service.config import Settings
+from service.domain.reasons import ExitCode
 
 if TYPE_CHECKING:
     from service.adapters.tracing import OtelTracer
@@ -62,6 +64,9 @@ async def until_it_works(what: str, step: Callable[[], Awaitable[T]]) -> T:
                 # A wrong password or database, a DSN asyncpg refuses, a failing migration: no
                 # wait fixes them (the command prints one line: errors.problem_line).
                 raise
+            refused = refusal(exc)
+            if refused is not None:  # Kafka refused our credentials or TLS: no wait fixes it
+                raise refused from None
             log.warning("waiting for %s (%s: %s)", what, type(exc).__name__, exc)
             await asyncio.sleep(min(0.5 * tries, 5.0))
 
@@ -90,6 +95,8 @@ async def bounded(what: str, wait: float, step: Callable[[], Awaitable[T]]) -> T
     except TimeoutError:
         why = f"; last error: {_why(last[0])}" if last else ""
         raise Unreachable(f"{what} is unreachable (gave up after {wait:g}s{why})") from None
+    except KafkaRefused as exc:
+        raise Unreachable(str(exc)) from None
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
         raise Unreachable(f"{what}: {_why(exc)}") from None
     finally:
@@ -116,8 +123,10 @@ async def prepare_database(settings: Settings, *, migrate_schema: bool = True) -
 
 
 async def prepare_kafka(settings: Settings) -> AIOKafkaProducer:
+    kafka = kafka_access(settings)
+    await check_access(kafka)
     created = await ensure_topics(
-        settings.kafka_bootstrap_servers,
+        kafka,
         settings.topics.all,
         settings.topic_partitions,
         settings.topic_replication_factor,
@@ -126,11 +135,20 @@ async def prepare_kafka(settings: Settings) -> AIOKafkaProducer:
     )
     if created:
         log.info("created missing topics: %s", ", ".join(created))
-    await check_co_partitioned(settings.kafka_bootstrap_servers, settings.topics.inputs)
-    producer = make_producer(settings.kafka_bootstrap_servers)
+    await check_co_partitioned(kafka, settings.topics.inputs)
+    producer = make_producer(kafka)
     try:
         await producer.start()
     except BaseException:
         await producer.stop()
         raise
     return producer
+
+
+def refusal_code(exc: BaseException) -> ExitCode:
+    """The exit code of `run` refusing to start on `exc` (docs/operating.md, exit codes)."""
+    if isinstance(exc, SchemaBehind):
+        return ExitCode.SCHEMA_BEHIND
+    if isinstance(exc, KafkaRefused):
+        return ExitCode.MISCONFIGURED  # Kafka refused the credentials or the TLS handshake
+    return ExitCode.NOT_CO_PARTITIONED

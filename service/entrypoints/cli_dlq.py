@@ -25,6 +25,7 @@ from service.adapters.kafka.dead_letters import (
     quiet_client_logs,
     read_dead_letters,
 )
+from service.adapters.kafka.security import KafkaAccess, KafkaRefused, kafka_access
 from service.entrypoints.cli_support import confirmed, parse_time
 from service.entrypoints.cli_support import console as _out
 from service.entrypoints.cli_support import settings as _settings
@@ -76,7 +77,7 @@ def _warn(text: str) -> None:
     typer.echo(text, err=True)
 
 
-def _run(bootstrap: str, timeout: float, work: Callable[[], Awaitable[T]]) -> T:
+def _run(kafka: KafkaAccess, timeout: float, work: Callable[[], Awaitable[T]]) -> T:
     """Runs the Kafka work; any failure to reach Kafka is one line and exit code 1."""
     quiet_client_logs()
 
@@ -88,9 +89,11 @@ def _run(bootstrap: str, timeout: float, work: Callable[[], Awaitable[T]]) -> T:
     except DlqError as exc:
         _warn(f"error: {exc}")
     except TimeoutError:
-        _warn(f"error: Kafka at {bootstrap} did not answer within {timeout:g}s")
+        _warn(f"error: Kafka at {kafka.bootstrap} did not answer within {timeout:g}s")
+    except KafkaRefused as exc:
+        _warn(f"error: {exc}")
     except KAFKA_ERRORS as exc:
-        _warn(f"error: cannot reach Kafka at {bootstrap}: {describe(exc)}")
+        _warn(f"error: cannot reach Kafka at {kafka.bootstrap}: {describe(exc)}")
     raise typer.Exit(1)
 
 
@@ -212,8 +215,8 @@ def _selection(
 
 def _read_selected(settings: Settings, selection: Selection, timeout: float) -> list[DeadLetter]:
     """The dead-letter topic, read to the end offsets taken now, filtered."""
-    topic, bootstrap = settings.topics.dead_letter, settings.kafka_bootstrap_servers
-    letters = _run(bootstrap, timeout, lambda: read_dead_letters(bootstrap, topic, timeout))
+    topic, kafka = settings.topics.dead_letter, kafka_access(settings)
+    letters = _run(kafka, timeout, lambda: read_dead_letters(kafka, topic, timeout))
     try:
         return select(letters, selection)
     except DlqError as exc:
@@ -285,7 +288,7 @@ def redrive(
             param_hint="--all",
         )
     settings = _settings()
-    topic, bootstrap = settings.topics.dead_letter, settings.kafka_bootstrap_servers
+    topic, kafka = settings.topics.dead_letter, kafka_access(settings)
     plan = plan_redrive(_read_selected(settings, selection, timeout), settings.topics.inputs)
     for dead, why in plan.skipped:
         _warn(f"warning: skipped dead letter {dead.where} (reason {dead.reason}): {why}")
@@ -307,7 +310,7 @@ def redrive(
     ):
         _warn("redrive: nothing was published")
         raise typer.Exit(1)
-    failed = _run(bootstrap, timeout, lambda: publish(bootstrap, plan.publish, timeout))
+    failed = _run(kafka, timeout, lambda: publish(kafka, plan.publish, timeout))
     for dead, why in failed:
         _warn(
             f"error: dead letter {dead.where} (reason {dead.reason}, {dead.original}) "

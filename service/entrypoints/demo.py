@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
+from service.adapters.kafka.security import check_access, kafka_access
 from service.adapters.kafka.topics import partitions_of
 from service.config import Settings, describe_error
 
@@ -95,15 +96,15 @@ async def main(wait: float = 20.0) -> int:
         topics.top_up_failed,
         topics.dead_letter,
     ]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, enable_auto_commit=False
-    )
+    kafka = kafka_access(settings)
+    await check_access(kafka)
+    consumer = AIOKafkaConsumer(**kafka.client_kwargs(), group_id=None, enable_auto_commit=False)
     await consumer.start()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(**kafka.client_kwargs(), acks="all")
     await producer.start()
     try:
         try:
-            partitions = await partitions_of(settings.kafka_bootstrap_servers, outputs)
+            partitions = await partitions_of(kafka, outputs)
         except LookupError as exc:
             print(f"{exc}: is the service running (`make run`)?", file=sys.stderr)
             return 1

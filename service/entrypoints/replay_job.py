@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from service.adapters.kafka.relay import OutboxRelay
+from service.adapters.kafka.security import kafka_access
 from service.adapters.kafka.time_merge import TimeMerge
 from service.adapters.kafka.window import Partition, Window, WindowReader
 from service.adapters.memory import MemoryDatabase
@@ -106,9 +107,9 @@ class Replay:
     async def _reader(self, stack: contextlib.AsyncExitStack) -> WindowReader:
         # A dry run leaves no trace on the broker either: no group, no commits.
         group = None if self.options.dry_run else self.options.group
-        bootstrap = self.settings.kafka_bootstrap_servers
+        kafka = kafka_access(self.settings)
         reader = await bounded(
-            "Kafka", self.options.wait, lambda: WindowReader.started(bootstrap, group)
+            "Kafka", self.options.wait, lambda: WindowReader.started(kafka, group)
         )
         stack.push_async_callback(reader.stop)
         return reader

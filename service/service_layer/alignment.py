@@ -24,10 +24,12 @@ Two pure pieces (no I/O; the monotonic clock is injected):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from service.config import Settings
 from service.contract.codec import Invalid
 from service.domain.model import BalanceChanged, SettingsUpdated
 from service.service_layer.ports import InputRecord
@@ -240,3 +242,15 @@ class Alignment:
     def waiting(self) -> dict[str, tuple[str, int, int]]:
         """customer -> (topic, partition, offset) of its record that waits (for tests, logs)."""
         return {c: (w.topic, w.partition, w.offset) for c, w in self._waiting.items()}
+
+
+def configured_alignment(settings: Settings) -> Alignment | None:
+    """Due records wait for the other input topic (contract v2); 0 ms: they never wait."""
+    if settings.input_align_ms <= 0:
+        return None
+    return Alignment(
+        settings.topics.wallet_balance_changed,
+        settings.topics.settings_updated,
+        settings.input_align_ms / 1000,
+        time.monotonic,
+    )

@@ -29,7 +29,11 @@ RUNBOOK = ROOT / "docs" / "runbook.md"
 KUBERNETES_VERSION = "1.30"  # the oldest Kubernetes the manifests must be valid for
 APP = "auto-topup"  # name of every object, and of the Secret that is not in git
 MIGRATE_SECRET = "auto-topup-migrate"  # the schema owner's DATABASE_URL, for `migrate` only
-SECRET_SETTINGS = frozenset({"DATABASE_URL", "STRIPE_API_KEY"})
+KAFKA_SECRET = "auto-topup-kafka"  # the Kafka credentials and CA, read by the pods and by KEDA
+# The settings that are secrets (each from a Secret that is not in git).
+SECRET_SETTINGS = frozenset(
+    {"DATABASE_URL", "STRIPE_API_KEY", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"}
+)
 UID = 10001
 
 Doc = dict[str, Any]

@@ -9,9 +9,11 @@ import re
 from tests.deploy.files import (
     APP,
     K8S,
+    KAFKA_SECRET,
     MIGRATE_SECRET,
     SECRET_SETTINGS,
     UID,
+    Doc,
     all_containers,
     assert_settings,
     config_data,
@@ -105,10 +107,12 @@ def test_labels_select_the_pods() -> None:
 
 
 # The secrets each container gets, and the Secret each comes from: the service's role and the
-# Stripe key for `run`; only the schema owner's role for `migrate`.
+# Stripe key for `run`; the schema owner's role for `migrate`; the Kafka credentials for both
+# (each checks every setting at start-up).
+KAFKA_CREDENTIALS = {"KAFKA_SASL_USERNAME": KAFKA_SECRET, "KAFKA_SASL_PASSWORD": KAFKA_SECRET}
 SECRETS_OF = {
-    "auto-topup": {"DATABASE_URL": APP, "STRIPE_API_KEY": APP},
-    "migrate": {"DATABASE_URL": MIGRATE_SECRET},
+    "auto-topup": {"DATABASE_URL": APP, "STRIPE_API_KEY": APP, **KAFKA_CREDENTIALS},
+    "migrate": {"DATABASE_URL": MIGRATE_SECRET, **KAFKA_CREDENTIALS},
 }
 
 
@@ -183,3 +187,48 @@ def test_only_the_init_container_migrates() -> None:
     assert setting_default("AUTO_TOPUP_MIGRATE_ON_START") is True, "locally, run migrates"
     (init,) = pod_spec()["initContainers"]
     assert "STRIPE_API_KEY" not in {e["name"] for e in init.get("env", [])}
+
+
+def _mounted_file(container: Doc, path: str) -> tuple[str, str] | None:
+    """The (Secret, key) a container reads at `path` through a secret volume, or None."""
+    volumes = {v["name"]: v for v in pod_spec()["volumes"]}
+    for mount in container.get("volumeMounts", []):
+        folder = mount["mountPath"].rstrip("/") + "/"
+        secret = volumes[mount["name"]].get("secret")
+        if secret is None or not path.startswith(folder):
+            continue
+        assert mount.get("readOnly") is True, f"{container['name']}: {mount['name']} writable"
+        for item in secret.get("items", []):
+            if folder + item["path"] == path:
+                return secret["secretName"], item["key"]
+    return None
+
+
+def test_kafka_security_is_the_same_for_the_pods_and_for_keda() -> None:
+    protocol = setting("KAFKA_SECURITY_PROTOCOL")
+    mechanism = setting("KAFKA_SASL_MECHANISM")
+    cafile = setting("KAFKA_SSL_CAFILE")
+    assert protocol == "SASL_SSL"
+    (trigger,) = manifests()["ScaledObject"]["spec"]["triggers"]
+    meta = trigger["metadata"]
+    keda_sasl = {
+        "PLAIN": "plaintext",
+        "SCRAM-SHA-256": "scram_sha256",
+        "SCRAM-SHA-512": "scram_sha512",
+    }
+    assert meta["sasl"] == keda_sasl[mechanism]
+    assert meta["tls"] == "enable"
+
+    auth = manifests()["TriggerAuthentication"]
+    assert trigger["authenticationRef"] == {
+        "name": auth["metadata"]["name"],
+        "kind": "TriggerAuthentication",
+    }
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    assert refs["username"] == (KAFKA_SECRET, "KAFKA_SASL_USERNAME")
+    assert refs["password"] == (KAFKA_SECRET, "KAFKA_SASL_PASSWORD")
+    # Every container checks the settings at start-up, KAFKA_SSL_CAFILE (a readable file) too.
+    for container in all_containers():
+        assert _mounted_file(container, cafile) == refs["ca"], (
+            f"{container['name']}: {cafile} is not the CA that KEDA uses"
+        )

@@ -36,6 +36,7 @@ def test_kustomization_lists_every_manifest() -> None:
         "Service",
         "PodDisruptionBudget",
         "ScaledObject",
+        "TriggerAuthentication",
     }
 
 
@@ -200,12 +201,51 @@ SCALED_OBJECT_SCHEMA: Doc = {
 }
 
 
+# KEDA's TriggerAuthentication, for what these manifests use: parameters from a Secret (the
+# same envelope as the ScaledObject's).
+TRIGGER_AUTHENTICATION_SCHEMA: Doc = {
+    **SCALED_OBJECT_SCHEMA,
+    "properties": {
+        **SCALED_OBJECT_SCHEMA["properties"],
+        "kind": {"const": "TriggerAuthentication"},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["secretTargetRef"],
+            "properties": {
+                "secretTargetRef": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["parameter", "name", "key"],
+                        "properties": {
+                            # The Kafka scaler's authentication parameters.
+                            "parameter": {
+                                "enum": ["sasl", "username", "password", "tls", "ca", "cert", "key"]
+                            },
+                            "name": {"type": "string", "minLength": 1},
+                            "key": {"type": "string", "minLength": 1},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+KEDA_SCHEMAS = {
+    "ScaledObject": SCALED_OBJECT_SCHEMA,
+    "TriggerAuthentication": TRIGGER_AUTHENTICATION_SCHEMA,
+}
+
+
 @pytest.mark.parametrize("path", manifest_files(), ids=lambda p: p.name)
 def test_manifest_matches_its_schema(path: Path) -> None:
     doc = load_yaml(path)
     if str(doc.get("apiVersion", "")).startswith("keda.sh/"):
-        # A custom resource: the schema below, from KEDA's documentation.
-        errors = schema_errors(SCALED_OBJECT_SCHEMA, doc)
+        # A custom resource: a schema above, from KEDA's documentation.
+        errors = schema_errors(KEDA_SCHEMAS[doc.get("kind", "ScaledObject")], doc)
         assert not errors, f"{path.name}:\n" + "\n".join(errors)
         return
     # A built-in kind: the official schema of the pinned Kubernetes version.

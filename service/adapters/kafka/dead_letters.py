@@ -13,6 +13,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from service.adapters.kafka.security import KafkaAccess, check_access
 from service.adapters.kafka.topics import partitions_of
 from service.service_layer.dead_letters import DeadLetter, DlqError
 
@@ -31,21 +32,21 @@ def describe(exc: BaseException) -> str:
     return text if text.startswith(name) else f"{name}: {text}" if text else name
 
 
-async def _partitions(bootstrap: str, topic: str) -> list[Any]:
+async def _partitions(kafka: KafkaAccess, topic: str) -> list[Any]:
     try:
-        return await partitions_of(bootstrap, [topic])
+        return await partitions_of(kafka, [topic])
     except LookupError:
         raise DlqError(f"topic {topic} does not exist") from None
 
 
-async def read_dead_letters(bootstrap: str, topic: str, timeout: float) -> list[DeadLetter]:
+async def read_dead_letters(kafka: KafkaAccess, topic: str, timeout: float) -> list[DeadLetter]:
     """Every record of the topic up to the end offsets taken now, oldest first.
 
     Assigned partitions, no consumer group, no commits: reading changes nothing. Gives up
     (DlqError) when Kafka does not answer, or reading stalls, for `timeout` seconds.
     """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka.client_kwargs(),
         client_id="auto-topup-dlq",
         group_id=None,
         enable_auto_commit=False,
@@ -54,8 +55,9 @@ async def read_dead_letters(bootstrap: str, topic: str, timeout: float) -> list[
     found: list[DeadLetter] = []
     try:
         async with asyncio.timeout(timeout):
+            await check_access(kafka, timeout)
             await consumer.start()
-            partitions = await _partitions(bootstrap, topic)
+            partitions = await _partitions(kafka, topic)
             begin = await consumer.beginning_offsets(partitions)
             end = await consumer.end_offsets(partitions)
         consumer.assign(partitions)
@@ -92,18 +94,18 @@ async def read_dead_letters(bootstrap: str, topic: str, timeout: float) -> list[
     return found
 
 
-async def _missing_topics(bootstrap: str, topics: Iterable[str]) -> set[str]:
+async def _missing_topics(kafka: KafkaAccess, topics: Iterable[str]) -> set[str]:
     missing = set()
     for topic in set(topics):
         try:
-            await partitions_of(bootstrap, [topic])
+            await partitions_of(kafka, [topic])
         except LookupError:
             missing.add(topic)
     return missing
 
 
 async def publish(
-    bootstrap: str, records: Sequence[DeadLetter], timeout: float
+    kafka: KafkaAccess, records: Sequence[DeadLetter], timeout: float
 ) -> list[tuple[DeadLetter, str]]:
     """Publishes each record's key, value and original headers to its original topic, with an
     idempotent producer (acks=all), and waits for every acknowledgement. Returns the failures."""
@@ -111,9 +113,10 @@ async def publish(
     if not records:
         return failed
     async with asyncio.timeout(timeout):
-        missing = await _missing_topics(bootstrap, (r.original_topic or "" for r in records))
+        await check_access(kafka, timeout)
+        missing = await _missing_topics(kafka, (r.original_topic or "" for r in records))
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **kafka.client_kwargs(),
         client_id="auto-topup-dlq",
         acks="all",
         enable_idempotence=True,

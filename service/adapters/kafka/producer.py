@@ -7,6 +7,7 @@ from typing import Final
 
 from aiokafka import AIOKafkaProducer
 
+from service.adapters.kafka.security import KafkaAccess, kafka_access
 from service.adapters.kafka.topics import restore_topics
 from service.config import Settings
 
@@ -31,9 +32,9 @@ REQUEST_TIMEOUT_MS: Final = 15_000
 TopicRestorer = Callable[[Collection[str]], Awaitable[Collection[str]]]
 
 
-def make_producer(bootstrap: str) -> AIOKafkaProducer:
+def make_producer(kafka: KafkaAccess) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **kafka.client_kwargs(),
         client_id="auto-topup-relay",
         acks="all",
         enable_idempotence=False,  # why: the docstring of relay.py
@@ -56,7 +57,7 @@ def topic_restorer(settings: Settings) -> TopicRestorer:
 
     async def restore(names: Collection[str]) -> list[str]:
         return await restore_topics(
-            settings.kafka_bootstrap_servers,
+            kafka_access(settings),
             names,
             settings.topic_partitions,
             settings.topic_replication_factor,

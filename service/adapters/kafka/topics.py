@@ -10,12 +10,18 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
+from service.adapters.kafka.security import KafkaAccess
+
 log = logging.getLogger(__name__)
 
 
-async def partitions_of(bootstrap: str, names: Iterable[str]) -> list[TopicPartition]:
+def _admin(kafka: KafkaAccess) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**kafka.client_kwargs(), client_id="auto-topup-admin")
+
+
+async def partitions_of(kafka: KafkaAccess, names: Iterable[str]) -> list[TopicPartition]:
     """Every partition of the named topics; a missing topic is an error."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="auto-topup-admin")
+    admin = _admin(kafka)
     await admin.start()
     try:
         described = await admin.describe_topics(list(names))
@@ -41,10 +47,10 @@ class NotCoPartitioned(Exception):
         )
 
 
-async def partition_counts(bootstrap: str, names: Iterable[str]) -> dict[str, int]:
+async def partition_counts(kafka: KafkaAccess, names: Iterable[str]) -> dict[str, int]:
     """How many partitions each named topic has. A topic that the broker does not know (yet:
     it may just have been created) raises UnknownTopicOrPartitionError, a KafkaError."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="auto-topup-admin")
+    admin = _admin(kafka)
     await admin.start()
     try:
         described = await admin.describe_topics(list(dict.fromkeys(names)))
@@ -58,16 +64,16 @@ async def partition_counts(bootstrap: str, names: Iterable[str]) -> dict[str, in
     return counts
 
 
-async def check_co_partitioned(bootstrap: str, names: Sequence[str]) -> dict[str, int]:
+async def check_co_partitioned(kafka: KafkaAccess, names: Sequence[str]) -> dict[str, int]:
     """The partition count of each named topic; NotCoPartitioned when they differ."""
-    counts = await partition_counts(bootstrap, names)
+    counts = await partition_counts(kafka, names)
     if len(set(counts.values())) > 1:
         raise NotCoPartitioned({n: counts[n] for n in dict.fromkeys(names)})
     return counts
 
 
 async def ensure_topics(
-    bootstrap: str,
+    kafka: KafkaAccess,
     names: Iterable[str],
     partitions: int,
     replication_factor: int,
@@ -77,7 +83,7 @@ async def ensure_topics(
     """Creates each missing topic; returns the names it created. A missing topic of
     `co_partitioned` gets the partition count of one of them that exists, if any.
     `topic_configs`: per topic name, the configs a topic created here is given."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="auto-topup-admin")
+    admin = _admin(kafka)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -126,7 +132,7 @@ _CANNOT_CREATE = frozenset({17, 29, 31, 37, 38, 39, 40, 42, 44})
 
 
 async def restore_topics(
-    bootstrap: str,
+    kafka: KafkaAccess,
     names: Iterable[str],
     partitions: int,
     replication_factor: int,
@@ -138,7 +144,7 @@ async def restore_topics(
     topic deleted while the service runs): creates those of `names` that are missing (only
     with `create`), and returns those that are missing and cannot be created (for good; a
     failure that may go away is not reported: the relay tries again)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="auto-topup-admin")
+    admin = _admin(kafka)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

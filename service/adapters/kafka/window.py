@@ -14,6 +14,7 @@ from typing import TypeAlias
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from service.adapters.kafka.security import KafkaAccess, check_access
 from service.adapters.kafka.topics import partitions_of
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,10 @@ async def plan_window(
 class WindowReader:
     """One consumer over the input topics; `group` None: no group, nothing committed."""
 
-    def __init__(self, bootstrap: str, group: str | None) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, kafka: KafkaAccess, group: str | None) -> None:
+        self._kafka = kafka
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **kafka.client_kwargs(),
             client_id="auto-topup-replay",
             group_id=group,
             enable_auto_commit=False,
@@ -88,8 +89,9 @@ class WindowReader:
         self._assigned: list[TopicPartition] = []
 
     @classmethod
-    async def started(cls, bootstrap: str, group: str | None) -> WindowReader:
-        reader = cls(bootstrap, group)
+    async def started(cls, kafka: KafkaAccess, group: str | None) -> WindowReader:
+        await check_access(kafka)
+        reader = cls(kafka, group)
         try:
             await reader._consumer.start()
         except BaseException:
@@ -102,7 +104,7 @@ class WindowReader:
 
     async def partitions(self, topics: Sequence[str]) -> list[TopicPartition]:
         """Every partition of the topics (LookupError: one does not exist)."""
-        return await partitions_of(self._bootstrap, topics)
+        return await partitions_of(self._kafka, topics)
 
     async def plan(
         self,

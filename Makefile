@@ -12,7 +12,7 @@ WITH_ENV = set -a; eval "$$($(STACK) env)"; set +a;
 
 .PHONY: help install up down env status run test test-unit test-integration test-e2e lint \
         format schemas demo chaos fuzz-money bench bench-handler clean test-slow chaos-slow \
-        replay-memory test-deploy schema
+        replay-memory test-deploy schema test-stripe-mock
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -48,7 +48,7 @@ AT_HOURS = for at in 00:30 23:30; do echo "== service clock at $$at UTC"; \
 	AUTO_TOPUP_TEST_CLOCK=$$at $(1) $(BIN)/pytest -q $(HOUR_TESTS); done
 
 test: up lint ## Install, start the stack, lint, run every tier of tests (and the day-boundary ones at 00:30 and 23:30)
-	$(WITH_ENV) $(BIN)/pytest tests/unit tests/deploy tests/integration tests/e2e
+	$(WITH_ENV) $(BIN)/pytest tests/unit tests/deploy tests/integration tests/e2e tests/stripe_mock
 	$(WITH_ENV) $(call AT_HOURS,)
 
 test-unit: install ## Only the pure, fast tests
@@ -62,6 +62,10 @@ test-integration: up
 
 test-e2e: up
 	$(WITH_ENV) $(BIN)/pytest tests/e2e
+
+test-stripe-mock: install ## Every Stripe request of the service, validated by stripe-mock (built with Go when missing)
+	$(STACK) start-stripe-mock
+	$(WITH_ENV) $(BIN)/pytest tests/stripe_mock
 
 lint: install ## ruff, mypy --strict and the import contracts (lint-imports)
 	$(BIN)/ruff check .
@@ -107,12 +111,14 @@ clean: down
 SLOW_CPUS ?= 0
 PIN = taskset -c $(SLOW_CPUS)
 SLOW_STACK_ENV = STACK_DIR=$(CURDIR)/.stack/slow STACK_KAFKA_PORT=29092 \
-	STACK_KAFKA_CONTROLLER_PORT=29093 STACK_PG_PORT=54329 STACK_STRIPE_PORT=28420
+	STACK_KAFKA_CONTROLLER_PORT=29093 STACK_PG_PORT=54329 STACK_STRIPE_PORT=28420 \
+	STACK_STRIPE_MOCK_PORT=22111 STACK_STRIPE_MOCK_HTTPS_PORT=22112
 WITH_SLOW_STACK = export $(SLOW_STACK_ENV); trap '$(STACK) down' EXIT; $(PIN) $(STACK) up; \
 	$(WITH_ENV)
 
 test-slow: install lint ## make test on one core (taskset -c 0), against a stack pinned to it
-	$(WITH_SLOW_STACK) $(PIN) $(BIN)/pytest tests/unit tests/deploy tests/integration tests/e2e; \
+	$(WITH_SLOW_STACK) $(PIN) $(BIN)/pytest tests/unit tests/deploy tests/integration tests/e2e \
+		tests/stripe_mock; \
 	$(call AT_HOURS,$(PIN))
 
 chaos-slow: install ## make chaos on one core (taskset -c 0), against a stack pinned to it

@@ -7,25 +7,56 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STACK := deploy/local/stack.sh
+# The locked dependencies (`make lock` writes them; see "Build and dependencies" in docs/operating.md).
+LOCK := requirements/lock.txt
+RUNTIME_LOCK := requirements/runtime.lock
+UV_VERSION := 0.13.8
 # Point the service and the tests at the local stack (unless the caller set these already).
 WITH_ENV = set -a; eval "$$($(STACK) env)"; set +a;
 
 .PHONY: help install up down env status run test test-unit test-integration test-e2e lint \
         format schemas demo chaos fuzz-money bench bench-handler clean test-slow chaos-slow \
-        replay-memory test-deploy schema test-stripe-mock
+        replay-memory test-deploy schema test-stripe-mock lock lock-check
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml
+# Exactly the locked versions, every file checked against its hash; then the project itself.
+$(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(BIN)/.installed ## Create .venv and install the project with its test tools
 
-up: install ## Start Kafka, PostgreSQL and localstripe on 127.0.0.1 and wait until they answer
+# uv resolves for every platform and Python >= 3.11 at once (--universal). It keeps the versions
+# already locked unless pyproject.toml asks otherwise; `make lock UPGRADE=1` takes the newest.
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml requirements/build.in --universal \
+	--python-version 3.11 --generate-hashes --custom-compile-command 'make lock' --quiet \
+	$(if $(UPGRADE),--upgrade)
+
+lock: ## Regenerate requirements/lock.txt (runtime + test) and requirements/runtime.lock (the image's)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+	$(UV_COMPILE) --extra test --extra tracing -o $(LOCK)
+	$(UV_COMPILE) --extra tracing --constraint $(LOCK) -o $(RUNTIME_LOCK)
+
+LOCK_CHECK_DIR := .cache/lock-check
+lock-check: ## Install the lock into two fresh venvs and compare their pip freeze (about 3 minutes)
+	rm -rf $(LOCK_CHECK_DIR) && mkdir -p $(LOCK_CHECK_DIR)
+	for env in first second; do \
+		$(PYTHON) -m venv $(LOCK_CHECK_DIR)/$$env; \
+		$(LOCK_CHECK_DIR)/$$env/bin/pip install --quiet --no-cache-dir --require-hashes -r $(LOCK); \
+		$(LOCK_CHECK_DIR)/$$env/bin/pip install --quiet --no-deps --no-build-isolation -e .; \
+		$(LOCK_CHECK_DIR)/$$env/bin/pip freeze --all >$(LOCK_CHECK_DIR)/$$env.txt; \
+	done
+	diff -u $(LOCK_CHECK_DIR)/first.txt $(LOCK_CHECK_DIR)/second.txt
+	echo "lock-check: two installs from $(LOCK) are the same ($$(wc -l <$(LOCK_CHECK_DIR)/first.txt) packages)"
+	rm -rf $(LOCK_CHECK_DIR)
+
+up: install ## Start Kafka, PostgreSQL, localstripe and stripe-mock on 127.0.0.1 and wait until they answer
 	$(STACK) up
 
 down: ## Stop the local stack

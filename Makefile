@@ -11,12 +11,14 @@ STACK := deploy/local/stack.sh
 LOCK := requirements/lock.txt
 RUNTIME_LOCK := requirements/runtime.lock
 UV_VERSION := 0.13.8
+# The unit tier also runs on each of these (`make test-pythons`); a missing one is skipped.
+PYTHONS ?= 3.11 3.12 3.13
 # Point the service and the tests at the local stack (unless the caller set these already).
 WITH_ENV = set -a; eval "$$($(STACK) env)"; set +a;
 
 .PHONY: help install up down env status run test test-unit test-integration test-e2e lint \
         format schemas demo chaos fuzz-money bench bench-handler clean test-slow chaos-slow \
-        replay-memory test-deploy schema test-stripe-mock lock lock-check
+        replay-memory test-deploy schema test-stripe-mock lock lock-check test-pythons
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -56,6 +58,9 @@ lock-check: ## Install the lock into two fresh venvs and compare their pip freez
 	echo "lock-check: two installs from $(LOCK) are the same ($$(wc -l <$(LOCK_CHECK_DIR)/first.txt) packages)"
 	rm -rf $(LOCK_CHECK_DIR)
 
+test-pythons: install ## The unit tier on every Python in PYTHONS (a venv .venv-X.Y each, from the lock)
+	deploy/local/test-pythons.sh $(PYTHONS)
+
 up: install ## Start Kafka, PostgreSQL, localstripe and stripe-mock on 127.0.0.1 and wait until they answer
 	$(STACK) up
 
@@ -81,6 +86,7 @@ AT_HOURS = for at in 00:30 23:30; do echo "== service clock at $$at UTC"; \
 test: up lint ## Install, start the stack, lint, run every tier of tests (and the day-boundary ones at 00:30 and 23:30)
 	$(WITH_ENV) $(BIN)/pytest tests/unit tests/deploy tests/integration tests/e2e tests/stripe_mock
 	$(WITH_ENV) $(call AT_HOURS,)
+	deploy/local/test-pythons.sh --except $(BIN)/python $(PYTHONS)
 
 test-unit: install ## Only the pure, fast tests
 	$(BIN)/pytest tests/unit
@@ -135,7 +141,7 @@ demo: install ## Publish example events to the running service and print what it
 	$(WITH_ENV) $(BIN)/python -m service.entrypoints.demo
 
 clean: down
-	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) .venv-* .stack .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
 # The proofs on a deliberately slow machine: the tests, the services they start and a stack of
 # their own (other ports, state in .stack/slow, stopped at the end) all pinned to one core.

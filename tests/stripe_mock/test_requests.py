@@ -15,20 +15,12 @@ import pytest
 import stripe
 
 from service.adapters.stripe_gateway import StripeGateway, create_params, search_query
-from service.service_layer.payments import ChargeRequest, TransientChargeError
+from service.service_layer.payments import TransientChargeError
+from tests.integration.test_stripe_http import REQUEST  # the charger's request, as it sends it
 
 KEY = "sk_test_stripemockfake"  # stripe-mock wants any key shaped like a test key: sk_test_ + alnum
 # One call to the local stripe-mock: generous, it answers in milliseconds.
 REQUEST_SECONDS = 30.0
-
-REQUEST = ChargeRequest(
-    idempotency_key="auto-topup:c-1/2026-03-10",
-    amount_minor=2500,
-    currency="EUR",
-    customer="cus_stripe_mock",
-    payment_method="pm_card_visa",
-    metadata={"daily_key": "c-1/2026-03-10", "customer_id": "c-1"},
-)
 
 
 def gateway(base: str) -> StripeGateway:
@@ -76,7 +68,7 @@ async def test_a_misspelled_create_parameter_is_refused(stripe_mock_base: str) -
 
 
 async def test_a_misspelled_search_parameter_is_refused(stripe_mock_base: str) -> None:
-    params: Any = {"query": search_query("c-1/2026-03-10"), "limt": 10}
+    params: Any = {"query": search_query(REQUEST.metadata["daily_key"]), "limt": 10}
     with pytest.raises(stripe.InvalidRequestError) as refused:
         await sdk(stripe_mock_base).v1.payment_intents.search_async(params)
     assert refused.value.http_status == 400

@@ -46,7 +46,7 @@ lock: ## Regenerate requirements/lock.txt (runtime + test) and requirements/runt
 	$(UV_COMPILE) --extra tracing --constraint $(LOCK) -o $(RUNTIME_LOCK)
 
 LOCK_CHECK_DIR := .cache/lock-check
-lock-check: ## Install the lock into two fresh venvs and compare their pip freeze (about 3 minutes)
+lock-check: ## Install the lock into two fresh venvs and compare their pip freeze (1-2 minutes)
 	rm -rf $(LOCK_CHECK_DIR) && mkdir -p $(LOCK_CHECK_DIR)
 	for env in first second; do \
 		$(PYTHON) -m venv $(LOCK_CHECK_DIR)/$$env; \

@@ -514,7 +514,10 @@ stripe_stop() { stop_pid "$STRIPE_PID" 10 localstripe_launch.py localstripe; }
 # OpenAPI spec (unknown or misspelled parameters are refused, as Stripe refuses them).
 
 stripe_mock_go() {
-  if [[ -n "${STACK_GO:-}" ]]; then printf '%s' "$STACK_GO"; return; fi
+  if [[ -n "${STACK_GO:-}" ]]; then
+    command -v "$STACK_GO" >/dev/null || die "STACK_GO=$STACK_GO is not an executable"
+    printf '%s' "$STACK_GO"; return
+  fi
   if command -v go >/dev/null; then command -v go; return; fi
   if [[ -x /usr/local/go/bin/go ]]; then printf '%s' /usr/local/go/bin/go; return; fi
   die "stripe-mock is not built and Go is not found (neither on PATH nor in /usr/local/go/bin): install Go 1.22+ (https://go.dev/doc/install) or set STACK_GO"

@@ -7,25 +7,61 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STACK := deploy/local/stack.sh
+# The locked dependencies (`make lock` writes them; see "Build and dependencies" in docs/operating.md).
+LOCK := requirements/lock.txt
+RUNTIME_LOCK := requirements/runtime.lock
+UV_VERSION := 0.13.8
+# The unit tier also runs on each of these (`make test-pythons`); a missing one is skipped.
+PYTHONS ?= 3.11 3.12 3.13
 # Point the service and the tests at the local stack (unless the caller set these already).
 WITH_ENV = set -a; eval "$$($(STACK) env)"; set +a;
 
 .PHONY: help install up down env status run test test-unit test-integration test-e2e lint \
         format schemas demo chaos fuzz-money bench bench-handler clean test-slow chaos-slow \
-        replay-memory test-deploy schema
+        replay-memory test-deploy schema test-stripe-mock lock lock-check test-pythons
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml
+# Exactly the locked versions, every file checked against its hash; then the project itself.
+$(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(BIN)/.installed ## Create .venv and install the project with its test tools
 
-up: install ## Start Kafka, PostgreSQL and localstripe on 127.0.0.1 and wait until they answer
+# uv resolves for every platform and Python >= 3.11 at once (--universal). It keeps the versions
+# already locked unless pyproject.toml asks otherwise; `make lock UPGRADE=1` takes the newest.
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml requirements/build.in --universal \
+	--python-version 3.11 --generate-hashes --custom-compile-command 'make lock' --quiet \
+	$(if $(UPGRADE),--upgrade)
+
+lock: ## Regenerate requirements/lock.txt (runtime + test) and requirements/runtime.lock (the image's)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+	$(UV_COMPILE) --extra test --extra tracing -o $(LOCK)
+	$(UV_COMPILE) --extra tracing --constraint $(LOCK) -o $(RUNTIME_LOCK)
+
+LOCK_CHECK_DIR := .cache/lock-check
+lock-check: ## Install the lock into two fresh venvs and compare their pip freeze (1-2 minutes)
+	rm -rf $(LOCK_CHECK_DIR) && mkdir -p $(LOCK_CHECK_DIR)
+	for env in first second; do \
+		$(PYTHON) -m venv $(LOCK_CHECK_DIR)/$$env; \
+		$(LOCK_CHECK_DIR)/$$env/bin/pip install --quiet --no-cache-dir --require-hashes -r $(LOCK); \
+		$(LOCK_CHECK_DIR)/$$env/bin/pip install --quiet --no-deps --no-build-isolation -e .; \
+		$(LOCK_CHECK_DIR)/$$env/bin/pip freeze --all >$(LOCK_CHECK_DIR)/$$env.txt; \
+	done
+	diff -u $(LOCK_CHECK_DIR)/first.txt $(LOCK_CHECK_DIR)/second.txt
+	echo "lock-check: two installs from $(LOCK) are the same ($$(wc -l <$(LOCK_CHECK_DIR)/first.txt) packages)"
+	rm -rf $(LOCK_CHECK_DIR)
+
+test-pythons: install ## The unit tier on every Python in PYTHONS (a venv .venv-X.Y each, from the lock)
+	deploy/local/test-pythons.sh $(PYTHONS)
+
+up: install ## Start Kafka, PostgreSQL, localstripe and stripe-mock on 127.0.0.1 and wait until they answer
 	$(STACK) up
 
 down: ## Stop the local stack
@@ -48,8 +84,9 @@ AT_HOURS = for at in 00:30 23:30; do echo "== service clock at $$at UTC"; \
 	AUTO_TOPUP_TEST_CLOCK=$$at $(1) $(BIN)/pytest -q $(HOUR_TESTS); done
 
 test: up lint ## Install, start the stack, lint, run every tier of tests (and the day-boundary ones at 00:30 and 23:30)
-	$(WITH_ENV) $(BIN)/pytest tests/unit tests/deploy tests/integration tests/e2e
+	$(WITH_ENV) $(BIN)/pytest tests/unit tests/deploy tests/integration tests/e2e tests/stripe_mock
 	$(WITH_ENV) $(call AT_HOURS,)
+	deploy/local/test-pythons.sh --except $(BIN)/python $(PYTHONS)
 
 test-unit: install ## Only the pure, fast tests
 	$(BIN)/pytest tests/unit
@@ -62,6 +99,10 @@ test-integration: up
 
 test-e2e: up
 	$(WITH_ENV) $(BIN)/pytest tests/e2e
+
+test-stripe-mock: install ## Every Stripe request of the service, validated by stripe-mock (built with Go when missing)
+	$(STACK) start-stripe-mock
+	$(WITH_ENV) $(BIN)/pytest tests/stripe_mock
 
 lint: install ## ruff, mypy --strict and the import contracts (lint-imports)
 	$(BIN)/ruff check .
@@ -100,7 +141,7 @@ demo: install ## Publish example events to the running service and print what it
 	$(WITH_ENV) $(BIN)/python -m service.entrypoints.demo
 
 clean: down
-	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) .venv-* .stack .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
 # The proofs on a deliberately slow machine: the tests, the services they start and a stack of
 # their own (other ports, state in .stack/slow, stopped at the end) all pinned to one core.
@@ -108,12 +149,13 @@ SLOW_CPUS ?= 0
 PIN = taskset -c $(SLOW_CPUS)
 SLOW_STACK_ENV = STACK_DIR=$(CURDIR)/.stack/slow STACK_KAFKA_PORT=29092 \
 	STACK_KAFKA_CONTROLLER_PORT=29093 STACK_KAFKA_SASL_PORT=29094 STACK_PG_PORT=54329 \
-	STACK_STRIPE_PORT=28420
+	STACK_STRIPE_PORT=28420 STACK_STRIPE_MOCK_PORT=22111 STACK_STRIPE_MOCK_HTTPS_PORT=22112
 WITH_SLOW_STACK = export $(SLOW_STACK_ENV); trap '$(STACK) down' EXIT; $(PIN) $(STACK) up; \
 	$(WITH_ENV)
 
 test-slow: install lint ## make test on one core (taskset -c 0), against a stack pinned to it
-	$(WITH_SLOW_STACK) $(PIN) $(BIN)/pytest tests/unit tests/deploy tests/integration tests/e2e; \
+	$(WITH_SLOW_STACK) $(PIN) $(BIN)/pytest tests/unit tests/deploy tests/integration tests/e2e \
+		tests/stripe_mock; \
 	$(call AT_HOURS,$(PIN))
 
 chaos-slow: install ## make chaos on one core (taskset -c 0), against a stack pinned to it

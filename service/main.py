@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import zoneinfo
 
 import typer
 
 from service.adapters.postgres.connection import POSTGRES_ERRORS
 from service.bootstrap import build
+from service.domain import calendar
 from service.entrypoints import logs
 from service.entrypoints.cli import cli
 from service.entrypoints.cli_config import environment_help
@@ -30,7 +32,17 @@ def run() -> None:
     raise typer.Exit(service.exit_code)
 
 
+def use_pinned_tzdata() -> None:
+    """Every zone from the tzdata package the lock pins, never from the host's zone files (which
+    zoneinfo reads first): two hosts with other system tzdata must agree on a business date.
+    Called before anything looks a zone up."""
+    zoneinfo.reset_tzpath(to=[])
+    zoneinfo.ZoneInfo.clear_cache()
+    calendar.zone.cache_clear()
+
+
 def main() -> None:
+    use_pinned_tzdata()
     cli()
 
 

@@ -2,7 +2,9 @@
 # Local infrastructure for auto-topup without Docker:
 #   - Apache Kafka 4.x (KRaft, single node) run from Maven Central jars,
 #   - PostgreSQL from Debian's packages (installed with apt-get when missing),
-#   - localstripe (fake Stripe server) from the project's venv.
+#   - localstripe (fake Stripe server) from the project's venv,
+#   - stripe-mock (Stripe's own mock, which validates requests against Stripe's OpenAPI
+#     spec), built with `go install` into $STACK_CACHE_DIR/go/bin when missing.
 # Everything listens on 127.0.0.1 only. State (data, logs, pids) lives in
 # $STACK_DIR (default $REPO/.stack); the Kafka jars are cached in
 # $STACK_CACHE_DIR/kafka-<version>/libs (default $REPO/.cache).
@@ -12,6 +14,7 @@
 #   start-kafka | stop-kafka | restart-kafka | reset-kafka
 #   start-postgres | stop-postgres | restart-postgres
 #   start-localstripe | stop-localstripe | restart-localstripe
+#   install-stripe-mock | start-stripe-mock | stop-stripe-mock | restart-stripe-mock
 #
 # Environment overrides (defaults in brackets):
 #   STACK_DIR [$REPO/.stack]   STACK_CACHE_DIR [$REPO/.cache]
@@ -24,6 +27,9 @@
 #   STACK_KAFKA_TIMEOUT [90]  STACK_PG_TIMEOUT [30]  STACK_STRIPE_TIMEOUT [30]
 #   STACK_KAFKA_HEAP_OPTS ["-Xmx512m -Xms256m"]  STACK_JAVA [java]
 #   STACK_PG_BINDIR [newest /usr/lib/postgresql/*/bin]
+#   STACK_STRIPE_MOCK_PORT [12111] (http)  STACK_STRIPE_MOCK_HTTPS_PORT [12112]
+#   STACK_STRIPE_MOCK [$STACK_CACHE_DIR/go/bin/stripe-mock]  STACK_STRIPE_MOCK_VERSION [v0.203.0]
+#   STACK_GO [go on PATH, else /usr/local/go/bin/go]
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -45,6 +51,12 @@ PG_TIMEOUT="${STACK_PG_TIMEOUT:-30}"
 STRIPE_TIMEOUT="${STACK_STRIPE_TIMEOUT:-30}"
 KAFKA_HEAP_OPTS="${STACK_KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}"
 JAVA="${STACK_JAVA:-${JAVA_HOME:+$JAVA_HOME/bin/}java}"
+# stripe-mock (see its section below)
+STRIPE_MOCK_PORT="${STACK_STRIPE_MOCK_PORT:-12111}"
+STRIPE_MOCK_HTTPS_PORT="${STACK_STRIPE_MOCK_HTTPS_PORT:-12112}"
+STRIPE_MOCK_VERSION="${STACK_STRIPE_MOCK_VERSION:-v0.203.0}"
+STRIPE_MOCK_GOBIN="$STACK_CACHE_DIR/go/bin"
+STRIPE_MOCK="${STACK_STRIPE_MOCK:-$STRIPE_MOCK_GOBIN/stripe-mock}"
 
 KAFKA_POM="$HERE/kafka/pom.xml"
 KAFKA_VERSION="${STACK_KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")}"
@@ -65,6 +77,8 @@ KAFKA_OUT="$LOG_DIR/kafka.out"          # JVM stdout/stderr (WARN+ and crashes)
 STRIPE_PID="$RUN_DIR/localstripe.pid"
 STRIPE_LOG="$LOG_DIR/localstripe.log"
 PG_LOG="$PG_HOME/postgres.log"
+STRIPE_MOCK_PID="$RUN_DIR/stripe-mock.pid"
+STRIPE_MOCK_LOG="$LOG_DIR/stripe-mock.log"
 
 # ---------------------------------------------------------------- helpers
 
@@ -560,6 +574,80 @@ stripe_start() {
 
 stripe_stop() { stop_pid "$STRIPE_PID" 10 localstripe_launch.py localstripe; }
 
+# ---------------------------------------------------------------- stripe-mock
+# Stripe's own mock server: it answers fixtures, but validates every request against Stripe's
+# OpenAPI spec (unknown or misspelled parameters are refused, as Stripe refuses them).
+
+stripe_mock_go() {
+  if [[ -n "${STACK_GO:-}" ]]; then
+    command -v "$STACK_GO" >/dev/null || die "STACK_GO=$STACK_GO is not an executable"
+    printf '%s' "$STACK_GO"; return
+  fi
+  if command -v go >/dev/null; then command -v go; return; fi
+  if [[ -x /usr/local/go/bin/go ]]; then printf '%s' /usr/local/go/bin/go; return; fi
+  die "stripe-mock is not built and Go is not found (neither on PATH nor in /usr/local/go/bin): install Go 1.22+ (https://go.dev/doc/install) or set STACK_GO"
+}
+
+# Build stripe-mock once, into the project's cache (its GOPATH and build cache there too).
+stripe_mock_install() {
+  [[ -x "$STRIPE_MOCK" ]] && return 0
+  [[ -z "${STACK_STRIPE_MOCK:-}" ]] || die "STACK_STRIPE_MOCK=$STRIPE_MOCK is not an executable"
+  local go started; go="$(stripe_mock_go)"
+  mkdir -p "$STRIPE_MOCK_GOBIN" "$LOG_DIR"
+  [[ -f "$STACK_CACHE_DIR/.gitignore" ]] || echo '*' >"$STACK_CACHE_DIR/.gitignore"
+  started="$(now)"
+  log "building stripe-mock $STRIPE_MOCK_VERSION with $go into $STRIPE_MOCK_GOBIN"
+  if ! GOBIN="$STRIPE_MOCK_GOBIN" GOPATH="$STACK_CACHE_DIR/go/path" \
+      GOCACHE="$STACK_CACHE_DIR/go/build" GOFLAGS=-modcacherw \
+      "$go" install "github.com/stripe/stripe-mock@$STRIPE_MOCK_VERSION" \
+      >"$LOG_DIR/stripe-mock-install.log" 2>&1 9>&-; then
+    fail_part stripe-mock "go install failed" "$LOG_DIR/stripe-mock-install.log"
+  fi
+  log "stripe-mock built in $(elapsed "$started")s"
+}
+
+stripe_mock_running() { pid_alive "$STRIPE_MOCK_PID" "127.0.0.1:$STRIPE_MOCK_PORT"; }
+stripe_mock_ready() { [[ "$(http_status "$STRIPE_MOCK_PORT" /v1/charges)" == HTTP/1.?\ * ]]; }
+
+stripe_mock_start() {
+  if stripe_mock_running; then
+    if stripe_mock_ready; then log "stripe-mock already running and answering"; return 0; fi
+  else
+    if tcp_open "$STRIPE_MOCK_PORT" || tcp_open "$STRIPE_MOCK_HTTPS_PORT"; then
+      fail_part stripe-mock "port $STRIPE_MOCK_PORT or $STRIPE_MOCK_HTTPS_PORT is already used by another process"
+    fi
+    stripe_mock_install
+    mkdir -p "$LOG_DIR" "$RUN_DIR"
+    printf '\n===== %s launching stripe-mock =====\n' "$(date -Is)" >>"$STRIPE_MOCK_LOG"
+    # Both listeners on the loopback only (its defaults listen on every interface).
+    setsid nohup "$STRIPE_MOCK" -http-addr "127.0.0.1:$STRIPE_MOCK_PORT" \
+      -https-addr "127.0.0.1:$STRIPE_MOCK_HTTPS_PORT" \
+      </dev/null >>"$STRIPE_MOCK_LOG" 2>&1 9>&- &
+    echo $! >"$STRIPE_MOCK_PID"
+  fi
+  local deadline=$((SECONDS + STRIPE_TIMEOUT))
+  until stripe_mock_ready; do
+    stripe_mock_running || fail_part stripe-mock "the process exited" "$STRIPE_MOCK_LOG"
+    (( SECONDS < deadline )) || fail_part stripe-mock "not answering within ${STRIPE_TIMEOUT}s" "$STRIPE_MOCK_LOG"
+    sleep 0.2
+  done
+  log "stripe-mock ready on http://127.0.0.1:$STRIPE_MOCK_PORT (pid $(<"$STRIPE_MOCK_PID"))"
+}
+
+stripe_mock_stop() { stop_pid "$STRIPE_MOCK_PID" 10 "127.0.0.1:$STRIPE_MOCK_PORT" stripe-mock; }
+
+stripe_mock_status() {
+  local s=stopped
+  if stripe_mock_running; then
+    s="running (pid $(<"$STRIPE_MOCK_PID"), http://127.0.0.1:$STRIPE_MOCK_PORT, https 127.0.0.1:$STRIPE_MOCK_HTTPS_PORT)"
+  fi
+  printf 'stripe-mock %s\n' "$s"
+}
+
+stripe_mock_env() {
+  printf 'export STRIPE_MOCK_API_BASE=http://127.0.0.1:%s\n' "$STRIPE_MOCK_PORT"
+}
+
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
@@ -573,6 +661,7 @@ cmd_up() {
   fi
   pg_start
   stripe_start
+  stripe_mock_start
   (( kafka_was_up )) || kafka_wait
   log "stack up in $(elapsed "$started")s"
 }
@@ -587,6 +676,7 @@ cmd_down() {
     quiet=quiet
   fi
   stripe_stop
+  stripe_mock_stop
   pg_stop
   kafka_stop "$quiet"             # waits for the exit (SIGKILL after 30 s)
 }
@@ -597,6 +687,7 @@ cmd_status() {
   pg_running && p="running (127.0.0.1:$PG_PORT, $PG_HOME/data)"
   stripe_running && s="running (pid $(<"$STRIPE_PID"), http://127.0.0.1:$STRIPE_PORT)"
   printf 'kafka       %s\npostgres    %s\nlocalstripe %s\n' "$k" "$p" "$s"
+  stripe_mock_status
 }
 
 cmd_env() {
@@ -606,6 +697,7 @@ export DATABASE_URL=postgresql://postgres@127.0.0.1:$PG_PORT/$PG_DB
 export STRIPE_API_BASE=http://127.0.0.1:$STRIPE_PORT
 export STRIPE_API_KEY=$STRIPE_KEY
 EOF
+  stripe_mock_env
 }
 
 # The settings of a client of the SASL_SSL listener (after `env`, they point the service at it).
@@ -622,7 +714,7 @@ EOF
 }
 
 cmd_logs() {
-  printf '%s\n' "$KAFKA_LOG" "$KAFKA_OUT" "$PG_LOG" "$STRIPE_LOG"
+  printf '%s\n' "$KAFKA_LOG" "$KAFKA_OUT" "$PG_LOG" "$STRIPE_LOG" "$STRIPE_MOCK_LOG"
 }
 
 cmd_reset() {
@@ -655,6 +747,10 @@ case "${1:-}" in
   start-localstripe)   take_lock; stripe_start ;;
   stop-localstripe)    take_lock; stripe_stop ;;
   restart-localstripe) take_lock; stripe_stop; stripe_start ;;
+  install-stripe-mock) take_lock; stripe_mock_install ;;
+  start-stripe-mock)   take_lock; stripe_mock_start ;;
+  stop-stripe-mock)    take_lock; stripe_mock_stop ;;
+  restart-stripe-mock) take_lock; stripe_mock_stop; stripe_mock_start ;;
   -h|--help|help)      usage ;;
   *)                   usage >&2; exit 2 ;;
 esac

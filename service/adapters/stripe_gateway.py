@@ -39,6 +39,19 @@ def search_query(daily_key: str) -> str:
     return f"metadata['daily_key']:'{value}'"
 
 
+def create_params(request: ChargeRequest) -> dict[str, Any]:
+    """The parameters of the off-session PaymentIntent that charges the saved card."""
+    return {
+        "amount": request.amount_minor,
+        "currency": request.currency.lower(),
+        "customer": request.customer,
+        "payment_method": request.payment_method,
+        "off_session": True,
+        "confirm": True,
+        "metadata": request.metadata,
+    }
+
+
 def _daily_key_of(intent: Any) -> str | None:
     metadata = getattr(intent, "metadata", None)
     try:
@@ -85,18 +98,9 @@ class StripeGateway:
         )
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:
-        params: dict[str, Any] = {
-            "amount": request.amount_minor,
-            "currency": request.currency.lower(),
-            "customer": request.customer,
-            "payment_method": request.payment_method,
-            "off_session": True,
-            "confirm": True,
-            "metadata": request.metadata,
-        }
         try:
             intent = await self._client.v1.payment_intents.create_async(
-                params,  # type: ignore[arg-type]
+                create_params(request),  # type: ignore[arg-type]
                 {"idempotency_key": request.idempotency_key},
             )
         except stripe.CardError as exc:

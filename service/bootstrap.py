@@ -21,7 +21,7 @@ from service import __version__
 from service.adapters.kafka.producer import topic_restorer
 from service.adapters.kafka.relay import OutboxRelay
 from service.adapters.kafka.security import KafkaRefused, kafka_access
-from service.adapters.kafka.topics import NotCoPartitioned
+from service.adapters.kafka.topics import NotCoPartitioned, TopicsMissing
 from service.adapters.postgres.charges import PgChargeStore
 from service.adapters.postgres.connection import Pool, ping
 from service.adapters.postgres.errors import is_transient
@@ -168,8 +168,8 @@ class Service:
                 "PostgreSQL", lambda: prepare_database(settings, migrate_schema=migrate)
             )
             producer = await until_it_works("Kafka", lambda: prepare_kafka(settings))
-        except (SchemaBehind, NotCoPartitioned, KafkaRefused) as exc:
-            # One line, then a clean stop before anything is consumed (exit code 4, 3 or 2).
+        except (SchemaBehind, NotCoPartitioned, TopicsMissing, KafkaRefused) as exc:
+            # One line, then a clean stop before anything is consumed (exit code 4, 3, 5 or 2).
             log.critical("refusing to start: %s", exc)
             self.exit_code = refusal_code(exc)
             self.app.exit()

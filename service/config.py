@@ -286,6 +286,13 @@ class Settings(BaseSettings):
     # runs `auto-topup migrate`, and the service's role may not).
     migrate_on_start: bool = Field(True, validation_alias="AUTO_TOPUP_MIGRATE_ON_START")
 
+    # Topics (docs/operating.md "Topics"): false creates none, and `run` stops (exit code 5) if
+    # one is missing; min.insync.replicas of those it creates (at most their replication factor).
+    create_topics: bool = Field(True, validation_alias="AUTO_TOPUP_CREATE_TOPICS")
+    topic_min_insync_replicas: int = Field(
+        1, ge=1, validation_alias="AUTO_TOPUP_TOPIC_MIN_INSYNC_REPLICAS"
+    )
+
 
 def kafka_security_problem(s: Settings) -> str | None:
     """What is wrong with the KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_* settings

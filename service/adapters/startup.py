@@ -1,12 +1,13 @@
 """Start-up steps the service and the replay share: wait for a dependency, migrate and open
-the database pool, create the topics and start a producer, and the optional tracer."""
+the database pool, create the topics (or check that they exist) and start a producer, and the
+optional tracer."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -14,7 +15,7 @@ from aiokafka.errors import KafkaError
 
 from service.adapters.kafka.producer import make_producer, topic_configs
 from service.adapters.kafka.security import KafkaRefused, check_access, kafka_access, refusal
-from service.adapters.kafka.topics import check_co_partitioned, ensure_topics
+from service.adapters.kafka.topics import KafkaTopicAdmin, NotCoPartitioned, TopicsMissing
 from service.adapters.postgres.errors import drop_read_only, is_misconfiguration, is_transient
 from service.adapters.postgres.migrate import SchemaBehind, migrate, pending
 from service.config import Settings
@@ -122,20 +123,40 @@ async def prepare_database(settings: Settings, *, migrate_schema: bool = True) -
     return pool
 
 
+class TopicAdmin(Protocol):
+    """What prepare_topics needs of the broker (KafkaTopicAdmin; a fake in the unit tests)."""
+
+    async def create(self, names: Sequence[str], co_partitioned: Sequence[str]) -> list[str]: ...
+
+    async def missing(self, names: Sequence[str]) -> list[str]: ...
+
+    async def check_co_partitioned(self, names: Sequence[str]) -> None: ...
+
+
+async def prepare_topics(settings: Settings, admin: TopicAdmin) -> None:
+    """Creates the missing topics (AUTO_TOPUP_CREATE_TOPICS=true), or creates none and raises
+    TopicsMissing naming those missing (false); then NotCoPartitioned if the input topics'
+    partition counts differ."""
+    topics = settings.topics
+    if settings.create_topics:
+        created = await admin.create(topics.all, topics.inputs)
+        if created:
+            log.info("created missing topics: %s", ", ".join(created))
+    elif missing := await admin.missing(topics.all):
+        raise TopicsMissing(missing)
+    await admin.check_co_partitioned(topics.inputs)
+
+
 async def prepare_kafka(settings: Settings) -> AIOKafkaProducer:
     kafka = kafka_access(settings)
     await check_access(kafka)
-    created = await ensure_topics(
+    admin = KafkaTopicAdmin(
         kafka,
-        settings.topics.all,
         settings.topic_partitions,
         settings.topic_replication_factor,
-        co_partitioned=settings.topics.inputs,
-        topic_configs=topic_configs(settings),
+        topic_configs(settings),
     )
-    if created:
-        log.info("created missing topics: %s", ", ".join(created))
-    await check_co_partitioned(kafka, settings.topics.inputs)
+    await prepare_topics(settings, admin)
     producer = make_producer(kafka)
     try:
         await producer.start()
@@ -151,4 +172,7 @@ def refusal_code(exc: BaseException) -> ExitCode:
         return ExitCode.SCHEMA_BEHIND
     if isinstance(exc, KafkaRefused):
         return ExitCode.MISCONFIGURED  # Kafka refused the credentials or the TLS handshake
+    if isinstance(exc, TopicsMissing):
+        return ExitCode.TOPICS_MISSING
+    assert isinstance(exc, NotCoPartitioned), exc
     return ExitCode.NOT_CO_PARTITIONED

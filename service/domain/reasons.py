@@ -171,4 +171,5 @@ class ExitCode(IntEnum):
     MISCONFIGURED = 2  # a bad setting or usage
     NOT_CO_PARTITIONED = 3  # `run`: the input topics are not co-partitioned
     SCHEMA_BEHIND = 4  # `run` with AUTO_TOPUP_MIGRATE_ON_START=false: migrations are missing
+    TOPICS_MISSING = 5  # `run` with AUTO_TOPUP_CREATE_TOPICS=false: topics are missing
     INTERRUPTED = 130  # `replay` interrupted: what it applied is committed

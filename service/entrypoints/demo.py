@@ -106,7 +106,14 @@ async def main(wait: float = 20.0) -> int:
         try:
             partitions = await partitions_of(kafka, outputs)
         except LookupError as exc:
-            print(f"{exc}: is the service running (`make run`)?", file=sys.stderr)
+            # The service creates its topics at start-up, unless AUTO_TOPUP_CREATE_TOPICS=false.
+            hint = (
+                "is the service running (`make run`)?"
+                if settings.create_topics
+                else "AUTO_TOPUP_CREATE_TOPICS=false: create the topics first "
+                '(docs/operating.md "Topics")'
+            )
+            print(f"{exc}: {hint}", file=sys.stderr)
             return 1
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)

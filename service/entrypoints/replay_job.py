@@ -15,6 +15,7 @@ from pathlib import Path
 from service.adapters.kafka.relay import OutboxRelay
 from service.adapters.kafka.security import kafka_access
 from service.adapters.kafka.time_merge import TimeMerge
+from service.adapters.kafka.topics import TopicsMissing
 from service.adapters.kafka.window import Partition, Window, WindowReader
 from service.adapters.memory import MemoryDatabase
 from service.adapters.postgres.connection import DATABASE_ERRORS, Pool
@@ -141,7 +142,10 @@ class Replay:
         s, wait = self.settings, self.options.wait
         pool = await bounded("PostgreSQL", wait, lambda: prepare_database(s))
         stack.push_async_callback(pool.close)
-        producer = await bounded("Kafka", wait, lambda: prepare_kafka(s))
+        try:  # creates the missing topics, or with AUTO_TOPUP_CREATE_TOPICS=false names them
+            producer = await bounded("Kafka", wait, lambda: prepare_kafka(s))
+        except TopicsMissing as exc:
+            raise ReplayError(str(exc)) from None
         relay = OutboxRelay(PgOutboxRows(pool), producer)
         stack.push_async_callback(relay.close)
         relay.start()

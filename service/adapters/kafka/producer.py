@@ -46,14 +46,19 @@ def make_producer(kafka: KafkaAccess) -> AIOKafkaProducer:
 
 
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
-    """The configs of the topics the service creates: the dead-letter topic takes the largest
-    record the relay may send, whatever the broker's default (README: Dead letters)."""
-    return {settings.topics.dead_letter: {"max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES)}}
+    """The configs of the topics the service creates: each takes the replicas that must have a
+    record before the relay's send (acks=all) succeeds (AUTO_TOPUP_TOPIC_MIN_INSYNC_REPLICAS);
+    the dead-letter topic also takes the largest record the relay may send, whatever the
+    broker's default (README: Dead letters)."""
+    insync = {"min.insync.replicas": str(settings.topic_min_insync_replicas)}
+    configs = {name: dict(insync) for name in settings.topics.all}
+    configs[settings.topics.dead_letter]["max.message.bytes"] = str(TOPIC_MAX_MESSAGE_BYTES)
+    return configs
 
 
 def topic_restorer(settings: Settings) -> TopicRestorer:
-    """Output topics deleted while the service runs are created again (the service creates
-    the topics it misses), as at start."""
+    """Output topics deleted while the service runs are created again, as at start; with
+    AUTO_TOPUP_CREATE_TOPICS=false, none is: the relay sets their records aside."""
 
     async def restore(names: Collection[str]) -> list[str]:
         return await restore_topics(
@@ -61,6 +66,7 @@ def topic_restorer(settings: Settings) -> TopicRestorer:
             names,
             settings.topic_partitions,
             settings.topic_replication_factor,
+            create=settings.create_topics,
             topic_configs=topic_configs(settings),
         )
 

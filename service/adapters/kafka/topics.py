@@ -1,10 +1,12 @@
-"""Creates the service's topics when they are missing."""
+"""Creates the service's topics when they are missing, or (when it may create none) finds those
+that are missing."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -45,6 +47,54 @@ class NotCoPartitioned(Exception):
             "the input topics must have the same number of partitions (co-partitioned by "
             f"customer_id): {found}"
         )
+
+
+class TopicsMissing(Exception):
+    """Topics the service reads or writes do not exist, and it may not create them."""
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        self.missing = list(missing)
+        super().__init__(
+            f"topics missing: {', '.join(self.missing)} (AUTO_TOPUP_CREATE_TOPICS=false: the "
+            'service creates none; create them as docs/operating.md "Topics" says)'
+        )
+
+
+async def missing_topics(kafka: KafkaAccess, names: Iterable[str]) -> list[str]:
+    """Those of the named topics the broker does not have, in the order given."""
+    admin = _admin(kafka)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    return [n for n in dict.fromkeys(names) if n not in existing]
+
+
+@dataclass(frozen=True)
+class KafkaTopicAdmin:
+    """The topic steps of start-up on a broker (service/adapters/startup.py prepare_topics)."""
+
+    kafka: KafkaAccess
+    partitions: int
+    replication_factor: int
+    configs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    async def create(self, names: Sequence[str], co_partitioned: Sequence[str]) -> list[str]:
+        return await ensure_topics(
+            self.kafka,
+            names,
+            self.partitions,
+            self.replication_factor,
+            co_partitioned=co_partitioned,
+            topic_configs=self.configs,
+        )
+
+    async def missing(self, names: Sequence[str]) -> list[str]:
+        return await missing_topics(self.kafka, names)
+
+    async def check_co_partitioned(self, names: Sequence[str]) -> None:
+        await check_co_partitioned(self.kafka, names)
 
 
 async def partition_counts(kafka: KafkaAccess, names: Iterable[str]) -> dict[str, int]:

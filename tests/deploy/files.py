@@ -138,6 +138,22 @@ CR_METADATA: Doc = {
 }
 
 
+def custom_resource(api_version: str, kind: str, spec: Doc, metadata: Doc = CR_METADATA) -> Doc:
+    """The JSON Schema of one custom resource: these fields and no other."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": api_version},
+            "kind": {"const": kind},
+            "metadata": metadata,
+            "spec": spec,
+        },
+    }
+
+
 def schema_errors(schema: Doc, doc: Any) -> list[str]:
     """One line per place where `doc` breaks `schema` (a JSON Schema 2020-12, checked first)."""
     jsonschema.Draft202012Validator.check_schema(schema)

@@ -11,11 +11,11 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
 from tests.deploy.files import (
-    CR_METADATA,
     K8S,
     KUBERNETES_VERSION,
     STRING_MAP,
     Doc,
+    custom_resource,
     load_yaml,
     manifest_files,
     manifests,
@@ -98,107 +98,100 @@ KAFKA_TRIGGER_METADATA = {
         "awsRegion": {"type": "string"},
     },
 }
-SCALED_OBJECT_SCHEMA: Doc = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": "keda.sh/v1alpha1"},
-        "kind": {"const": "ScaledObject"},
-        "metadata": CR_METADATA,
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["scaleTargetRef", "triggers"],
-            "properties": {
-                "scaleTargetRef": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["name"],
-                    "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "name": {"type": "string", "minLength": 1},
-                        "envSourceContainerName": {"type": "string"},
+SCALED_OBJECT_SCHEMA: Doc = custom_resource(
+    "keda.sh/v1alpha1",
+    "ScaledObject",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["scaleTargetRef", "triggers"],
+        "properties": {
+            "scaleTargetRef": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name"],
+                "properties": {
+                    "apiVersion": {"type": "string"},
+                    "kind": {"type": "string"},
+                    "name": {"type": "string", "minLength": 1},
+                    "envSourceContainerName": {"type": "string"},
+                },
+            },
+            "pollingInterval": {**_INT32, "minimum": 1},
+            "cooldownPeriod": _INT32,
+            "initialCooldownPeriod": _INT32,
+            "idleReplicaCount": _INT32,
+            "minReplicaCount": _INT32,
+            "maxReplicaCount": {**_INT32, "minimum": 1},
+            "fallback": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["failureThreshold", "replicas"],
+                "properties": {
+                    "failureThreshold": {**_INT32, "minimum": 1},
+                    "replicas": _INT32,
+                    "behavior": {
+                        "enum": [
+                            "static",
+                            "currentReplicas",
+                            "currentReplicasIfHigher",
+                            "currentReplicasIfLower",
+                        ]
                     },
                 },
-                "pollingInterval": {**_INT32, "minimum": 1},
-                "cooldownPeriod": _INT32,
-                "initialCooldownPeriod": _INT32,
-                "idleReplicaCount": _INT32,
-                "minReplicaCount": _INT32,
-                "maxReplicaCount": {**_INT32, "minimum": 1},
-                "fallback": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["failureThreshold", "replicas"],
-                    "properties": {
-                        "failureThreshold": {**_INT32, "minimum": 1},
-                        "replicas": _INT32,
-                        "behavior": {
-                            "enum": [
-                                "static",
-                                "currentReplicas",
-                                "currentReplicasIfHigher",
-                                "currentReplicasIfLower",
-                            ]
-                        },
-                    },
-                },
-                "advanced": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "restoreToOriginalReplicaCount": {"type": "boolean"},
-                        "horizontalPodAutoscalerConfig": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {
-                                "name": {"type": "string"},
-                                "behavior": {
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "properties": {"scaleUp": _HPA_RULES, "scaleDown": _HPA_RULES},
-                                },
-                            },
-                        },
-                    },
-                },
-                "triggers": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
+            },
+            "advanced": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "restoreToOriginalReplicaCount": {"type": "boolean"},
+                    "horizontalPodAutoscalerConfig": {
                         "type": "object",
                         "additionalProperties": False,
-                        "required": ["type", "metadata"],
                         "properties": {
-                            "type": {"const": "kafka"},
                             "name": {"type": "string"},
-                            "metricType": {"enum": ["AverageValue", "Value"]},
-                            "useCachedMetrics": {"type": "boolean"},
-                            "authenticationRef": {
+                            "behavior": {
                                 "type": "object",
                                 "additionalProperties": False,
-                                "required": ["name"],
-                                "properties": {
-                                    "name": {"type": "string"},
-                                    "kind": {
-                                        "enum": [
-                                            "TriggerAuthentication",
-                                            "ClusterTriggerAuthentication",
-                                        ]
-                                    },
+                                "properties": {"scaleUp": _HPA_RULES, "scaleDown": _HPA_RULES},
+                            },
+                        },
+                    },
+                },
+            },
+            "triggers": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["type", "metadata"],
+                    "properties": {
+                        "type": {"const": "kafka"},
+                        "name": {"type": "string"},
+                        "metricType": {"enum": ["AverageValue", "Value"]},
+                        "useCachedMetrics": {"type": "boolean"},
+                        "authenticationRef": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["name"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "kind": {
+                                    "enum": [
+                                        "TriggerAuthentication",
+                                        "ClusterTriggerAuthentication",
+                                    ]
                                 },
                             },
-                            "metadata": KAFKA_TRIGGER_METADATA,
                         },
+                        "metadata": KAFKA_TRIGGER_METADATA,
                     },
                 },
             },
         },
     },
-}
+)
 
 
 # KEDA's TriggerAuthentication, for what these manifests use: parameters from a Secret (the

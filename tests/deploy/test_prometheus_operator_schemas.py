@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.files import (
-    CR_METADATA,
     PROMETHEUS_RULE,
     SERVICE_MONITOR,
     STRING_MAP,
     Doc,
+    custom_resource,
     load_yaml,
     schema_errors,
 )
@@ -28,18 +28,7 @@ _DURATION = {
 
 
 def _object(kind: str, spec: Doc) -> Doc:
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "monitoring.coreos.com/v1"},
-            "kind": {"const": kind},
-            "metadata": CR_METADATA,
-            "spec": spec,
-        },
-    }
+    return custom_resource("monitoring.coreos.com/v1", kind, spec)
 
 
 SERVICE_MONITOR_SCHEMA = _object(

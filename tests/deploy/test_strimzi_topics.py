@@ -20,6 +20,7 @@ from tests.deploy.files import (
     STRING_MAP,
     Doc,
     config_data,
+    custom_resource,
     load_yaml,
     schema_errors,
     setting,
@@ -41,37 +42,31 @@ OUTPUTS = (
 # replicas, config (the topic's configs; Strimzi keeps any value: strings, numbers, booleans).
 # Its CRD: partitions minimum 1; replicas minimum 1, maximum 32767. The Topic Operator acts
 # only on KafkaTopics labelled strimzi.io/cluster with the name of its Kafka resource.
-KAFKA_TOPIC_SCHEMA: Doc = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": "kafka.strimzi.io/v1beta2"},
-        "kind": {"const": "KafkaTopic"},
-        "metadata": {
-            **CR_METADATA,
-            "required": ["name", "labels"],
-            "properties": {
-                **CR_METADATA["properties"],
-                "labels": {**STRING_MAP, "required": ["strimzi.io/cluster"]},
-            },
-        },
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "topicName": {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,249}$"},
-                "partitions": {"type": "integer", "minimum": 1},
-                "replicas": {"type": "integer", "minimum": 1, "maximum": 32767},
-                "config": {
-                    "type": "object",
-                    "additionalProperties": {"type": ["string", "integer", "number", "boolean"]},
-                },
+KAFKA_TOPIC_SCHEMA: Doc = custom_resource(
+    "kafka.strimzi.io/v1beta2",
+    "KafkaTopic",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "topicName": {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,249}$"},
+            "partitions": {"type": "integer", "minimum": 1},
+            "replicas": {"type": "integer", "minimum": 1, "maximum": 32767},
+            "config": {
+                "type": "object",
+                "additionalProperties": {"type": ["string", "integer", "number", "boolean"]},
             },
         },
     },
-}
+    metadata={
+        **CR_METADATA,
+        "required": ["name", "labels"],
+        "properties": {
+            **CR_METADATA["properties"],
+            "labels": {**STRING_MAP, "required": ["strimzi.io/cluster"]},
+        },
+    },
+)
 
 
 def topic_files() -> list[Path]:

@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError
 
 from service.adapters.kafka.producer import make_producer, topic_configs
 from service.adapters.kafka.security import KafkaRefused, check_access, kafka_access, refusal
-from service.adapters.kafka.topics import KafkaTopicAdmin, NotCoPartitioned, TopicsMissing
+from service.adapters.kafka.topics import KafkaTopicAdmin, TopicsMissing
 from service.adapters.postgres.errors import drop_read_only, is_misconfiguration, is_transient
 from service.adapters.postgres.migrate import SchemaBehind, migrate, pending
 from service.config import Settings
@@ -174,5 +174,4 @@ def refusal_code(exc: BaseException) -> ExitCode:
         return ExitCode.MISCONFIGURED  # Kafka refused the credentials or the TLS handshake
     if isinstance(exc, TopicsMissing):
         return ExitCode.TOPICS_MISSING
-    assert isinstance(exc, NotCoPartitioned), exc
-    return ExitCode.NOT_CO_PARTITIONED
+    return ExitCode.NOT_CO_PARTITIONED  # NotCoPartitioned

@@ -32,15 +32,16 @@ WALLET_BALANCE_CHANGED: Example = {
 }
 SETTINGS_UPDATED: Example = {
     "event_id": "0c8e2f57-3b9d-4d0a-8f5e-2f3c1b7a9d10",
-    "occurred_at": "2026-11-24T16:30:00+01:00",
+    "occurred_at": "2026-11-24T10:30:00-05:00",
     "customer_id": CUSTOMER,
     "origin": "finance_app",
-    "payment_method": "cheque_tt",
+    "payment_method": "master_account",
+    "partner_id": "p-77",
     "auto_trigger": True,
     "trigger_amount": "100.00",
     "limit_threshold": "10.00",
     "currency": "USD",
-    "timezone": "Europe/Berlin",
+    "timezone": "America/New_York",
     "version": 7,
 }
 
@@ -128,7 +129,7 @@ def of(topic: str) -> list[Example]:
         ),
         "settings-updated": (
             "cheque-tt",
-            "Cheque/TT settings from the Finance app",
+            "A master account paid by partner p-77",
             SETTINGS_UPDATED,
         ),
     }

@@ -18,7 +18,8 @@ WITH_ENV = set -a; eval "$$($(STACK) env)"; set +a;
 
 .PHONY: help install up down env status run test test-unit test-integration test-e2e lint \
         format schemas demo chaos fuzz-money bench bench-handler clean test-slow chaos-slow \
-        replay-memory test-deploy schema test-stripe-mock lock lock-check test-pythons
+        replay-memory test-deploy schema test-stripe-mock lock lock-check test-pythons \
+        contract-models test-contract
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -84,7 +85,8 @@ AT_HOURS = for at in 00:30 23:30; do echo "== service clock at $$at UTC"; \
 	AUTO_TOPUP_TEST_CLOCK=$$at $(1) $(BIN)/pytest -q $(HOUR_TESTS); done
 
 test: up lint ## Install, start the stack, lint, run every tier of tests (and the day-boundary ones at 00:30 and 23:30)
-	$(WITH_ENV) $(BIN)/pytest tests/unit tests/deploy tests/integration tests/e2e tests/stripe_mock
+	$(WITH_ENV) $(BIN)/pytest tests/unit tests/deploy tests/contract tests/integration tests/e2e \
+		tests/stripe_mock
 	$(WITH_ENV) $(call AT_HOURS,)
 	deploy/local/test-pythons.sh --except $(BIN)/python $(PYTHONS)
 
@@ -114,8 +116,16 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-schemas: install ## Regenerate schemas/ from the models
+schemas: install ## Regenerate schemas/ and docs/contract-reference.md from the models
 	$(BIN)/python -m service.contract.export schemas
+
+# The AsyncAPI CLI and Modelina, pinned in tools/contract/package-lock.json, are installed with
+# `npm ci` into .cache/node/<digest of the lock> (once per lock). Needs node, npm, javac, go.
+contract-models: ## Validate schemas/asyncapi.json, generate Java and Go models from it, compile them
+	tools/contract/models.sh
+
+test-contract: install ## The contract tier: make contract-models as a test (no stack)
+	$(BIN)/pytest tests/contract
 
 schema: up ## Regenerate service/adapters/postgres/schema.sql from a freshly migrated database
 	$(WITH_ENV) $(BIN)/python -m tests.schema_snapshot

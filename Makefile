@@ -29,6 +29,7 @@ $(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	rm -rf *.egg-info  # a stale one (an older version) would shadow the installed metadata
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 

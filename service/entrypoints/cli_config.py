@@ -23,6 +23,8 @@ from service.entrypoints.cli_support import load_settings
 MASK = "***"
 # The password of a URL's user (scheme://user:password@host), every host of a multi-host URL.
 _PASSWORD = re.compile(r"(://(?:[^:@/\s]*):)[^@/\s]*@")
+# A password given as a query parameter (libpq and asyncpg accept `password`, `sslpassword`).
+_QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)[^&#\s]*", re.IGNORECASE)
 
 config = typer.Typer(
     help="Check the settings the service reads from the environment, or show them.",
@@ -57,7 +59,7 @@ def _masked(value: Any) -> Any:
         return MASK
     if value is None or isinstance(value, bool | int | float):
         return value
-    return _PASSWORD.sub(rf"\1{MASK}@", str(value))
+    return _QUERY_PASSWORD.sub(rf"\1{MASK}", _PASSWORD.sub(rf"\1{MASK}@", str(value)))
 
 
 def shown(settings: Settings) -> list[Shown]:

@@ -20,6 +20,7 @@ from service.adapters.kafka.window import Partition, Window, WindowReader
 from service.adapters.memory import MemoryDatabase
 from service.adapters.postgres.connection import DATABASE_ERRORS, Pool
 from service.adapters.postgres.errors import is_transient
+from service.adapters.postgres.migrate import SchemaBehind
 from service.adapters.postgres.outbox_store import PgOutboxRows
 from service.adapters.postgres.read_models import (
     NotMigrated,
@@ -140,7 +141,16 @@ class Replay:
         self, stack: contextlib.AsyncExitStack
     ) -> tuple[UnitOfWorkFactory, OutboxRelay]:
         s, wait = self.settings, self.options.wait
-        pool = await bounded("PostgreSQL", wait, lambda: prepare_database(s))
+        # As `run`: with AUTO_TOPUP_MIGRATE_ON_START=false it applies no migration (the runtime
+        # role needs no right to change the schema) and stops if one is missing.
+        try:
+            pool = await bounded(
+                "PostgreSQL",
+                wait,
+                lambda: prepare_database(s, migrate_schema=s.migrate_on_start),
+            )
+        except SchemaBehind as exc:
+            raise ReplayError(str(exc)) from None
         stack.push_async_callback(pool.close)
         try:  # creates the missing topics, or with AUTO_TOPUP_CREATE_TOPICS=false names them
             producer = await bounded("Kafka", wait, lambda: prepare_kafka(s))

@@ -93,6 +93,31 @@ def test_show_lists_every_setting_once_with_its_source_and_secrets_masked(
     assert rows["STRIPE_API_BASE"]["value"] is None
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            f"postgresql://app@db/x?password={PASSWORD}&sslmode=require",
+            "postgresql://app@db/x?password=***&sslmode=require",
+        ),
+        (
+            f"postgresql://app:{PASSWORD}@db/x?sslpassword={PASSWORD}",
+            "postgresql://app:***@db/x?sslpassword=***",
+        ),
+    ],
+)
+def test_show_masks_a_password_given_in_the_query(
+    monkeypatch: pytest.MonkeyPatch, url: str, shown: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("STRIPE_API_KEY", STRIPE_KEY)
+    code, out, _ = invoke("config", "show", "--json")
+    assert code == 0
+    assert PASSWORD not in out
+    rows = {row["name"]: row for row in map(json.loads, out.splitlines())}
+    assert rows["DATABASE_URL"]["value"] == shown
+
+
 def test_show_as_text_is_one_row_per_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STRIPE_API_KEY", STRIPE_KEY)
     code, out, _ = invoke("config", "show")

@@ -125,6 +125,13 @@ proc_alive() {
   [[ -n "$stat" && "${stat:0:1}" != Z ]]
 }
 
+# True when pid file $1 names a live process, whatever its command line: for the wait right after
+# a launch, when the child may not have exec'd its program yet (its command line is still the
+# shell's, which pid_alive's marker would not find).
+launched_alive() {
+  [[ -s "$1" ]] && proc_alive "$(<"$1")"
+}
+
 # True when pid file $1 names a live process whose command line contains $2.
 pid_alive() {
   local pidfile="$1" marker="$2" pid
@@ -565,7 +572,7 @@ stripe_start() {
   fi
   local deadline=$((SECONDS + STRIPE_TIMEOUT))
   until stripe_ready; do
-    stripe_running || fail_part localstripe "the process exited" "$STRIPE_LOG"
+    launched_alive "$STRIPE_PID" || fail_part localstripe "the process exited" "$STRIPE_LOG"
     (( SECONDS < deadline )) || fail_part localstripe "not answering within ${STRIPE_TIMEOUT}s" "$STRIPE_LOG"
     sleep 0.2
   done
@@ -627,7 +634,7 @@ stripe_mock_start() {
   fi
   local deadline=$((SECONDS + STRIPE_TIMEOUT))
   until stripe_mock_ready; do
-    stripe_mock_running || fail_part stripe-mock "the process exited" "$STRIPE_MOCK_LOG"
+    launched_alive "$STRIPE_MOCK_PID" || fail_part stripe-mock "the process exited" "$STRIPE_MOCK_LOG"
     (( SECONDS < deadline )) || fail_part stripe-mock "not answering within ${STRIPE_TIMEOUT}s" "$STRIPE_MOCK_LOG"
     sleep 0.2
   done

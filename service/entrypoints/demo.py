@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from service.adapters.kafka.security import check_access, kafka_access
 from service.adapters.kafka.topics import partitions_of
-from service.config import Settings, describe_error
+from service.config import Settings, Topics, describe_error
 
 
 def _event(customer_id: str, at: datetime, **fields: Any) -> dict[str, Any]:
@@ -120,36 +120,44 @@ async def main(wait: float = 20.0) -> int:
         for tp in partitions:
             await consumer.position(tp)  # fix the start before publishing
         run = uuid.uuid4().hex[:6]
-        sent = examples(run, datetime.now(UTC))
-        for kind, event in sent:
-            topic = topics.wallet_balance_changed if kind == "balance" else topics.settings_updated
-            await producer.send_and_wait(
-                topic, json.dumps(event).encode(), key=event["customer_id"].encode()
-            )
-            print(f">> {topic:<28} {json.dumps(event)}")
-        expected = 3  # invoice, credit, dead letter for the malformed event; nothing for gamma
-        seen = 0
-        deadline = time.monotonic() + wait
-        while seen < expected and time.monotonic() < deadline:
-            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                for r in records:
-                    if r.key is None or not r.key.decode(errors="replace").endswith(run):
-                        continue
-                    seen += 1
-                    reason = dict(r.headers).get("dlq_reason", b"").decode()
-                    shown = r.value.decode(errors="replace") if r.value else ""
-                    extra = f" [dlq_reason={reason}]" if reason else ""
-                    print(f"<< {tp.topic:<28} {shown}{extra}")
-        if seen < expected:
-            print(
-                f"saw {seen} of {expected} expected output records within {wait:.0f}s",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
+        await _publish(producer, topics, run)
+        return await _show_outputs(consumer, run, wait)
     finally:
         await producer.stop()
         await consumer.stop()
+
+
+async def _publish(producer: AIOKafkaProducer, topics: Topics, run: str) -> None:
+    """The example events of this run, each to its input topic."""
+    for kind, event in examples(run, datetime.now(UTC)):
+        topic = topics.wallet_balance_changed if kind == "balance" else topics.settings_updated
+        await producer.send_and_wait(
+            topic, json.dumps(event).encode(), key=event["customer_id"].encode()
+        )
+        print(f">> {topic:<28} {json.dumps(event)}")
+
+
+async def _show_outputs(consumer: AIOKafkaConsumer, run: str, wait: float) -> int:
+    """Prints this run's output records as they come; 1 if not all came within `wait`."""
+    expected = 3  # invoice, credit, dead letter for the malformed event; nothing for gamma
+    seen = 0
+    deadline = time.monotonic() + wait
+    while seen < expected and time.monotonic() < deadline:
+        for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+            for r in records:
+                if r.key is None or not r.key.decode(errors="replace").endswith(run):
+                    continue
+                seen += 1
+                reason = dict(r.headers).get("dlq_reason", b"").decode()
+                shown = r.value.decode(errors="replace") if r.value else ""
+                extra = f" [dlq_reason={reason}]" if reason else ""
+                print(f"<< {tp.topic:<28} {shown}{extra}")
+    if seen < expected:
+        print(
+            f"saw {seen} of {expected} expected output records within {wait:.0f}s", file=sys.stderr
+        )
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

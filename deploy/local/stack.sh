@@ -330,7 +330,7 @@ kafka_scram_missing() {
 kafka_wait() {
   local deadline=$((SECONDS + KAFKA_TIMEOUT)) started
   while ! kafka_ready; do
-    kafka_running || fail_part kafka "the broker process exited" "$KAFKA_LOG" "$KAFKA_OUT"
+    launched_alive "$KAFKA_PID" || fail_part kafka "the broker process exited" "$KAFKA_LOG" "$KAFKA_OUT"
     (( SECONDS < deadline )) || fail_part kafka "not ready within ${KAFKA_TIMEOUT}s" "$KAFKA_LOG" "$KAFKA_OUT"
     sleep 0.2
   done

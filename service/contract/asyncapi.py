@@ -28,9 +28,11 @@ class Message(NamedTuple):
 MESSAGES = (
     Message("wallet-balance-changed", events.WalletBalanceChanged, "in"),
     Message("settings-updated", events.SettingsUpdated, "in"),
+    Message("invoice-status-changed", events.InvoiceStatusChanged, "in"),
     Message(messages.INVOICE_REQUESTED, events.InvoiceRequested, "out"),
     Message(messages.CREDIT_ISSUED, events.CreditIssued, "out"),
     Message(messages.TOP_UP_FAILED, events.TopUpFailed, "out"),
+    Message(messages.AUTO_TOPUP_NOTICE, events.AutoTopupNotice, "out"),
     Message("auto-topup-dead-letter", None, "out"),
 )
 

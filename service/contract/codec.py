@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from service.contract.events import SettingsUpdated, WalletBalanceChanged
+from service.contract.events import InvoiceStatusChanged, SettingsUpdated, WalletBalanceChanged
 from service.contract.types import (
     ID_PATTERN,
     MAX_COUNT,
@@ -22,7 +22,15 @@ from service.contract.types import (
     text_id,
 )
 from service.domain.currencies import ISO_4217
-from service.domain.model import BalanceChanged, Origin, PaymentMethod
+from service.domain.model import (
+    AmountMode,
+    Amounts,
+    BalanceChanged,
+    InvoiceStatus,
+    Origin,
+    PaymentMethod,
+)
+from service.domain.model import InvoiceStatusChanged as InvoiceStatusCommand
 from service.domain.model import SettingsUpdated as SettingsCommand
 from service.domain.reasons import DeadLetterReason
 
@@ -160,39 +168,10 @@ def decode_balance(raw: bytes | None, key: bytes | None) -> BalanceChanged | Inv
     )
 
 
-# Settings of contract v2 that this version does not apply yet (amount modes, caps, fallback,
-# open invoices): refused whole, never ignored, since an ignored cap would charge more than its
-# owner allowed. `amount_mode: fixed` is the v1 behaviour and is accepted.
-NOT_YET_SUPPORTED = (
-    "target_balance",
-    "max_amount",
-    "monthly_cap",
-    "fallback_method",
-    "max_open_invoices",
-)
-
-
-def _unsupported(body: dict[str, Any]) -> Invalid | None:
-    named = [name for name in NOT_YET_SUPPORTED if body.get(name) is not None]
-    mode = body.get("amount_mode")
-    if mode is not None and mode != "fixed":
-        named.insert(0, "amount_mode")
-    if not named:
-        return None
-    return Invalid(
-        DeadLetterReason.UNSUPPORTED_SETTING,
-        f"{', '.join(named)}: not applied by this version of the service; the settings were "
-        "not changed (send them without these fields, or upgrade the service)",
-    )
-
-
 def decode_settings(raw: bytes | None, key: bytes | None) -> SettingsCommand | Invalid:
     body = _loads(raw)
     if isinstance(body, Invalid):
         return body
-    unsupported = _unsupported(body)
-    if unsupported is not None:
-        return unsupported
     try:
         wire = SettingsUpdated.model_validate(body)
     except ValidationError as exc:
@@ -212,9 +191,36 @@ def decode_settings(raw: bytes | None, key: bytes | None) -> SettingsCommand | I
         stripe_customer_id=wire.stripe_customer_id,
         stripe_payment_method_id=wire.stripe_payment_method_id,
         version=wire.version,
+        amounts=Amounts(
+            AmountMode(wire.amount_mode), wire.target_balance, wire.max_amount, wire.monthly_cap
+        ),
+        fallback_method=PaymentMethod(wire.fallback_method) if wire.fallback_method else None,
+        max_open_invoices=wire.max_open_invoices,
+    )
+
+
+def decode_invoice_status(raw: bytes | None, key: bytes | None) -> InvoiceStatusCommand | Invalid:
+    body = _loads(raw)
+    if isinstance(body, Invalid):
+        return body
+    try:
+        wire = InvoiceStatusChanged.model_validate(body)
+    except ValidationError as exc:
+        return _schema_error(exc)
+    return _key_error(key, wire.customer_id) or InvoiceStatusCommand(
+        event_id=wire.event_id,
+        occurred_at=wire.occurred_at,
+        customer_id=wire.customer_id,
+        invoice_request_id=wire.invoice_request_id,
+        status=InvoiceStatus(wire.status),
     )
 
 
 def output_event_id(customer_id: str, business_date: date, event_type: str) -> str:
     """Deterministic id: one daily key and one event type always give the same id."""
     return str(uuid.uuid5(OUTPUT_NAMESPACE, f"{customer_id}/{business_date}|{event_type}"))
+
+
+def notice_event_id(customer_id: str, notice_type: str, period: str) -> str:
+    """Deterministic id of a notice: one per (customer_id, type, period)."""
+    return str(uuid.uuid5(OUTPUT_NAMESPACE, f"{customer_id}|{notice_type}|{period}"))

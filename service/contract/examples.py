@@ -11,7 +11,7 @@ from datetime import date
 from typing import Any
 
 from service.contract import messages
-from service.contract.codec import output_event_id
+from service.contract.codec import notice_event_id, output_event_id
 from service.contract.headers import ce_type
 
 Example = dict[str, Any]
@@ -73,6 +73,23 @@ TOP_UP_FAILED = {
     "reason": "partner_insufficient_funds",
     "detail": "partner p-77 can cover 40.00 USD, the top-up is 100.00 USD",
 }
+NOTICE = {
+    "event_id": notice_event_id(CUSTOMER, "monthly_cap_warning", DAY.isoformat()[:7]),
+    "customer_id": CUSTOMER,
+    "type": "monthly_cap_warning",
+    "period": DAY.isoformat()[:7],
+    "emitted_at": EMITTED_AT,
+    "currency": "USD",
+    "monthly_cap": "500.00",
+    "month_total": "400.00",
+}
+INVOICE_STATUS_CHANGED = {
+    "event_id": "0b6f4f7e-9a3c-4d8e-8f00-5c2d1e7a9b31",
+    "occurred_at": "2026-11-27T15:30:00Z",
+    "customer_id": CUSTOMER,
+    "invoice_request_id": output_event_id(CUSTOMER, DAY, messages.INVOICE_REQUESTED),
+    "status": "paid",
+}
 # The dead letter's value is the original bytes: here a balance event without its balance.
 DEAD_LETTER_VALUE = json.dumps(
     {k: v for k, v in WALLET_BALANCE_CHANGED.items() if k != "balance"}, separators=(",", ":")
@@ -117,6 +134,11 @@ def of(topic: str) -> list[Example]:
         ),
         messages.CREDIT_ISSUED: ("stripe-charge", "A card charged through Stripe", CREDIT_ISSUED),
         messages.TOP_UP_FAILED: ("partner-short", "A partner without the funds", TOP_UP_FAILED),
+        messages.AUTO_TOPUP_NOTICE: (
+            "cap-warning",
+            "The month's top-ups reached 80% of the monthly cap",
+            NOTICE,
+        ),
     }
     if topic in outputs:
         name, summary, payload = outputs[topic]
@@ -131,6 +153,11 @@ def of(topic: str) -> list[Example]:
             "cheque-tt",
             "A master account paid by partner p-77",
             SETTINGS_UPDATED,
+        ),
+        "invoice-status-changed": (
+            "paid",
+            "The invoice of a top-up was paid",
+            INVOICE_STATUS_CHANGED,
         ),
     }
     if topic in inputs:

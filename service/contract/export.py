@@ -22,11 +22,13 @@ from service.contract.reference import page
 INPUTS: dict[str, type[BaseModel]] = {
     "wallet-balance-changed": events.WalletBalanceChanged,
     "settings-updated": events.SettingsUpdated,
+    "invoice-status-changed": events.InvoiceStatusChanged,
 }
 OUTPUTS: dict[str, type[BaseModel]] = {
     "invoice-requested": events.InvoiceRequested,
     "credit-issued": events.CreditIssued,
     "top-up-failed": events.TopUpFailed,
+    "auto-topup-notice": events.AutoTopupNotice,
 }
 # The human-readable page of the document, beside the schemas' folder.
 REFERENCE_PAGE = Path("docs") / "contract-reference.md"

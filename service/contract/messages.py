@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Final
 
-from service.contract.codec import output_event_id
-from service.contract.events import CreditIssued, InvoiceRequested, OutputEvent, TopUpFailed
+from service.contract.codec import notice_event_id, output_event_id
+from service.contract.events import (
+    AutoTopupNotice,
+    CreditIssued,
+    InvoiceRequested,
+    OutputEvent,
+    TopUpFailed,
+)
 from service.domain.model import TopUp
 from service.domain.money import format_amount
+from service.domain.notices import Notice
 
 INVOICE_REQUESTED: Final = "invoice-requested"
 CREDIT_ISSUED: Final = "credit-issued"
 TOP_UP_FAILED: Final = "top-up-failed"
+AUTO_TOPUP_NOTICE: Final = "auto-topup-notice"
 
 # CloudEvents attributes of every output event (Kafka protocol binding, binary mode).
 CE_SPECVERSION: Final = "1.0"
@@ -54,7 +63,10 @@ REDRIVE: Final = "auto_topup_redrive"
 
 
 def event_id(topup: TopUp, event_type: str) -> str:
-    """The deterministic id of the `event_type` event of this top-up's daily key."""
+    """The deterministic id of the `event_type` event of this top-up's daily key; a fallback
+    step's adds its method (`<daily key>|<event type>|<method>`, contract v2)."""
+    if topup.fallback_from is not None:
+        event_type = f"{event_type}|{topup.payment_method.value}"
     return output_event_id(topup.customer_id, topup.business_date, event_type)
 
 
@@ -71,6 +83,8 @@ def _common(topup: TopUp, event_type: str, now: datetime) -> dict[str, object]:
         "currency": topup.currency,
         "payment_method": topup.payment_method.value,
         "emitted_at": now,
+        "amount_mode": topup.amount_mode.value,
+        "fallback_from": topup.fallback_from.value if topup.fallback_from else None,
     }
 
 
@@ -101,6 +115,34 @@ def credit_from_stripe(topup: TopUp, payment_intent_id: str, now: datetime) -> C
 def top_up_failed(topup: TopUp, reason: str, detail: str, now: datetime) -> TopUpFailed:
     return TopUpFailed.model_validate(
         {**_common(topup, TOP_UP_FAILED, now), "reason": reason, "detail": detail}
+    )
+
+
+def _amount(value: Decimal | None, currency: str | None) -> str | None:
+    return None if value is None or currency is None else format_amount(value, currency)
+
+
+def notice(n: Notice, now: datetime) -> AutoTopupNotice:
+    """The notice as its event, under the id of (customer_id, type, period)."""
+    c = n.currency
+    return AutoTopupNotice.model_validate(
+        {
+            "event_id": notice_event_id(n.customer_id, n.type.value, n.period),
+            "customer_id": n.customer_id,
+            "type": n.type.value,
+            "period": n.period,
+            "emitted_at": now,
+            "currency": c,
+            "monthly_cap": _amount(n.monthly_cap, c),
+            "month_total": _amount(n.month_total, c),
+            "reason": n.reason,
+            "invoice_request_id": n.invoice_request_id,
+            "amount": _amount(n.amount, c),
+            "open_days": n.open_days,
+            "trigger_amount": _amount(n.trigger_amount, c),
+            "observed_daily_usage": _amount(n.observed_daily_usage, c),
+            "recommended_trigger_amount": _amount(n.recommended_trigger_amount, c),
+        }
     )
 
 

@@ -95,7 +95,10 @@ def for_generators(schema: Schema) -> Schema:
 RULES_IN_WORDS = (
     "partner_id is required when payment_method is master_account; stripe_customer_id and "
     "stripe_payment_method_id are required when origin is online_top_up, and then "
-    "payment_method is stripe (the if/then rules of schemas/settings-updated.schema.json)."
+    "payment_method is stripe; target_balance is required when amount_mode is to_target, and "
+    "partner_id when fallback_method is master_account (the if/then rules of "
+    "schemas/settings-updated.schema.json). Beyond the schema: target_balance must be above "
+    "limit_threshold, and fallback_method must differ from payment_method."
 )
 
 

@@ -33,6 +33,8 @@ def saved_card(wallet: Wallet, event: SettingsUpdated) -> Wallet:
     return replace(
         wallet,
         card=Card(event.stripe_customer_id, event.stripe_payment_method_id),
-        card_terms=CardTerms(event.trigger_amount, event.limit_threshold, event.currency, at),
+        card_terms=CardTerms(
+            event.trigger_amount, event.limit_threshold, event.currency, at, event.amounts
+        ),
         stripe_paused=False,  # new card details: Stripe top-ups may go again
     )

@@ -21,6 +21,34 @@ class Origin(StrEnum):
     ONLINE_TOP_UP = "online_top_up"
 
 
+class AmountMode(StrEnum):
+    """How much one top-up is (contract v2, "How much")."""
+
+    FIXED = "fixed"  # the Trigger Amount (v1)
+    TO_TARGET = "to_target"  # up to `target_balance`
+    COVER_GAP = "cover_gap"  # the smallest whole multiple of the Trigger Amount above the threshold
+
+
+class InvoiceStatus(StrEnum):
+    ISSUED = "issued"
+    PAID = "paid"  # closes the invoice
+    VOID = "void"  # closes the invoice
+
+
+@value
+class Amounts:
+    """The v2 amount settings beside the Trigger Amount: how much one top-up is and its caps.
+    For a Stripe customer they belong to the card, like the Trigger Amount."""
+
+    mode: AmountMode = AmountMode.FIXED
+    target_balance: Decimal | None = None  # with TO_TARGET
+    max_amount: Decimal | None = None  # no single top-up is larger
+    monthly_cap: Decimal | None = None  # a calendar month's top-ups add up to at most this
+
+
+FIXED_AMOUNTS = Amounts()
+
+
 # --- input events, already validated against the wire contract ------------------------------
 
 
@@ -53,6 +81,20 @@ class SettingsUpdated:
     stripe_customer_id: str | None = None
     stripe_payment_method_id: str | None = None
     version: int | None = None
+    amounts: Amounts = FIXED_AMOUNTS
+    fallback_method: PaymentMethod | None = None
+    max_open_invoices: int | None = None
+
+
+@value
+class InvoiceStatusChanged:
+    """What became of an invoice this service requested (contract v2, optional input)."""
+
+    event_id: str
+    occurred_at: datetime
+    customer_id: str
+    invoice_request_id: str  # the invoice-requested event's event_id
+    status: InvoiceStatus
 
 
 # --- state of one wallet (a customer's or a partner's) ---------------------------------------
@@ -77,14 +119,20 @@ class CardTerms:
     # The (occurred_at, event_id) of the online top-up that set them: a later-dated online top-up
     # replaces them even when it is stale as settings (a Finance app update dated after it).
     newest: tuple[datetime, str] | None = None
+    amounts: Amounts = FIXED_AMOUNTS
 
     def same_amounts(
-        self, trigger_amount: Decimal, limit_threshold: Decimal, currency: str
+        self,
+        trigger_amount: Decimal,
+        limit_threshold: Decimal,
+        currency: str,
+        amounts: Amounts = FIXED_AMOUNTS,
     ) -> bool:
-        return (self.trigger_amount, self.limit_threshold, self.currency) == (
+        return (self.trigger_amount, self.limit_threshold, self.currency, self.amounts) == (
             trigger_amount,
             limit_threshold,
             currency,
+            amounts,
         )
 
 
@@ -102,6 +150,9 @@ class Settings:
     occurred_at: datetime
     event_id: str
     newest: tuple[datetime, str] | None = None  # the greatest (occurred_at, event_id) applied
+    amounts: Amounts = FIXED_AMOUNTS
+    fallback_method: PaymentMethod | None = None
+    max_open_invoices: int | None = None
 
 
 @value
@@ -125,6 +176,26 @@ class Credit:
 
 
 @value
+class MonthSpend:
+    """What this service topped up in one calendar month of the customer's timezone: the
+    amounts of its invoice-requested and credit-issued events, and of the card charges not
+    settled yet (a failed one is given back)."""
+
+    month: str  # YYYY-MM
+    spent: Decimal
+    # The cap notices already decided this month (NoticeType values).
+    notices: frozenset[str] = field(default_factory=frozenset)
+
+
+@value
+class OpenInvoice:
+    """An invoice this service requested that no paid or void status has closed yet."""
+
+    invoice_request_id: str
+    business_date: date
+
+
+@value
 class Wallet:
     customer_id: str
     settings: Settings | None = None
@@ -141,6 +212,13 @@ class Wallet:
     # The end of the last attempt's business day, in the timezone that attempt used: no new
     # attempt for an event dated before it, whatever the timezone is now.
     attempt_day_end: datetime | None = None
+    # Top-ups of the current month (monthly_cap).
+    month: MonthSpend | None = None
+    # Requested invoices not paid or void yet (max_open_invoices); read with the wallet, kept
+    # in a table of their own.
+    open_invoices: tuple[OpenInvoice, ...] = ()
+    # The business date of the last trigger_amount_too_low notice (at most one per 7 days).
+    advised_on: date | None = None
 
 
 # --- decisions --------------------------------------------------------------------------------
@@ -160,6 +238,12 @@ class TopUp:
     payment_method: PaymentMethod
     partner_id: str | None = None
     card: Card | None = None
+    amount_mode: AmountMode = AmountMode.FIXED
+    # The method that goes on in the same attempt when this one fails (settings' fallback_method).
+    fallback_method: PaymentMethod | None = None
+    # On a fallback step: the method that failed before it (its events add the method to
+    # their id).
+    fallback_from: PaymentMethod | None = None
 
     @property
     def idempotency_key(self) -> str:

@@ -63,6 +63,19 @@ def _card_exponent(currency: str) -> int:
     return 2
 
 
+def minor_unit(currency: str) -> Decimal:
+    """One minor unit of the currency (USD 0.01, JPY 1, KWD 0.001)."""
+    return Decimal(1).scaleb(-minor_unit_exponent(currency))
+
+
+def card_step(currency: str) -> Decimal:
+    """The smallest step of an amount a card charge can carry exactly (USD 0.01, JPY 1, ISK 1,
+    KWD 0.010)."""
+    if currency in _CARD_ZERO_DECIMAL or currency in _CARD_WHOLE_TWO_DECIMAL:
+        return Decimal(1)
+    return Decimal("0.01")
+
+
 def fits_card_amount(amount: Decimal, currency: str) -> bool:
     """True when a card charge can carry exactly this amount."""
     if currency in _CARD_ZERO_DECIMAL or currency in _CARD_WHOLE_TWO_DECIMAL:

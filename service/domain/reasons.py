@@ -53,7 +53,8 @@ class DeadLetterReason(StrEnum):
     PARTNER_IS_CUSTOMER = "partner_is_customer"  # a master account naming itself as partner
     STRIPE_SETTINGS_LOCKED = "stripe_settings_locked"  # Stripe chosen with other amounts
     STRIPE_CARD_MISSING = "stripe_card_missing"  # Stripe chosen for a customer with no card
-    UNSUPPORTED_SETTING = "unsupported_setting"  # contract v2 fields not applied yet
+    # (kept for the dead letters of earlier versions, which refused the v2 settings fields)
+    UNSUPPORTED_SETTING = "unsupported_setting"  # contract v2 fields not applied (before 0.13)
     PROCESSING_ERROR = "processing_error"  # it made the service fail; a retry cannot fix it
 
 
@@ -79,6 +80,9 @@ class BlockReason(StrEnum):
     OLD_BUSINESS_DATE = "old_business_date"  # the event's business day is past the old-day guard
     STRIPE_PAUSED = "stripe_paused"  # Stripe paused after a hard failure, until a new card
     DAILY_KEY_TAKEN = "daily_key_taken"  # suppressed: this business day had its attempt
+    MONTHLY_CAP_REACHED = "monthly_cap_reached"  # the month's cap leaves nothing (or too little)
+    BELOW_CARD_MINIMUM = "below_card_minimum"  # the amount reckoned is less than a card can take
+    INVOICE_OPEN = "invoice_open"  # suppressed: max_open_invoices requested invoices are open
 
 
 class FailureReason(StrEnum):
@@ -112,6 +116,24 @@ TEMPORARY_DECLINES = frozenset(
         FailureReason.REENTER_TRANSACTION,
     }
 )
+
+
+class NoticeType(StrEnum):
+    """Type of an `auto-topup-notice` event (contract v2): one per customer, type and period."""
+
+    MONTHLY_CAP_WARNING = "monthly_cap_warning"  # the month's top-ups reached 80% of the cap
+    MONTHLY_CAP_REACHED = "monthly_cap_reached"  # the month's top-ups reached the cap
+    STRIPE_PAUSED = "stripe_paused"  # a hard card failure: top up online with a working card
+    INVOICE_OVERDUE = "invoice_overdue"  # a requested invoice is open longer than allowed
+    TRIGGER_AMOUNT_TOO_LOW = "trigger_amount_too_low"  # the usage outgrows the Trigger Amount
+
+
+class InvoiceOutcome(StrEnum):
+    """What an invoice-status-changed record came to (logs, metrics)."""
+
+    CLOSED = "closed"  # paid or void: the invoice no longer counts as open
+    NOTED = "noted"  # issued: the invoice stays open
+    UNKNOWN_INVOICE = "unknown_invoice"  # not an open invoice this service requested
 
 
 class NextCode(StrEnum):

@@ -6,11 +6,11 @@ new state with what was decided. Nothing here reads a clock, a database or a bro
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from enum import StrEnum
 
+from service.domain.amounts import month_of, reckon, spent_in
 from service.domain.calendar import business_date, day_end, is_valid_timezone
 from service.domain.cards import card_may_be_newer, saved_card
 from service.domain.model import (
@@ -23,47 +23,17 @@ from service.domain.model import (
     Wallet,
 )
 from service.domain.money import fits_minor_units
-from service.domain.rails import DEFAULT_RAILS, Rails, Terms
+from service.domain.newer import highest as _highest
+from service.domain.newer import is_stale as _is_stale
+from service.domain.newer import newest as _newest
+from service.domain.notices import cap_blocked
+from service.domain.outcomes import Decision, Outcome, Policy, Status
+from service.domain.rails import Terms
 from service.domain.reasons import BlockReason, DeadLetterReason, StaleReason
 from service.domain.reservations import available_funds as _available
 from service.domain.reservations import unreleased
-from service.domain.values import value
 
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    default_timezone: str = "UTC"
-    future_skew: timedelta = timedelta(minutes=5)
-    # Events whose business date is older than `today - old_day_window_days` trigger nothing.
-    old_day_window_days: int = 1
-    # A partner credit that no balance event of the partner's wallet names in `caused_by`
-    # stops being reserved after this long (measured on this service's clock).
-    credit_hold: timedelta = timedelta(hours=48)
-    # The payment rails, by the method they serve (what a due top-up does).
-    rails: Rails = field(default=DEFAULT_RAILS)
-
-
-class Status(StrEnum):
-    APPLIED = "applied"  # state changed (and maybe a top-up decided)
-    STALE = "stale"  # older than, or the same as, what we know: no change
-    REJECTED = "rejected"  # can never be applied: dead-lettered
-
-
-class Decision(StrEnum):
-    TRIGGERED = "triggered"
-    SUPPRESSED = "suppressed"  # due, but today's daily key is taken
-    BLOCKED = "blocked"  # would be due, but a rule stops it
-    NOT_DUE = "not_due"
-
-
-@value
-class Outcome:
-    wallet: Wallet
-    status: Status
-    decision: Decision = Decision.NOT_DUE
-    reason: str | None = None  # reject reason, or why not triggered
-    detail: str = ""
-    topup: TopUp | None = None
+__all__ = ["Decision", "Outcome", "Policy", "Status", "apply_balance", "apply_settings"]
 
 
 def _future_dated(wallet: Wallet, at: datetime, now: datetime, policy: Policy) -> Outcome | None:
@@ -83,26 +53,6 @@ def _reject(wallet: Wallet, reason: str, detail: str) -> Outcome:
 
 
 # --- balances ---------------------------------------------------------------------------------
-
-
-def _is_stale(
-    highest: int | None, newest: tuple[datetime, str], event: tuple[str, int | None, datetime]
-) -> bool:
-    """Not newer: by counter (sequence/version) when the event has one and the wallet has seen
-    one, else by (occurred_at, event_id) against the greatest applied. A repeated event is
-    always stale, and two events at the same instant are ordered the same way on every pass."""
-    event_id, counter, at = event
-    if counter is not None and highest is not None:
-        return counter <= highest
-    return (at, event_id) <= newest
-
-
-def _newest(old: tuple[datetime, str] | None, at: datetime, event_id: str) -> tuple[datetime, str]:
-    return (at, event_id) if old is None else max(old, (at, event_id))
-
-
-def _highest(a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else max(a, b)
 
 
 def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: Policy) -> Outcome:
@@ -145,6 +95,9 @@ def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: 
         wallet.attempt_dates,
         wallet.card_terms,
         wallet.attempt_day_end,
+        wallet.month,
+        wallet.open_invoices,
+        wallet.advised_on,
     )
     # A balance dated before the settings in effect is judged under those settings: in
     # event-time order its decision is theirs, so it is dated when they were made.
@@ -170,11 +123,15 @@ def _settings_error(
 ) -> tuple[str, str] | None:
     """Checks that need the wallet's state or facts the wire schema cannot express; then the
     chosen rail's own."""
+    amounts = event.amounts
     for name, amount in (
         ("trigger_amount", event.trigger_amount),
         ("limit_threshold", event.limit_threshold),
+        ("target_balance", amounts.target_balance),
+        ("max_amount", amounts.max_amount),
+        ("monthly_cap", amounts.monthly_cap),
     ):
-        if not fits_minor_units(amount, event.currency):
+        if amount is not None and not fits_minor_units(amount, event.currency):
             return (
                 DeadLetterReason.INVALID_AMOUNT_SCALE,
                 f"{name} {amount} has more decimals than {event.currency}",
@@ -186,7 +143,10 @@ def _settings_error(
             DeadLetterReason.CURRENCY_MISMATCH,
             f"settings in {event.currency} for a wallet in {wallet.balance.currency}",
         )
-    return policy.rails[event.payment_method].settings_error(wallet, event)
+    fallback = event.fallback_method
+    return policy.rails[event.payment_method].settings_error(wallet, event) or (
+        None if fallback is None else policy.rails[fallback].settings_error(wallet, event)
+    )
 
 
 def apply_settings(
@@ -229,6 +189,9 @@ def apply_settings(
         occurred_at=event.occurred_at,
         event_id=event.event_id,
         newest=_newest(previous.newest if previous else None, event.occurred_at, event.event_id),
+        amounts=event.amounts,
+        fallback_method=event.fallback_method,
+        max_open_invoices=event.max_open_invoices,
     )
     updated = replace(wallet, settings=settings)
     if event.origin is Origin.ONLINE_TOP_UP:
@@ -270,7 +233,7 @@ def _evaluate(
         return _blocked(wallet, BlockReason.NO_SETTINGS, Decision.NOT_DUE)
     if balance is None:
         return _blocked(wallet, BlockReason.BALANCE_UNKNOWN, Decision.NOT_DUE)
-    rail = policy.rails[settings.payment_method]
+    rail = policy.rails.serving(settings)
     terms = rail.terms(wallet)
     if not isinstance(terms, Terms):
         return _blocked(wallet, terms)
@@ -287,9 +250,26 @@ def _evaluate(
         return _blocked(wallet, BlockReason.OLD_BUSINESS_DATE)
     stopped = rail.paused(wallet) or _day_taken(wallet, day, occurred_at)
     if stopped is not None:
-        suppressed = stopped == BlockReason.DAILY_KEY_TAKEN
+        suppressed = stopped in _SUPPRESSING
         return _blocked(wallet, stopped, Decision.SUPPRESSED if suppressed else Decision.BLOCKED)
-    return _claimed(wallet, terms, day, timezone, trigger_event_id)
+    amount = reckon(
+        terms.amounts,
+        trigger_amount=terms.amount,
+        threshold=terms.threshold,
+        balance=balance.amount,
+        currency=terms.currency,
+        spent=spent_in(wallet.month, month_of(day)),
+        card=terms.card,
+    )
+    if isinstance(amount, BlockReason):
+        # Not made, and the day stays free (a new month, or new settings, may allow one).
+        capped, notices = cap_blocked(wallet, day, terms.amounts.monthly_cap, terms.currency)
+        return Outcome(capped, Status.APPLIED, Decision.BLOCKED, reason=amount, notices=notices)
+    return _claimed(wallet, replace(terms, amount=amount), day, timezone, trigger_event_id)
+
+
+# Stops that are suppressions (the top-up is due, but waits): the rest are blocks.
+_SUPPRESSING = frozenset({BlockReason.DAILY_KEY_TAKEN, BlockReason.INVOICE_OPEN})
 
 
 def _day_taken(wallet: Wallet, day: date, occurred_at: datetime) -> str | None:
@@ -318,6 +298,8 @@ def _claimed(wallet: Wallet, terms: Terms, day: date, timezone: str, trigger: st
         payment_method=settings.payment_method,
         partner_id=settings.partner_id,
         card=wallet.card,
+        amount_mode=terms.amounts.mode,
+        fallback_method=settings.fallback_method,
     )
     ends = day_end(day, timezone)
     if wallet.attempt_day_end is not None:

@@ -9,12 +9,11 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 from service.config import Topics
-from service.contract import messages
 from service.contract.codec import Invalid, decode_balance, decode_settings
 from service.domain import rules
-from service.domain.model import BalanceChanged, SettingsUpdated, TopUp, Wallet
-from service.domain.rails import ChargeLater, Due
+from service.domain.model import BalanceChanged, SettingsUpdated, Wallet
 from service.domain.reasons import StaleReason
+from service.service_layer import topups
 from service.service_layer.alignment import Alignment, Held, in_event_time
 from service.service_layer.outbox import dead_letter_record
 from service.service_layer.ports import (
@@ -30,7 +29,6 @@ from service.service_layer.ports import (
     UnitOfWorkFactory,
     settings_key,
 )
-from service.service_layer.settlement import settled_record
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +188,8 @@ class BatchHandler:
         if outcome.status is rules.Status.STALE:
             report.log.append(DecisionLog.of(record, event, "stale", outcome.reason))
             return
+        if outcome.notices:
+            batch.outbox += topups.notice_records(self._topics, outcome.notices, batch.now)
         if outcome.decision is not rules.Decision.NOT_DUE:
             # (not due: the common case, a balance above the threshold; nothing to log)
             self._decided(batch, record, event, outcome)
@@ -227,19 +227,26 @@ class BatchHandler:
             report.log.append(logged)
             return
         trace = self._tracer.decided(record, event.customer_id, "triggered") if self._tracer else ()
-        claim, row = self._settle(outcome.topup, batch, trace)
+        done = topups.settle(
+            outcome.topup, batch.wallets, self._policy, self._topics, batch.now, trace
+        )
+        claim = done.claim
         batch.claims.append(claim)
-        if row is None:
+        for changed in done.changed:
+            batch.wallets[changed.customer_id] = changed
+            batch.changed.add(changed.customer_id)
+        if done.record is None:
             report.stripe_claims += 1
         else:
-            batch.outbox.append(row)
+            batch.outbox.append(done.record)
+        batch.outbox += topups.notice_records(self._topics, done.notices, batch.now)
         report.log.append(
             replace(
                 logged,
                 outcome="failed" if claim.result == "failed" else "triggered",
                 reason=claim.reason,
                 detail=claim.detail or "",
-                method=outcome.topup.payment_method.value,
+                method=done.topup.payment_method.value,
                 business_date=outcome.topup.business_date,
             )
         )
@@ -322,26 +329,6 @@ class BatchHandler:
             if isinstance(e, SettingsUpdated) and e.partner_id is not None
         )
         return ids
-
-    def _settle(
-        self, topup: TopUp, batch: _Batch, trace: tuple[tuple[str, str], ...]
-    ) -> tuple[Claim, OutboxRecord | None]:
-        """What a due top-up does: its rail decides; this persists and publishes it."""
-        now = batch.now
-        payer = batch.wallets.get(topup.partner_id) if topup.partner_id is not None else None
-        credit_id = messages.event_id(topup, messages.CREDIT_ISSUED)
-        step = self._policy.rails[topup.payment_method].settle(
-            Due(topup, now, payer, credit_id, self._policy.credit_hold)
-        )
-        if isinstance(step, ChargeLater):
-            # Charged outside this transaction, driven by the claim's phases; the trace goes
-            # along on the claim, to the output event the charger publishes.
-            return Claim(topup, "claimed", next_attempt_at=now, trace_headers=trace), None
-        for wallet in step.changed:
-            batch.wallets[wallet.customer_id] = wallet
-            batch.changed.add(wallet.customer_id)
-        claim = Claim(topup, "done", step.result, step.reason, step.detail or None)
-        return claim, settled_record(self._topics, topup, step, now, trace)
 
 
 class DailyKeyConflict(RuntimeError):

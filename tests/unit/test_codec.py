@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 
 from service.contract.codec import Invalid, decode_balance, decode_settings, output_event_id
-from service.domain.model import BalanceChanged, PaymentMethod, SettingsUpdated
+from service.domain.model import (
+    AmountMode,
+    Amounts,
+    BalanceChanged,
+    PaymentMethod,
+    SettingsUpdated,
+)
 from tests.factories import balance_wire, dumps, settings_wire
 
 KEY = b"cust-1"
@@ -141,24 +147,46 @@ def test_output_event_ids_are_deterministic() -> None:
     assert a != output_event_id("cust-1", date(2026, 11, 25), "top-up-failed")
 
 
+def test_v2_settings_are_decoded_exactly() -> None:
+    body = settings_wire(
+        "cust-1",
+        payment_method="cheque_tt",
+        amount_mode="to_target",
+        target_balance="250.00",
+        max_amount="200.10",
+        monthly_cap="1000.00",
+        fallback_method="master_account",
+        partner_id="p-1",
+        max_open_invoices=2,
+    )
+    got = decode_settings(dumps(body), b"cust-1")
+    assert not isinstance(got, Invalid)
+    assert got.amounts == Amounts(
+        AmountMode.TO_TARGET, Decimal("250.00"), Decimal("200.10"), Decimal("1000.00")
+    )
+    assert got.fallback_method is PaymentMethod.MASTER_ACCOUNT
+    assert got.max_open_invoices == 2
+
+
 @pytest.mark.parametrize(
-    "extra",
+    ("extra", "words"),
     [
-        {"amount_mode": "to_target", "target_balance": "100.00"},
-        {"max_amount": "100.00"},
-        {"monthly_cap": "150.00"},
-        {"fallback_method": "cheque_tt"},
-        {"max_open_invoices": 1},
+        ({"amount_mode": "to_target"}, "target_balance is required"),
+        ({"amount_mode": "to_target", "target_balance": "10.00"}, "above limit_threshold"),
+        ({"fallback_method": "cheque_tt", "payment_method": "cheque_tt"}, "must not be the same"),
+        ({"fallback_method": "master_account"}, "partner_id is required"),
+        ({"max_open_invoices": 0}, "max_open_invoices"),
+        ({"max_amount": "0"}, "max_amount"),
+        ({"monthly_cap": "-5"}, "monthly_cap"),
+        ({"fallback_method": "stripe", "payment_method": "cheque_tt"}, "fallback_method"),
     ],
 )
-def test_v2_settings_this_version_does_not_apply_are_refused_not_ignored(
-    extra: dict[str, Any],
-) -> None:
-    body = settings_wire("cust-1", **extra)
+def test_inconsistent_v2_settings_are_dead_lettered(extra: dict[str, Any], words: str) -> None:
+    body = settings_wire("cust-1", **{"limit_threshold": "10.00", **extra})
     got = decode_settings(dumps(body), b"cust-1")
     assert isinstance(got, Invalid)
-    assert got.reason == "unsupported_setting"
-    assert next(iter(extra)) in got.detail
+    assert got.reason == "schema_violation"
+    assert words in got.detail
 
 
 def test_amount_mode_fixed_is_the_v1_behaviour() -> None:

@@ -12,7 +12,7 @@ SELECT
     w.settings_newest_id, w.stripe_customer_id, w.stripe_payment_method_id, w.stripe_paused,
     w.balance::text, w.balance_currency, w.balance_occurred_at, w.balance_sequence,
     w.balance_event_id, w.balance_newest_at, w.balance_newest_id, w.credits_out, w.card_terms,
-    w.attempt_day_end, ARRAY(
+    w.attempt_day_end, w.settings_v2, w.month_spend, w.advised_on, w.usage, ARRAY(
     SELECT k.business_date FROM daily_keys AS k
     WHERE k.customer_id = w.customer_id AND k.business_date >= $2::date) AS taken_dates
 FROM wallets AS w
@@ -58,6 +58,10 @@ UPDATE wallets AS w SET
     settings_newest_id = u.settings_newest_id,
     card_terms = u.card_terms,
     attempt_day_end = u.attempt_day_end,
+    settings_v2 = u.settings_v2,
+    month_spend = u.month_spend,
+    advised_on = u.advised_on,
+    usage = u.usage,
     updated_at = now()
 FROM unnest($1::wallet_state[]) AS u
 WHERE w.customer_id = u.customer_id;
@@ -87,12 +91,13 @@ WHERE w.customer_id = u.customer_id;
 INSERT INTO daily_keys (
     customer_id, business_date, payment_method, amount, currency, trigger_event_id,
     balance_at_trigger, limit_threshold, partner_id, stripe_customer_id,
-    stripe_payment_method_id, phase, result, reason, detail, next_attempt_at, trace_headers)
+    stripe_payment_method_id, phase, result, reason, detail, next_attempt_at, trace_headers,
+    amount_mode, fallback_method)
 SELECT * FROM unnest(
     $1::text[], $2::date[], $3::text[], $4::numeric[], $5::text[], $6::text[],
     $7::numeric[], $8::numeric[], $9::text[], $10::text[],
     $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::timestamptz[],
-    $17::jsonb[])
+    $17::jsonb[], $18::text[], $19::text[])
 ON CONFLICT (customer_id, business_date) DO NOTHING
 RETURNING customer_id, business_date;
 

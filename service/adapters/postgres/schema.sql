@@ -64,6 +64,8 @@ CREATE TABLE daily_keys (
     first_attempt_at         timestamp with time zone,
     looked_up_at             timestamp with time zone,
     leased_until             timestamp with time zone,
+    amount_mode              text NOT NULL DEFAULT 'fixed'::text,
+    fallback_method          text,
     CONSTRAINT daily_keys_one_attempt_per_day UNIQUE (customer_id, business_date),
     CONSTRAINT daily_keys_done_has_result CHECK (((phase = 'done'::text) = (result IS NOT NULL))),
     CONSTRAINT daily_keys_phase_check CHECK ((phase = ANY (ARRAY['claimed'::text, 'charging'::text, 'needs_review'::text, 'done'::text]))),
@@ -148,6 +150,10 @@ CREATE TABLE wallets (
     settings_newest_id       text,
     card_terms               jsonb,
     attempt_day_end          timestamp with time zone,
+    settings_v2              jsonb,
+    month_spend              jsonb,
+    advised_on               date,
+    usage                    bytea,
     CONSTRAINT wallets_pkey PRIMARY KEY (customer_id),
     CONSTRAINT wallets_payment_method_check CHECK ((payment_method = ANY (ARRAY['cheque_tt'::text, 'stripe'::text, 'master_account'::text])))
 );
@@ -209,7 +215,11 @@ CREATE TYPE wallet_state AS (
     settings_newest_at       timestamp with time zone,
     settings_newest_id       text,
     card_terms               jsonb,
-    attempt_day_end          timestamp with time zone
+    attempt_day_end          timestamp with time zone,
+    settings_v2              jsonb,
+    month_spend              jsonb,
+    advised_on               date,
+    usage                    bytea
 );
 
 -- Sequences ---------------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ def _only_balance_changed(before: Wallet, after: Wallet) -> bool:
         and after.credits_out == before.credits_out
         and after.card_terms is before.card_terms
         and after.attempt_day_end == before.attempt_day_end
+        and after.month is before.month
+        and after.advised_on == before.advised_on
     )
 
 
@@ -92,7 +94,7 @@ class PgBatchStore:
         await self._conn.execute(q("save_balances"), *columns)
 
     async def claim_daily_keys(self, claims: Sequence[Claim]) -> set[tuple[str, date]]:
-        columns: list[list[Any]] = [[] for _ in range(17)]
+        columns: list[list[Any]] = [[] for _ in range(19)]
         for c in claims:
             t = c.topup
             values = (
@@ -113,6 +115,8 @@ class PgBatchStore:
                 c.detail,
                 c.next_attempt_at,
                 json.dumps(list(c.trace_headers)),
+                t.amount_mode.value,
+                t.fallback_method.value if t.fallback_method else None,
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)

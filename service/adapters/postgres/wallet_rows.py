@@ -14,10 +14,14 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from service.domain.model import (
+    FIXED_AMOUNTS,
+    AmountMode,
+    Amounts,
     Balance,
     Card,
     CardTerms,
     Credit,
+    MonthSpend,
     Origin,
     PaymentMethod,
     Settings,
@@ -71,8 +75,63 @@ def _card_terms(raw: str | None) -> CardTerms | None:
     t = json.loads(raw)
     newest = (datetime.fromisoformat(t["at"]), t["event_id"]) if t.get("at") else None
     return CardTerms(
-        Decimal(t["trigger_amount"]), Decimal(t["limit_threshold"]), t["currency"], newest
+        Decimal(t["trigger_amount"]),
+        Decimal(t["limit_threshold"]),
+        t["currency"],
+        newest,
+        _amounts(t),
     )
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def _amounts(v: dict[str, Any]) -> Amounts:
+    """The v2 amount settings of a settings_v2 or card_terms object (absent: v1's)."""
+    if v.get("amount_mode") is None and v.get("max_amount") is None and not v.get("monthly_cap"):
+        return FIXED_AMOUNTS
+    return Amounts(
+        AmountMode(v.get("amount_mode") or "fixed"),
+        _decimal(v.get("target_balance")),
+        _decimal(v.get("max_amount")),
+        _decimal(v.get("monthly_cap")),
+    )
+
+
+def _amounts_json(a: Amounts) -> dict[str, Any]:
+    if a == FIXED_AMOUNTS:
+        return {}
+    return {
+        "amount_mode": a.mode.value,
+        "target_balance": None if a.target_balance is None else str(a.target_balance),
+        "max_amount": None if a.max_amount is None else str(a.max_amount),
+        "monthly_cap": None if a.monthly_cap is None else str(a.monthly_cap),
+    }
+
+
+def _settings_v2_json(s: Settings | None) -> str | None:
+    if s is None:
+        return None
+    body = _amounts_json(s.amounts)
+    if s.fallback_method is not None:
+        body["fallback_method"] = s.fallback_method.value
+    if s.max_open_invoices is not None:
+        body["max_open_invoices"] = s.max_open_invoices
+    return json.dumps(body) if body else None
+
+
+def _month(raw: str | None) -> MonthSpend | None:
+    if raw is None:
+        return None
+    m = json.loads(raw)
+    return MonthSpend(m["month"], Decimal(m["spent"]), frozenset(m.get("notices", ())))
+
+
+def _month_json(m: MonthSpend | None) -> str | None:
+    if m is None:
+        return None
+    return json.dumps({"month": m.month, "spent": str(m.spent), "notices": sorted(m.notices)})
 
 
 def _card_terms_json(terms: CardTerms | None) -> str | None:
@@ -85,6 +144,7 @@ def _card_terms_json(terms: CardTerms | None) -> str | None:
             "currency": terms.currency,
             "at": terms.newest[0].isoformat() if terms.newest else None,
             "event_id": terms.newest[1] if terms.newest else None,
+            **_amounts_json(terms.amounts),
         }
     )
 
@@ -92,6 +152,9 @@ def _card_terms_json(terms: CardTerms | None) -> str | None:
 def _settings_from_row(row: Row) -> Settings | None:
     if row["payment_method"] is None:
         return None
+    raw = row["settings_v2"]
+    v2: dict[str, Any] = json.loads(raw) if raw is not None else {}
+    fallback = v2.get("fallback_method")
     return Settings(
         payment_method=PaymentMethod(row["payment_method"]),
         auto_trigger=row["auto_trigger"],
@@ -105,6 +168,9 @@ def _settings_from_row(row: Row) -> Settings | None:
         occurred_at=row["settings_occurred_at"],
         event_id=row["settings_event_id"],
         newest=_newest(row["settings_newest_at"], row["settings_newest_id"]),
+        amounts=_amounts(v2) if v2 else FIXED_AMOUNTS,
+        fallback_method=PaymentMethod(fallback) if fallback else None,
+        max_open_invoices=v2.get("max_open_invoices"),
     )
 
 
@@ -132,6 +198,9 @@ def wallet_from_row(row: Row, attempt_dates: frozenset[date]) -> Wallet:
         attempt_dates,
         _card_terms(row["card_terms"]),
         row["attempt_day_end"],
+        _month(row["month_spend"]),
+        (),
+        row["advised_on"],
     )
 
 
@@ -180,4 +249,8 @@ def wallet_to_state(w: Wallet) -> dict[str, Any]:
         "credits_out": _credits_json(w.credits_out),
         "card_terms": _card_terms_json(w.card_terms),
         "attempt_day_end": w.attempt_day_end,
+        "settings_v2": _settings_v2_json(w.settings),
+        "month_spend": _month_json(w.month),
+        "advised_on": w.advised_on,
+        "usage": None,
     }

@@ -17,7 +17,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
-from service.domain.model import PaymentMethod, SettingsUpdated, TopUp, Wallet
+from service.domain.model import (
+    FIXED_AMOUNTS,
+    Amounts,
+    PaymentMethod,
+    SettingsUpdated,
+    TopUp,
+    Wallet,
+)
 from service.domain.reasons import BlockReason
 from service.domain.values import value
 
@@ -50,8 +57,11 @@ class Terms:
     """What a due top-up of this wallet uses: below `threshold`, `amount` in `currency`."""
 
     threshold: Decimal
-    amount: Decimal
+    amount: Decimal  # the Trigger Amount
     currency: str
+    amounts: Amounts = FIXED_AMOUNTS  # how much one top-up is, and its caps (contract v2)
+    # The amount must be one a card can be charged (Stripe's minimum, the card's scale).
+    card: bool = False
 
 
 @value
@@ -66,6 +76,10 @@ class Due:
     # released by the balance event that names it in `caused_by`).
     credit_event_id: str
     credit_hold: timedelta
+    # The customer's wallet (a fallback goes on at once when the first method is paused).
+    wallet: Wallet | None = None
+    # The id of the credit-issued event a fallback step to a master account would publish.
+    fallback_credit_event_id: str = ""
 
 
 @value
@@ -81,6 +95,8 @@ class Settled:
     changed: tuple[Wallet, ...] = field(default=())
     # The card whose top-ups pause until its owner saves new details (a hard card failure).
     pause_card: str | None = None
+    # The top-up as settled when a fallback step settled it (its method, `fallback_from`).
+    topup: TopUp | None = None
 
     @property
     def result(self) -> str:
@@ -147,7 +163,9 @@ def settings_terms(wallet: Wallet) -> Terms | str:
     settings = wallet.settings
     if settings is None:
         return BlockReason.NO_SETTINGS
-    return Terms(settings.limit_threshold, settings.trigger_amount, settings.currency)
+    return Terms(
+        settings.limit_threshold, settings.trigger_amount, settings.currency, settings.amounts
+    )
 
 
 class InstantRail:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from service.domain.model import PaymentMethod
+from service.domain.model import PaymentMethod, Settings
 from service.domain.rails.base import Rail
 from service.domain.rails.cheque_tt import ChequeTT
+from service.domain.rails.fallback import Fallback
 from service.domain.rails.master_account import MasterAccount
 from service.domain.rails.stripe import Stripe
 
@@ -34,6 +35,14 @@ class Rails(Mapping[PaymentMethod, Rail]):
 
     def __hash__(self) -> int:
         return hash(tuple(self._by_method.items()))
+
+    def serving(self, settings: Settings) -> Rail:
+        """The rail of these settings: their method's, composed with their fallback's."""
+        rail = self._by_method[settings.payment_method]
+        fallback = settings.fallback_method
+        if fallback is None or fallback is settings.payment_method:
+            return rail
+        return Fallback(rail, self._by_method[fallback])
 
     def replacing(self, *rails: Rail) -> Rails:
         """These rails, with `rails` in place of (or beside) those for their methods."""

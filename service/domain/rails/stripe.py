@@ -6,7 +6,15 @@ saved.
 
 from __future__ import annotations
 
-from service.domain.model import Origin, PaymentMethod, SettingsUpdated, TopUp, Wallet
+from service.domain.model import (
+    FIXED_AMOUNTS,
+    Amounts,
+    Origin,
+    PaymentMethod,
+    SettingsUpdated,
+    TopUp,
+    Wallet,
+)
 from service.domain.money import card_amount_error
 from service.domain.rails.base import (
     ChargeLater,
@@ -41,9 +49,13 @@ class Stripe:
     method = PaymentMethod.STRIPE
 
     def settings_error(self, wallet: Wallet, event: SettingsUpdated) -> tuple[str, str] | None:
-        problem = card_amount_error(event.trigger_amount, event.currency)
-        if problem is not None:
-            return (DeadLetterReason.INVALID_AMOUNT_FOR_CARD, problem)
+        for name, amount in (
+            ("trigger_amount", event.trigger_amount),
+            ("max_amount", event.amounts.max_amount),
+        ):
+            problem = None if amount is None else card_amount_error(amount, event.currency)
+            if problem is not None:
+                return (DeadLetterReason.INVALID_AMOUNT_FOR_CARD, f"{name}: {problem}")
         if event.origin is Origin.FINANCE_APP:
             return _locked(wallet, event)
         return None
@@ -53,7 +65,9 @@ class Stripe:
         terms = wallet.card_terms
         if terms is None:
             return BlockReason.STRIPE_CARD_TERMS_UNKNOWN
-        return Terms(terms.limit_threshold, terms.trigger_amount, terms.currency)
+        return Terms(
+            terms.limit_threshold, terms.trigger_amount, terms.currency, terms.amounts, card=True
+        )
 
     def paused(self, wallet: Wallet) -> str | None:
         return BlockReason.STRIPE_PAUSED if wallet.stripe_paused else None
@@ -91,17 +105,29 @@ def _locked(wallet: Wallet, event: SettingsUpdated) -> tuple[str, str] | None:
     # not let the Finance app charge the card an amount its owner never set.
     terms = wallet.card_terms
     if terms is not None and terms.same_amounts(
-        event.trigger_amount, event.limit_threshold, event.currency
+        event.trigger_amount, event.limit_threshold, event.currency, event.amounts
     ):
         return None
     card_set = (
         "not known (save the card again in an online top-up)"
         if terms is None
         else f"{terms.trigger_amount} / {terms.limit_threshold} {terms.currency}"
+        + _v2(terms.amounts)
     )
     return (
         DeadLetterReason.STRIPE_SETTINGS_LOCKED,
         "Trigger Amount and Limit Threshold of a Stripe customer are set during "
         f"online top-up; the Finance app cannot change them (the card's: {card_set}; "
-        f"sent: {event.trigger_amount} / {event.limit_threshold} {event.currency})",
+        f"sent: {event.trigger_amount} / {event.limit_threshold} {event.currency}"
+        f"{_v2(event.amounts)})",
+    )
+
+
+def _v2(amounts: Amounts) -> str:
+    """The v2 amount settings, when any differs from v1's."""
+    if amounts == FIXED_AMOUNTS:
+        return ""
+    return (
+        f" {amounts.mode}, target {amounts.target_balance}, max {amounts.max_amount}, "
+        f"cap {amounts.monthly_cap}"
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -19,8 +18,17 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.config.checks import describe_error, kafka_security_problem
 from service.domain.calendar import is_valid_timezone
 from service.domain.rules import Policy
+
+__all__ = [
+    "DAILY_KEY_MARGIN_DAYS",
+    "Settings",
+    "Topics",
+    "describe_error",
+    "kafka_security_problem",
+]
 
 # A daily key is kept at least AUTO_TOPUP_OLD_DAY_WINDOW_DAYS + this many days (see
 # service/service_layer/retention.py): a day for the timezones behind UTC, a day for what the
@@ -35,10 +43,14 @@ class Topics(BaseModel):
     credit_issued: str = "credit-issued"
     top_up_failed: str = "top-up-failed"
     dead_letter: str = "auto-topup-dead-letter"
+    # since v2: an optional input, and the notices
+    invoice_status_changed: str = "invoice-status-changed"
+    auto_topup_notice: str = "auto-topup-notice"
 
     @property
-    def inputs(self) -> tuple[str, str]:
-        return (self.wallet_balance_changed, self.settings_updated)
+    def inputs(self) -> tuple[str, str, str]:
+        """The input topics (co-partitioned by customer_id)."""
+        return (self.wallet_balance_changed, self.settings_updated, self.invoice_status_changed)
 
     @property
     def all(self) -> tuple[str, ...]:
@@ -47,6 +59,7 @@ class Topics(BaseModel):
             self.invoice_requested,
             self.credit_issued,
             self.top_up_failed,
+            self.auto_topup_notice,
             self.dead_letter,
         )
 
@@ -99,6 +112,8 @@ class Settings(BaseSettings):
     topic_credit_issued: str = _topic("CREDIT_ISSUED", "credit-issued")
     topic_top_up_failed: str = _topic("TOP_UP_FAILED", "top-up-failed")
     topic_dead_letter: str = _topic("AUTO_TOPUP_DEAD_LETTER", "auto-topup-dead-letter")
+    topic_invoice_status_changed: str = _topic("INVOICE_STATUS_CHANGED", "invoice-status-changed")
+    topic_auto_topup_notice: str = _topic("AUTO_TOPUP_NOTICE", "auto-topup-notice")
 
     # Rules of the contract that an operator may tune.
     future_skew_seconds: float = Field(300, ge=0, validation_alias="AUTO_TOPUP_FUTURE_SKEW_SECONDS")
@@ -257,6 +272,8 @@ class Settings(BaseSettings):
             credit_issued=self.topic_credit_issued,
             top_up_failed=self.topic_top_up_failed,
             dead_letter=self.topic_dead_letter,
+            invoice_status_changed=self.topic_invoice_status_changed,
+            auto_topup_notice=self.topic_auto_topup_notice,
         )
 
     @property
@@ -292,57 +309,3 @@ class Settings(BaseSettings):
     topic_min_insync_replicas: int = Field(
         1, ge=1, validation_alias="AUTO_TOPUP_TOPIC_MIN_INSYNC_REPLICAS"
     )
-
-
-def kafka_security_problem(s: Settings) -> str | None:
-    """What is wrong with the KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_* settings
-    taken together, or None."""
-    protocol = s.kafka_security_protocol
-    sasl, tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
-    password = s.kafka_sasl_password
-    given = {
-        "KAFKA_SASL_MECHANISM": s.kafka_sasl_mechanism,
-        "KAFKA_SASL_USERNAME": s.kafka_sasl_username,
-        "KAFKA_SASL_PASSWORD": password.get_secret_value() if password is not None else None,
-    }
-    if sasl:
-        missing = [name for name, value in given.items() if not value]
-        if missing:
-            return f"KAFKA_SECURITY_PROTOCOL={protocol} needs {', '.join(missing)}"
-    elif any(given.values()):
-        named = ", ".join(name for name, value in given.items() if value)
-        return f"{named} need KAFKA_SECURITY_PROTOCOL SASL_PLAINTEXT or SASL_SSL, not {protocol}"
-    files = {
-        "KAFKA_SSL_CAFILE": s.kafka_ssl_cafile,
-        "KAFKA_SSL_CERTFILE": s.kafka_ssl_certfile,
-        "KAFKA_SSL_KEYFILE": s.kafka_ssl_keyfile,
-    }
-    if not tls and any(files.values()):
-        named = ", ".join(name for name, value in files.items() if value)
-        return f"{named} need KAFKA_SECURITY_PROTOCOL SSL or SASL_SSL, not {protocol}"
-    unreadable = [f"{name}={path}" for name, path in files.items() if path and not _readable(path)]
-    if unreadable:
-        return f"no such readable file: {', '.join(unreadable)}"
-    if s.kafka_ssl_keyfile and not s.kafka_ssl_certfile:
-        return "KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE (the client certificate)"
-    return None
-
-
-def _readable(path: str) -> bool:
-    return os.path.isfile(path) and os.access(path, os.R_OK)
-
-
-def describe_error(exc: Exception) -> str:
-    """One line per bad setting, naming the environment variable."""
-    from pydantic import ValidationError
-
-    if not isinstance(exc, ValidationError):
-        return str(exc)
-    lines = []
-    for err in exc.errors(include_url=False, include_input=False):
-        name = ".".join(str(p) for p in err["loc"])
-        if not name:  # a check of several settings together: its message names them
-            lines.append(f"configuration error: {err['msg'].removeprefix('Value error, ')}")
-            continue
-        lines.append(f"configuration error: {name}: {err['msg']}")
-    return "\n".join(lines)

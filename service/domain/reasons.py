@@ -195,3 +195,12 @@ class ExitCode(IntEnum):
     SCHEMA_BEHIND = 4  # `run` with AUTO_TOPUP_MIGRATE_ON_START=false: migrations are missing
     TOPICS_MISSING = 5  # `run` with AUTO_TOPUP_CREATE_TOPICS=false: topics are missing
     INTERRUPTED = 130  # `replay` interrupted: what it applied is committed
+
+
+class AdviceReason(StrEnum):
+    """Why the notice `trigger_amount_too_low` was given (the Trigger Amount advisor)."""
+
+    # after the top-up, the balance is still at or below the Limit Threshold
+    BALANCE_STILL_AT_OR_BELOW_THRESHOLD = "balance_still_at_or_below_threshold"
+    # the highest daily usage of the last 7 business days (and today) is above the Trigger Amount
+    USAGE_ABOVE_TRIGGER_AMOUNT = "usage_above_trigger_amount"

@@ -11,6 +11,7 @@ import pytest
 
 from service.domain import reasons, rules
 from service.domain.reasons import (
+    AdviceReason,
     BlockReason,
     ChargePhase,
     ClaimResult,
@@ -44,6 +45,7 @@ TABLES: list[tuple[type[Enum], str, str]] = [
     (OutboxState, "operating.md", "Outbox states"),
     (StripeCallOutcome, "operating.md", "Outcomes of Stripe calls"),
     (ExitCode, "operating.md", "Exit codes"),
+    (AdviceReason, "rules.md", "Advice reasons"),
 ]
 
 _HEADING = re.compile(r"^#+ (.*)$")

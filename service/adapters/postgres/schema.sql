@@ -88,6 +88,20 @@ CREATE TABLE decision_summary (
     CONSTRAINT decision_summary_pkey PRIMARY KEY (customer_id, outcome, reason)
 );
 
+CREATE TABLE open_invoices (
+    invoice_request_id text NOT NULL,
+    customer_id        text NOT NULL,
+    business_date      date NOT NULL,
+    amount             numeric NOT NULL,
+    currency           text NOT NULL,
+    requested_at       timestamp with time zone NOT NULL,
+    status             text NOT NULL DEFAULT 'requested'::text,
+    closed_at          timestamp with time zone,
+    overdue_noticed_at timestamp with time zone,
+    CONSTRAINT open_invoices_pkey PRIMARY KEY (invoice_request_id),
+    CONSTRAINT open_invoices_status_check CHECK ((status = ANY (ARRAY['requested'::text, 'issued'::text, 'paid'::text, 'void'::text])))
+);
+
 CREATE TABLE outbox (
     id              bigint NOT NULL DEFAULT nextval('outbox_id_seq'::regclass),
     dedupe_key      text NOT NULL,
@@ -175,6 +189,10 @@ CREATE INDEX daily_keys_open_charges ON daily_keys USING btree (created_at) WHER
 CREATE INDEX daily_keys_unfinished ON daily_keys USING btree (next_attempt_at) WHERE (phase <> 'done'::text);
 
 CREATE INDEX decision_summary_last_at ON decision_summary USING btree (last_at);
+
+CREATE INDEX open_invoices_open_by_customer ON open_invoices USING btree (customer_id) WHERE (closed_at IS NULL);
+
+CREATE INDEX open_invoices_overdue ON open_invoices USING btree (requested_at) WHERE ((closed_at IS NULL) AND (overdue_noticed_at IS NULL));
 
 CREATE INDEX outbox_dead_letters_published ON outbox USING btree (published_at) WHERE ((published_at IS NOT NULL) AND (set_aside_at IS NULL) AND (dedupe_key ~~ 'dlq/%'::text));
 

@@ -25,3 +25,24 @@ ALTER TYPE wallet_state
 ALTER TABLE daily_keys
     ADD COLUMN amount_mode     text NOT NULL DEFAULT 'fixed',
     ADD COLUMN fallback_method text;
+
+-- The invoices this service requested (Cheque / TT) until invoicing says they are paid or void
+-- (`invoice-status-changed`): max_open_invoices counts the open ones, and one open longer than
+-- AUTO_TOPUP_INVOICE_OVERDUE_DAYS gets one invoice_overdue notice. invoice_request_id is the
+-- invoice-requested event's event_id. Closed rows are pruned by the retention job.
+CREATE TABLE open_invoices (
+    invoice_request_id text PRIMARY KEY,
+    customer_id        text NOT NULL,
+    business_date      date NOT NULL,
+    amount             numeric NOT NULL,
+    currency           text NOT NULL,
+    requested_at       timestamptz NOT NULL,
+    status             text NOT NULL DEFAULT 'requested'
+        CHECK (status IN ('requested', 'issued', 'paid', 'void')),
+    closed_at          timestamptz,
+    overdue_noticed_at timestamptz
+);
+CREATE INDEX open_invoices_open_by_customer
+    ON open_invoices (customer_id) WHERE closed_at IS NULL;
+CREATE INDEX open_invoices_overdue
+    ON open_invoices (requested_at) WHERE closed_at IS NULL AND overdue_noticed_at IS NULL;

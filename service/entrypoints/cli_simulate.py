@@ -37,7 +37,7 @@ from service.domain.calendar import is_valid_timezone
 from service.domain.model import BalanceChanged, PaymentMethod, SettingsUpdated
 from service.entrypoints.cli_support import console, load_settings, parse_time, printable
 from service.service_layer.simulation import History, Proposal, proposal_error, simulate
-from service.service_layer.simulation_report import ASSUMPTIONS, to_json
+from service.service_layer.simulation_report import to_json
 
 EXIT_FAILED = 1  # Kafka unreachable, a topic missing, or no record of the customer
 
@@ -206,7 +206,7 @@ def render(report: Mapping[str, Any]) -> None:
     for name, cell in ROWS:
         table.add_row(Text(name), Text(cell(report["current"])), Text(cell(report["proposed"])))
     out.print(table)
-    for line in ASSUMPTIONS:
+    for line in report["assumptions"]:
         out.print(Text(f"note: {line}", style="dim"))
 
 
@@ -227,6 +227,14 @@ def _simulate(
             "--to", metavar="TIME", help="Up to this time (default: now, the service's clock)."
         ),
     ] = None,
+    shift_balances: Annotated[
+        bool,
+        typer.Option(
+            "--shift-balances",
+            help="Move the proposed run's later balances by its credits less the recorded "
+            "run's, as if every top-up had been credited at once (default: as recorded).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
     wait: Annotated[
         float,
@@ -251,7 +259,10 @@ def _simulate(
     except RecordsError as exc:
         typer.echo(f"error: {printable(str(exc))}", err=True)
         raise typer.Exit(EXIT_FAILED) from None
-    report = to_json(simulate(history, settings.policy, proposal, start, end))
+    simulation = simulate(
+        history, settings.policy, proposal, start, end, shift_balances=shift_balances
+    )
+    report = to_json(simulation)
     if as_json:
         typer.echo(json.dumps(report))
     else:

@@ -13,7 +13,10 @@ future-dated. Events before `since` only build the state; decisions are counted 
 What a simulation cannot know:
 - a Stripe charge's outcome: a due Stripe top-up counts as succeeded (`SIMULATED_CHARGE`);
 - how other amounts would have changed later balances: balances are taken as recorded, so a
-  larger top-up does not lift the balances after it (nor a smaller one lower them).
+  larger top-up does not lift the balances after it (nor a smaller one lower them); unless
+  `shift_balances`, which moves the proposed run's balances by the difference between its
+  credits and the recorded run's, as if every top-up had been credited at once (the partner's
+  balances of a master account are taken as recorded all the same).
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ class Simulation:
     proposal: Proposal
     current: Scenario
     proposed: Scenario
+    shift_balances: bool = False  # the proposed run's balances moved by its other credits
 
 
 def in_event_time(history: History) -> list[Event]:
@@ -125,20 +129,30 @@ def in_event_time(history: History) -> list[Event]:
 
 
 def simulate(
-    history: History, policy: Policy, proposal: Proposal, since: datetime, until: datetime
+    history: History,
+    policy: Policy,
+    proposal: Proposal,
+    since: datetime,
+    until: datetime,
+    *,
+    shift_balances: bool = False,
 ) -> Simulation:
-    """The history up to `until` (by `occurred_at`), as recorded and with the proposal."""
+    """The history up to `until` (by `occurred_at`), as recorded and with the proposal.
+
+    `shift_balances`: in the proposed run, each of the customer's balances after a top-up is
+    moved by what the proposed run credited so far less what the recorded run did, as if every
+    top-up had been credited to the wallet at once (an invoice paid the moment it was asked
+    for, a credit applied at once). Without it, balances are taken as recorded."""
     problem = proposal_error(proposal)
     if problem is not None:
         raise ValueError(problem)
     events = [e for e in in_event_time(history) if e.occurred_at <= until]
+    current, credited = _run(events, history.customer_id, policy, {}, since)
+    proposed, _ = _run(
+        events, history.customer_id, policy, proposal, since, credited if shift_balances else None
+    )
     return Simulation(
-        history.customer_id,
-        since,
-        until,
-        dict(proposal),
-        _run(events, history.customer_id, policy, {}, since),
-        _run(events, history.customer_id, policy, proposal, since),
+        history.customer_id, since, until, dict(proposal), current, proposed, shift_balances
     )
 
 
@@ -173,6 +187,15 @@ class _Tally:
             zone = settings.timezone or policy.default_timezone
             self.low_days.add(business_date(event.occurred_at, zone))
 
+    def counted(
+        self, event: Event, outcome: Outcome, top_up: SimulatedTopUp | None, policy: Policy
+    ) -> None:
+        self.decided(outcome)
+        if top_up is not None:
+            self.top_ups.append(top_up)
+        if isinstance(event, BalanceChanged):
+            self.balance_seen(event, outcome.wallet, policy)
+
     def scenario(self) -> Scenario:
         return Scenario(
             tuple(self.top_ups),
@@ -184,30 +207,45 @@ class _Tally:
         )
 
 
+def _apply(wallets: dict[str, Wallet], event: Event, proposal: Proposal, policy: Policy) -> Outcome:
+    """The event applied to its wallet, as the handler applies it, with `now` = its time."""
+    now = event.occurred_at
+    wallet = wallets.get(event.customer_id) or Wallet(event.customer_id)
+    if isinstance(event, SettingsUpdated):
+        outcome = apply_settings(wallet, replace(event, **proposal), now, policy)
+    else:
+        outcome = apply_balance(wallet, event, now, policy)
+    wallets[event.customer_id] = outcome.wallet
+    return outcome
+
+
 def _run(
-    events: Sequence[Event], customer_id: str, policy: Policy, proposal: Proposal, since: datetime
-) -> Scenario:
+    events: Sequence[Event],
+    customer_id: str,
+    policy: Policy,
+    proposal: Proposal,
+    since: datetime,
+    recorded: Sequence[Decimal] | None = None,
+) -> tuple[Scenario, list[Decimal]]:
+    """One run of the events; with it, what it credited on each event (for `recorded`: what the
+    recorded run credited on each, by which the customer's later balances are moved)."""
     wallets: dict[str, Wallet] = {}
     tally = _Tally()
-    for event in events:
-        now = event.occurred_at
-        wallet = wallets.get(event.customer_id) or Wallet(event.customer_id)
-        if isinstance(event, SettingsUpdated):
-            outcome = apply_settings(wallet, replace(event, **proposal), now, policy)
-        else:
-            outcome = apply_balance(wallet, event, now, policy)
-        wallets[event.customer_id] = outcome.wallet
+    credited: list[Decimal] = []
+    shift = Decimal(0)
+    for i, event in enumerate(events):
+        if shift and isinstance(event, BalanceChanged) and event.customer_id == customer_id:
+            event = replace(event, balance=event.balance + shift)
+        outcome = _apply(wallets, event, proposal, policy)
         top_up = None
         if outcome.topup is not None:
-            top_up = _settle(outcome.topup, wallets, now, policy)
-        if event.customer_id != customer_id or event.occurred_at < since:
-            continue  # builds the state only
-        tally.decided(outcome)
-        if top_up is not None:
-            tally.top_ups.append(top_up)
-        if isinstance(event, BalanceChanged):
-            tally.balance_seen(event, outcome.wallet, policy)
-    return tally.scenario()
+            top_up = _settle(outcome.topup, wallets, event.occurred_at, policy)
+        credited.append(top_up.amount if top_up and top_up.result != "failed" else Decimal(0))
+        if recorded is not None:
+            shift += credited[i] - recorded[i]
+        if event.customer_id == customer_id and event.occurred_at >= since:
+            tally.counted(event, outcome, top_up, policy)
+    return tally.scenario(), credited
 
 
 def _settle(

@@ -14,10 +14,21 @@ from service.service_layer.simulation import Scenario, SimulatedTopUp, Simulatio
 # What a simulation cannot know, said with every result.
 ASSUMPTIONS = (
     "a Stripe top-up's charge is counted as succeeded (its outcome is unknown to a simulation)",
-    "balances are taken as recorded: other top-up amounts would have changed later balances, "
-    "which a simulation does not know",
     "each event is decided as if processed at once (now = its occurred_at)",
 )
+AS_RECORDED = (
+    "balances are taken as recorded: other top-up amounts would have changed later balances, "
+    "which a simulation does not know (--shift-balances estimates it)"
+)
+SHIFTED = (
+    "the proposed run's balances are moved by its credits less the recorded run's, as if every "
+    "top-up had been credited at once (an estimate; a partner's balances are as recorded)"
+)
+
+
+def assumptions(shift_balances: bool) -> list[str]:
+    """What a simulation cannot know, for this run."""
+    return [*ASSUMPTIONS, SHIFTED if shift_balances else AS_RECORDED]
 
 
 def _top_up(t: SimulatedTopUp) -> dict[str, Any]:
@@ -64,7 +75,8 @@ def to_json(sim: Simulation) -> dict[str, Any]:
         "from": sim.since.isoformat(),
         "to": sim.until.isoformat(),
         "proposal": {k: _proposed_value(v) for k, v in sim.proposal.items()},
+        "shift_balances": sim.shift_balances,
         "current": scenario_json(sim.current),
         "proposed": scenario_json(sim.proposed),
-        "assumptions": list(ASSUMPTIONS),
+        "assumptions": assumptions(sim.shift_balances),
     }

@@ -105,6 +105,17 @@ async def test_as_recorded_it_finds_what_the_service_published(
     assert decided(proposed) == [(d, m, "175.50", r) for d, m, _, r in live]
     assert proposed["totals"] == {"USD": "526.50"}
 
+    # Shifted: the first day's 175.50 (75.50 more than recorded) lifts the next balances above
+    # the threshold until the recorded top-up it lacks makes today's 5.00 show as -19.50.
+    report = (
+        await simulate(
+            service_env, customer, since, "--trigger-amount", "175.5", "--shift-balances"
+        )
+    ).json()
+    assert report["shift_balances"] is True
+    assert [t["business_date"] for t in report["proposed"]["top_ups"]] == [live[0][0], live[2][0]]
+    assert report["proposed"]["lowest_balance"] == "-19.50"
+
     # A higher threshold makes the day at 30.00 due too.
     report = (await simulate(service_env, customer, since, "--limit-threshold", "30")).json()
     assert [t["business_date"] for t in report["proposed"]["top_ups"]] == sorted(

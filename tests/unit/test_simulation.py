@@ -102,6 +102,25 @@ def test_auto_trigger_off_blocks_every_due_balance() -> None:
     assert proposed.days_at_or_below_threshold == 3  # the balances are as recorded
 
 
+def test_shifted_balances_carry_the_difference_of_the_credits() -> None:
+    proposal = {"trigger_amount": Decimal("250.00")}
+    sim = simulate(cheque_history(), POLICY, proposal, SINCE, UNTIL, shift_balances=True)
+    assert dates(sim.current.top_ups) == [at(1).date(), at(2).date(), at(4).date()]
+    # Day 1's 250.00 (150.00 more than recorded) lifts day 2's 9.50 to 159.50: no top-up, and
+    # so 100.00 less than recorded from then on: day 4's 10.00 shows as 60.00, above too.
+    assert dates(sim.proposed.top_ups) == [at(1).date()]
+    assert sim.proposed.days_at_or_below_threshold == 1
+    assert sim.proposed.lowest_balance == Decimal("8.00")
+    assert sim.proposed.suppressed == {}  # day 1's 5.00 shows as 155.00
+    assert sim.shift_balances
+    report = to_json(sim)
+    assert report["shift_balances"] is True
+    assert any("credited at once" in line for line in report["assumptions"])
+    unshifted = run(cheque_history(), proposal)
+    assert dates(unshifted.proposed.top_ups) == [at(1).date(), at(2).date(), at(4).date()]
+    assert any("taken as recorded" in line for line in to_json(unshifted)["assumptions"])
+
+
 def test_records_before_since_build_the_state_but_are_not_counted() -> None:
     since = at(1, 15)  # after day 1's top-up (at 09:10), before its suppressed balance
     sim = run(cheque_history(), {"trigger_amount": Decimal("40.00")}, since=since)

@@ -15,6 +15,9 @@ from service.domain.model import BalanceChanged, Origin, PaymentMethod, Settings
 from service.domain.reasons import BlockReason, FailureReason
 from service.domain.rules import Policy
 from service.entrypoints.cli_simulate import PROPOSABLE, proposal_of
+from service.service_layer import alignment
+from service.service_layer.alignment import Decoded
+from service.service_layer.ports import InputRecord
 from service.service_layer.simulation import (
     SETTINGS_FIELDS,
     History,
@@ -163,6 +166,21 @@ def test_settings_come_first_at_the_same_instant() -> None:
     order = in_event_time(history)
     assert [type(e) for e in order] == [SettingsUpdated, BalanceChanged]
     assert dates(run(history).current.top_ups) == [same.date()]
+
+
+def test_the_order_is_the_services() -> None:
+    """The same order as the handler's `alignment.in_event_time` for one customer's batch,
+    balances out of time order included (each topic keeps its partition's order)."""
+    c = "c-1"
+    minutes = [5, 1, 3, 3, 9, 0, 7]
+    balances = [balance(c, "5.00", at=at(1, m), event_id=f"b{i}") for i, m in enumerate(minutes)]
+    changes = [settings(c, at=at(1, m), event_id=f"s{m}") for m in (0, 3, 4, 8, 20)]
+    pairs: list[Decoded] = [
+        (InputRecord("balances", 0, i, c.encode(), None), e) for i, e in enumerate(balances)
+    ]
+    pairs += [(InputRecord("settings", 0, i, c.encode(), None), e) for i, e in enumerate(changes)]
+    services = [e for _, e in alignment.in_event_time(pairs, "settings")]
+    assert in_event_time(History(c, changes, balances)) == services
 
 
 def test_a_stripe_top_up_counts_as_succeeded_with_the_cards_proposed_amounts() -> None:

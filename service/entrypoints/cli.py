@@ -20,6 +20,7 @@ from service.entrypoints.cli_outbox import outbox
 from service.entrypoints.cli_prune import HELP as PRUNE_HELP
 from service.entrypoints.cli_prune import prune
 from service.entrypoints.cli_replay import replay
+from service.entrypoints.cli_simulate import simulate_command
 from service.entrypoints.cli_support import database_failed, load_settings
 
 cli = typer.Typer(
@@ -34,6 +35,7 @@ cli.add_typer(outbox, name="outbox")
 cli.add_typer(config, name="config")
 cli.command(name="explain")(explain)
 cli.command(name="replay")(replay)
+cli.command(name="simulate")(simulate_command)
 cli.command(name="prune", help=PRUNE_HELP)(prune)
 
 

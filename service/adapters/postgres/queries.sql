@@ -67,8 +67,8 @@ FROM unnest($1::wallet_state[]) AS u
 WHERE w.customer_id = u.customer_id;
 
 -- name: save_balances
--- The common case of save_wallets: only the balance of these wallets changed (money as text,
--- parsed by PostgreSQL).
+-- The common case of save_wallets: only the balance of these wallets changed, and the usage
+-- per business day it adds to (money as text, parsed by PostgreSQL).
 UPDATE wallets AS w SET
     balance = u.balance::numeric,
     balance_currency = u.balance_currency,
@@ -77,12 +77,13 @@ UPDATE wallets AS w SET
     balance_event_id = u.balance_event_id,
     balance_newest_at = u.balance_newest_at,
     balance_newest_id = u.balance_newest_id,
+    usage = u.usage,
     updated_at = now()
 FROM unnest(
     $1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::text[],
-    $7::timestamptz[], $8::text[]) AS u(
+    $7::timestamptz[], $8::text[], $9::bytea[]) AS u(
     customer_id, balance, balance_currency, balance_occurred_at, balance_sequence,
-    balance_event_id, balance_newest_at, balance_newest_id)
+    balance_event_id, balance_newest_at, balance_newest_id, usage)
 WHERE w.customer_id = u.customer_id;
 
 -- name: insert_daily_keys

@@ -13,6 +13,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from service.adapters.postgres.sql import q
 from service.adapters.postgres.wallet_rows import card_from_row as card_from_row
+from service.adapters.postgres.wallet_rows import usage_bytes
 from service.adapters.postgres.wallet_rows import wallet_from_row as wallet_from_row
 from service.adapters.postgres.wallet_rows import wallet_to_state as wallet_to_state
 from service.domain.model import Wallet
@@ -78,8 +79,10 @@ class PgBatchStore:
             await self._conn.execute(q("save_wallets"), [wallet_to_state(w) for w in full])
 
     async def _save_balances(self, wallets: Sequence[Wallet]) -> None:
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
-        ids, amounts, currencies, ats, sequences, event_ids, newest_ats, newest_ids = columns
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+        ids, amounts, currencies, ats, sequences, event_ids, newest_ats, newest_ids, usages = (
+            columns
+        )
         for w in wallets:
             b = w.balance
             assert b is not None
@@ -91,6 +94,7 @@ class PgBatchStore:
             event_ids.append(b.event_id)
             newest_ats.append(b.newest[0] if b.newest else None)
             newest_ids.append(b.newest[1] if b.newest else None)
+            usages.append(usage_bytes(w.usage))
         await self._conn.execute(q("save_balances"), *columns)
 
     async def claim_daily_keys(self, claims: Sequence[Claim]) -> set[tuple[str, date]]:

@@ -105,7 +105,7 @@ class SupportApi:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer":
             return False
-        return hmac.compare_digest(given.strip().encode(), self.token.encode())
+        return hmac.compare_digest(given.strip().encode(), self.token.strip().encode())
 
     def _refusal(self, request: web.Request) -> web.Response | None:
         """Why this request gets no data (off, not authorized, no database yet); None: it does."""

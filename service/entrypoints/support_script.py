@@ -79,19 +79,23 @@ function chart(c) {
   const root = svg("svg", {id: "balance-chart", width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img",
     "aria-label": "balance against the threshold since " + ch.since});
   const th = ch.threshold === null ? null : Number(ch.threshold);
-  const xs = pts.map((p) => p[0]).concat([Date.parse(ch.since), Date.parse(c.now)]);
+  // From the first point (or the chart's start, without one) to now.
+  const xs = pts.map((p) => p[0]).concat([pts.length ? Date.parse(c.now) - 3600e3 : Date.parse(ch.since), Date.parse(c.now)]);
   const ys = pts.map((p) => p[1]).concat(th === null ? [] : [th]);
   const x0 = Math.min(...xs), x1 = Math.max(...xs);
   let y0 = ys.length ? Math.min(...ys) : 0, y1 = ys.length ? Math.max(...ys) : 1;
   if (y0 === y1) { y0 -= 1; y1 += 1; }
+  const pad = (y1 - y0) * 0.15;
+  y0 -= pad; y1 += pad;
   const X = (x) => P + (W - 2 * P) * (x - x0) / Math.max(x1 - x0, 1);
   const Y = (y) => H - P + (2 * P - H) * (y - y0) / (y1 - y0);
   root.append(svg("line", {x1: P, y1: H - P, x2: W - P, y2: H - P, stroke: "#9aa3b2"}));
-  root.append(svg("text", {x: 4, y: Y(y1) + 4}, y1), svg("text", {x: 4, y: Y(y0) + 4}, y0));
-  root.append(svg("text", {x: P, y: H - P + 16}, ch.since.slice(0, 10)), svg("text", {x: W - P - 60, y: H - P + 16}, c.now.slice(0, 10)));
+  root.append(svg("text", {x: 4, y: Y(y1) + 4}, y1.toFixed(2)), svg("text", {x: 4, y: Y(y0) + 4}, y0.toFixed(2)));
+  const day = (ms) => new Date(ms).toISOString().slice(0, 16).replace("T", " ");
+  root.append(svg("text", {x: P, y: H - P + 16}, day(x0)), svg("text", {x: W - P - 90, y: H - P + 16}, day(x1) + " UTC"));
   if (th !== null) {
     root.append(svg("line", {class: "threshold", x1: P, y1: Y(th), x2: W - P, y2: Y(th)}));
-    root.append(svg("text", {x: W - P + 2, y: Y(th) + 4}, "threshold " + ch.threshold));
+    root.append(svg("text", {x: P + 4, y: Y(th) - 5}, "threshold " + ch.threshold + " " + (ch.currency || "")));
   }
   root.append(svg("polyline", {class: "balance", points: pts.map((p) => X(p[0]) + "," + Y(p[1])).join(" ")}));
   for (const [p, raw] of pts.map((p, i) => [p, ch.points[i]])) {

@@ -131,8 +131,8 @@ class Retention:
     dead_letters_days: int = 21
     decision_summary_days: int = 400
     audit_days: int = 0
-    history_days: int = 90
     batch_size: int = 1000
+    history_days: int = 90  # last: the positional order above is older
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Retention:
@@ -142,8 +142,8 @@ class Retention:
             dead_letters_days=settings.retention_dead_letters_days,
             decision_summary_days=settings.retention_decision_summary_days,
             audit_days=settings.retention_audit_days,
-            history_days=settings.retention_history_days,
             batch_size=settings.retention_batch_size,
+            history_days=settings.retention_history_days,
         )
 
     def days(self, target: str) -> int:

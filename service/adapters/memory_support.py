@@ -123,8 +123,9 @@ def balance_points(t: Tables, customer_id: str, since: datetime) -> list[Balance
     for e in t.history:
         if e.customer_id != customer_id or e.kind != DECISION or e.at < since:
             continue
-        if e.outcome in ("triggered", "failed"):
-            balance = at_trigger.get((customer_id, business_date_of(e)))  # type: ignore[arg-type]
+        day = business_date_of(e)
+        if e.outcome in ("triggered", "failed") and day is not None:
+            balance = at_trigger.get((customer_id, day))
             if balance is not None:
                 points.append((e.at, balance))
     wallet = t.wallets.get(customer_id)

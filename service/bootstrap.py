@@ -45,6 +45,7 @@ from service.entrypoints.gc_policy import GcPolicy
 from service.entrypoints.http import HttpServer, Probes
 from service.entrypoints.metrics import Metrics, TimedGateway
 from service.entrypoints.runtime_stats import GcPauses, rss_kb
+from service.entrypoints.support_http import support_routes
 from service.service_layer.alignment import configured_alignment
 from service.service_layer.charger import Charger
 from service.service_layer.handlers import BatchHandler, BatchReport
@@ -152,6 +153,7 @@ class Service:
                 "partitions": self.partitions_problem,
             },
             metrics=lambda: self.metrics.render(self.refresh_gauges),
+            routes=support_routes(self.settings, lambda: self.pool, self.clock),
         )
 
     # --- start-up -------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Self
 
 from service.domain.model import Wallet
+from service.service_layer.history import HistoryEntry, history_entries
 from service.service_layer.ports import (
     Claim,
     DecisionLog,
@@ -52,6 +53,8 @@ class Tables:
     # rejected_settings; and the keys already asked of the other database
     rejected: set[SettingsKey] = field(default_factory=set)
     asked: set[SettingsKey] = field(default_factory=set)
+    # customer_history (append-only; a row's id is its position + 1)
+    history: list[HistoryEntry] = field(default_factory=list)
 
     def copy(self) -> Tables:
         return Tables(
@@ -62,6 +65,7 @@ class Tables:
             set(self.loaded_keys),
             set(self.rejected),
             set(self.asked),
+            list(self.history),
         )
 
 
@@ -147,6 +151,7 @@ class MemoryStore:
         self._t.rejected.update(k for k, _ in rejected)
 
     async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
+        self._t.history.extend(history_entries(entries, at))
         for key, entry, times in merge_decisions(entries):
             before = self._t.decisions.get(key)
             self._t.decisions[key] = (entry, at, times + (before[2] if before else 0))

@@ -192,6 +192,12 @@ class Settings(BaseSettings):
     retention_audit_days: int = Field(
         0, ge=0, le=36_500, validation_alias="AUTO_TOPUP_RETENTION_AUDIT_DAYS"
     )
+    retention_history_days: int = Field(
+        90, ge=0, le=36_500, validation_alias="AUTO_TOPUP_RETENTION_HISTORY_DAYS"
+    )
+    support_token: SecretStr | None = Field(  # the support page's bearer token (unset: off)
+        None, min_length=16, validation_alias="AUTO_TOPUP_SUPPORT_TOKEN"
+    )
     http_host: str = Field("127.0.0.1", validation_alias="AUTO_TOPUP_HTTP_HOST", min_length=1)
     http_port: int = Field(8080, ge=0, le=65535, validation_alias="AUTO_TOPUP_HTTP_PORT")
     tracing: bool = Field(False, validation_alias="AUTO_TOPUP_TRACING")
@@ -222,7 +228,7 @@ class Settings(BaseSettings):
                 )
         return value
 
-    @field_validator("stripe_api_key")
+    @field_validator("stripe_api_key", "support_token")
     @classmethod
     def _non_empty_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():

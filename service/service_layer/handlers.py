@@ -193,6 +193,8 @@ class BatchHandler:
         if outcome.decision is not rules.Decision.NOT_DUE:
             # (not due: the common case, a balance above the threshold; nothing to log)
             self._decided(batch, record, event, outcome)
+        elif isinstance(event, SettingsUpdated):  # for the customer's history (history.py)
+            report.log.append(DecisionLog.of(record, event, "settings_applied", None))
 
     def _held(self, batch: _Batch, record: InputRecord, event: Event) -> bool:
         """Whether a due record waits for the other input topic (it comes again then; see

@@ -49,6 +49,9 @@ Decisions, kind by kind:
 - **charge_audit, counter_audit** (AUTO_TOPUP_RETENTION_AUDIT_DAYS, default 0: kept for ever).
   Who moved money or state by hand, and why: few rows, kept as long as the business must keep
   its records; set it (e.g. 400, or 2,557 for seven years) to bound them.
+- **customer_history** (AUTO_TOPUP_RETENTION_HISTORY_DAYS, default 90, from the line's time).
+  The support page's history (migration 0013): one row per decision and applied settings
+  event. Three months answer "why not topped up?"; no decision reads it.
 
 How it runs:
 
@@ -95,6 +98,7 @@ class PruneTarget(StrEnum):
     DECISION_SUMMARY = "decision_summary"  # support's last decision of each kind
     CHARGE_AUDIT = "charge_audit"  # who settled a Stripe charge by hand, and why
     COUNTER_AUDIT = "counter_audit"  # who reset a runaway counter, and why
+    CUSTOMER_HISTORY = "customer_history"  # the support page's history of each customer
 
 
 DAILY_KEYS = PruneTarget.DAILY_KEYS
@@ -103,6 +107,7 @@ OUTBOX_DEAD_LETTERS = PruneTarget.OUTBOX_DEAD_LETTERS
 DECISION_SUMMARY = PruneTarget.DECISION_SUMMARY
 CHARGE_AUDIT = PruneTarget.CHARGE_AUDIT
 COUNTER_AUDIT = PruneTarget.COUNTER_AUDIT
+CUSTOMER_HISTORY = PruneTarget.CUSTOMER_HISTORY
 TARGETS = tuple(PruneTarget)
 
 # What each target's horizon is counted from, for people (`auto-topup prune`, docs/operating.md).
@@ -113,6 +118,7 @@ COUNTED_FROM = {
     DECISION_SUMMARY: "last decision",
     CHARGE_AUDIT: "resolution",
     COUNTER_AUDIT: "reset",
+    CUSTOMER_HISTORY: "the line's time",
 }
 
 
@@ -126,6 +132,7 @@ class Retention:
     decision_summary_days: int = 400
     audit_days: int = 0
     batch_size: int = 1000
+    history_days: int = 90  # last: the positional order above is older
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Retention:
@@ -136,6 +143,7 @@ class Retention:
             decision_summary_days=settings.retention_decision_summary_days,
             audit_days=settings.retention_audit_days,
             batch_size=settings.retention_batch_size,
+            history_days=settings.retention_history_days,
         )
 
     def days(self, target: str) -> int:
@@ -146,6 +154,7 @@ class Retention:
             DECISION_SUMMARY: self.decision_summary_days,
             CHARGE_AUDIT: self.audit_days,
             COUNTER_AUDIT: self.audit_days,
+            CUSTOMER_HISTORY: self.history_days,
         }
         return by_target[target]
 

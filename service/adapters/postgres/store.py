@@ -11,12 +11,14 @@ from typing import Any, Self
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from service.adapters.postgres.history import add_history
 from service.adapters.postgres.sql import q
 from service.adapters.postgres.wallet_rows import card_from_row as card_from_row
 from service.adapters.postgres.wallet_rows import usage_bytes
 from service.adapters.postgres.wallet_rows import wallet_from_row as wallet_from_row
 from service.adapters.postgres.wallet_rows import wallet_to_state as wallet_to_state
 from service.domain.model import Wallet
+from service.service_layer.history import history_entries
 from service.service_layer.ports import (
     Claim,
     DecisionLog,
@@ -159,6 +161,7 @@ class PgBatchStore:
         )
 
     async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
+        await add_history(self._conn, history_entries(entries, at))  # migration 0013
         rows = merge_decisions(entries)
         if not rows:
             return

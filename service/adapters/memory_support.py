@@ -4,6 +4,7 @@ state only, nothing written."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 from service.adapters.memory import MemoryDatabase, Tables
@@ -21,6 +22,7 @@ from service.service_layer.history import DECISION, business_date_of
 from service.service_layer.ports import Claim
 from service.service_layer.support import (
     HISTORY_ROWS,
+    NOTICE_ROWS,
     BalancePoint,
     CustomerView,
 )
@@ -137,18 +139,26 @@ def balance_points(t: Tables, customer_id: str, since: datetime) -> list[Balance
 
 
 class MemorySupportReads:
-    def __init__(self, db: MemoryDatabase) -> None:
+    def __init__(self, db: MemoryDatabase, notice_topic: str = "auto-topup-notice") -> None:
         self._db = db
+        self._notice_topic = notice_topic
 
     async def customer(
         self, customer_id: str, now: datetime, policy: rules.Policy, chart_since: datetime
     ) -> CustomerView:
         t = self._db.committed
+        key = customer_id.encode()
         return CustomerView(
             _snapshot(t, customer_id, now, policy),
             _history(t, customer_id, HISTORY_ROWS),
             balance_points(t, customer_id, chart_since),
             [],  # the in-memory tables keep only the keys of rejected settings events
+            [],
+            [
+                json.loads(r.value)
+                for r in reversed(t.outbox)
+                if r.topic == self._notice_topic and r.key == key and r.value is not None
+            ][:NOTICE_ROWS],
         )
 
     async def history(self, customer_id: str, limit: int) -> list[Row]:

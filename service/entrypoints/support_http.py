@@ -182,7 +182,9 @@ def support_routes(
 
     def reads() -> SupportReads | None:
         connected = pool()
-        return None if connected is None else PgSupportReads(connected)
+        if connected is None:
+            return None
+        return PgSupportReads(connected, settings.topics.auto_topup_notice)
 
     secret = token.get_secret_value() if token is not None else None
     return SupportApi(secret, reads, clock, settings.policy).add_routes

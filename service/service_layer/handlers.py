@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -29,8 +28,6 @@ from service.service_layer.ports import (
     UnitOfWorkFactory,
     settings_key,
 )
-
-log = logging.getLogger(__name__)
 
 Event = BalanceChanged | SettingsUpdated
 
@@ -157,17 +154,7 @@ class BatchHandler:
         if isinstance(event, Invalid):
             self._reject(batch, record, event)
             return
-        if (
-            batch.rejected
-            and isinstance(event, SettingsUpdated)
-            and settings_key(record, event) in batch.rejected
-        ):
-            # Rejected when it first came: the same outcome whenever it comes again (at any
-            # offset), even if later records (a card saved since) would let it apply now.
-            batch.report.counts[CountKey.consumed(record.topic, rules.Status.STALE)] += 1
-            batch.report.log.append(
-                DecisionLog.of(record, event, "stale", StaleReason.REDELIVERED_DEAD_LETTER)
-            )
+        if self._rejected_before(batch, record, event):
             return
         wallet = batch.wallets.get(event.customer_id) or Wallet(event.customer_id)
         if isinstance(event, BalanceChanged):
@@ -185,6 +172,13 @@ class BatchHandler:
         if outcome.wallet is not wallet and outcome.wallet != wallet:
             batch.wallets[event.customer_id] = outcome.wallet
             batch.changed.add(event.customer_id)
+        self._logged(batch, record, event, outcome)
+
+    def _logged(
+        self, batch: _Batch, record: InputRecord, event: Event, outcome: rules.Outcome
+    ) -> None:
+        """What an applied or stale record leaves: its log line, its notices, its decision."""
+        report = batch.report
         if outcome.status is rules.Status.STALE:
             report.log.append(DecisionLog.of(record, event, "stale", outcome.reason))
             return
@@ -195,6 +189,23 @@ class BatchHandler:
             self._decided(batch, record, event, outcome)
         elif isinstance(event, SettingsUpdated):  # for the customer's history (history.py)
             report.log.append(DecisionLog.of(record, event, "settings_applied", None))
+
+    @staticmethod
+    def _rejected_before(batch: _Batch, record: InputRecord, event: Event) -> bool:
+        """A settings record rejected when it first came: the same outcome whenever it comes
+        again (at any offset), even if later records (a card saved since) would let it apply
+        now. Counted and logged as stale."""
+        if not (
+            batch.rejected
+            and isinstance(event, SettingsUpdated)
+            and settings_key(record, event) in batch.rejected
+        ):
+            return False
+        batch.report.counts[CountKey.consumed(record.topic, rules.Status.STALE)] += 1
+        batch.report.log.append(
+            DecisionLog.of(record, event, "stale", StaleReason.REDELIVERED_DEAD_LETTER)
+        )
+        return True
 
     def _held(self, batch: _Batch, record: InputRecord, event: Event) -> bool:
         """Whether a due record waits for the other input topic (it comes again then; see

@@ -9,12 +9,13 @@ the rules rejected, and two lists that stay empty until another change fills the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
 from service.domain import rules
+from service.domain.calendar import day_end
 from service.service_layer.explain_report import Report, Row, Snapshot, build_report
 
 HISTORY_ROWS = 50  # history lines in the customer's answer (newest first)
@@ -22,6 +23,7 @@ HISTORY_MAX = 500  # the most `/history?limit=N` returns
 SEARCH_LIMIT = 20  # customer ids a search returns
 CHART_DAYS = 14  # the balance chart's span
 DEAD_LETTER_ROWS = 20  # rejected settings events shown
+NOTICE_ROWS = 20  # notices shown (newest first)
 
 BalancePoint = tuple[datetime, Decimal]
 
@@ -34,6 +36,10 @@ class CustomerView:
     history: list[Row]  # newest first: id, at, kind, outcome, reason, detail, data
     points: list[BalancePoint]  # oldest first
     rejected_settings: list[Row]  # newest first: event_id, redrive, reason, rejected_at
+    # Requested invoices not paid or void yet, oldest first.
+    open_invoices: list[Row] = field(default_factory=list)
+    # The customer's last notices (auto-topup-notice events), newest first.
+    notices: list[Row] = field(default_factory=list)
 
 
 class SupportReads(Protocol):
@@ -101,21 +107,35 @@ def _daily(report: Report, snap: Snapshot) -> Report:
     }
 
 
+def daily_lows(snap: Snapshot) -> list[BalancePoint]:
+    """The lowest balance of each of the last business days (the advisor's usage), at the end
+    of its day in the customer's timezone (capped at now: today's low so far)."""
+    wallet = snap.wallet
+    if wallet is None or wallet.usage is None:
+        return []
+    return [(day_end(d.day, snap.timezone), d.low) for d in wallet.usage.days]
+
+
 def _chart(snap: Snapshot, points: Sequence[BalancePoint], since: datetime) -> Report:
     s = snap.wallet.settings if snap.wallet is not None else None
     b = snap.wallet.balance if snap.wallet is not None else None
+    lows = [(min(at, b.occurred_at) if b else at, low) for at, low in daily_lows(snap)]
+    merged = sorted({p for p in (*points, *lows) if p[0] >= since}, key=lambda p: p[0])
     return {
         "since": since,
         "threshold": s.limit_threshold if s else None,
         "currency": s.currency if s else (b.currency if b else None),
-        "points": [{"at": at, "balance": balance} for at, balance in points],
+        "points": [{"at": at, "balance": balance} for at, balance in merged],
+        "daily": [
+            {"business_date": d.day, "usage": d.usage, "low": d.low}
+            for d in (snap.wallet.usage.days if snap.wallet and snap.wallet.usage else ())
+        ],
     }
 
 
-def extra_sections() -> Report:
-    """Sections other changes fill: open invoices (cheque/TT) and notices to the customer.
-    Empty lists until then; the page shows them as such."""
-    return {"open_invoices": [], "notices": []}
+def extra_sections(view: CustomerView) -> Report:
+    """Open invoices (Cheque / TT, `max_open_invoices`) and the customer's last notices."""
+    return {"open_invoices": view.open_invoices, "notices": view.notices}
 
 
 def customer_report(
@@ -136,7 +156,7 @@ def customer_report(
             "recent": [h for h in lines if h["outcome"] == "dead_lettered"],
             "rejected_settings": view.rejected_settings,
         },
-        **extra_sections(),
+        **extra_sections(view),
     )
     return report
 

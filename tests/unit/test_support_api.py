@@ -155,6 +155,9 @@ async def test_a_customer_answers_what_explain_answers_and_more(
         ((NOW - timedelta(hours=1)).isoformat(), "4.00"),
         (NOW.isoformat(), "5.00"),
     ]
+    # the advisor's usage per business day: its low is a point of the chart too
+    assert [d["business_date"] for d in chart["daily"]] == [today]
+    assert chart["daily"][0]["low"] == "4.00"
     assert c["open_invoices"] == []
     assert c["notices"] == []
     assert c["dead_letters"] == {"recent": [], "rejected_settings": []}

@@ -585,3 +585,16 @@ SELECT count(*) FROM gone;
 
 -- name: count_customer_history
 SELECT count(*) FROM customer_history WHERE at < $1;
+
+-- name: support_open_invoices
+-- Read-only, for the support page: a customer's requested invoices not paid or void yet.
+SELECT invoice_request_id, business_date, amount::text AS amount, currency, requested_at,
+    status, overdue_noticed_at
+FROM open_invoices
+WHERE customer_id = $1 AND closed_at IS NULL
+ORDER BY requested_at, invoice_request_id;
+
+-- name: support_notices
+-- Read-only, for the support page: the customer's last notices still in the outbox (topic $1,
+-- key $2), newest first (index outbox_by_key).
+SELECT value FROM outbox WHERE key = $2 AND topic = $1 ORDER BY id DESC LIMIT $3;

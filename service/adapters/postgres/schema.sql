@@ -211,6 +211,8 @@ CREATE INDEX open_invoices_open_by_customer ON open_invoices USING btree (custom
 
 CREATE INDEX open_invoices_overdue ON open_invoices USING btree (requested_at) WHERE ((closed_at IS NULL) AND (overdue_noticed_at IS NULL));
 
+CREATE INDEX outbox_by_key ON outbox USING btree (key, id);
+
 CREATE INDEX outbox_dead_letters_published ON outbox USING btree (published_at) WHERE ((published_at IS NOT NULL) AND (set_aside_at IS NULL) AND (dedupe_key ~~ 'dlq/%'::text));
 
 CREATE INDEX outbox_due ON outbox USING btree (id) WHERE ((published_at IS NULL) AND (set_aside_at IS NULL));

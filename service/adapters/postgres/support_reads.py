@@ -17,6 +17,7 @@ from service.service_layer.explain_report import Row
 from service.service_layer.support import (
     DEAD_LETTER_ROWS,
     HISTORY_ROWS,
+    NOTICE_ROWS,
     BalancePoint,
     CustomerView,
 )
@@ -48,8 +49,9 @@ async def balance_points(
 
 
 class PgSupportReads:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, notice_topic: str = "auto-topup-notice") -> None:
         self._pool = pool
+        self._notice_topic = notice_topic
 
     async def customer(
         self, customer_id: str, now: datetime, policy: rules.Policy, chart_since: datetime
@@ -64,7 +66,19 @@ class PgSupportReads:
             rejected = await conn.fetch(
                 q("support_rejected_settings"), customer_id, DEAD_LETTER_ROWS, timeout=T
             )
-        return CustomerView(snap, history, points, [dict(r) for r in rejected])
+            invoices = await conn.fetch(q("support_open_invoices"), customer_id, timeout=T)
+            notices = await conn.fetch(
+                q("support_notices"), self._notice_topic, customer_id.encode(), NOTICE_ROWS,
+                timeout=T,
+            )  # fmt: skip
+        return CustomerView(
+            snap,
+            history,
+            points,
+            [dict(r) for r in rejected],
+            [dict(r) for r in invoices],
+            [json.loads(r["value"]) for r in notices if r["value"] is not None],
+        )
 
     async def history(self, customer_id: str, limit: int) -> list[Row]:
         return await _history(self._pool, customer_id, limit)

@@ -29,14 +29,25 @@ from tests.deploy.files import (
 TOPICS = K8S / "topics"
 OPERATING = ROOT / "docs" / "operating.md"
 DAY_MS = 24 * 3600 * 1000
-# The settings that name the topics: the two inputs first.
-INPUTS = ("AUTO_TOPUP_TOPIC_WALLET_BALANCE_CHANGED", "AUTO_TOPUP_TOPIC_SETTINGS_UPDATED")
+# The settings that name the topics: the inputs (co-partitioned) first.
+INPUTS = (
+    "AUTO_TOPUP_TOPIC_WALLET_BALANCE_CHANGED",
+    "AUTO_TOPUP_TOPIC_SETTINGS_UPDATED",
+    "AUTO_TOPUP_TOPIC_INVOICE_STATUS_CHANGED",
+)
 OUTPUTS = (
     "AUTO_TOPUP_TOPIC_INVOICE_REQUESTED",
     "AUTO_TOPUP_TOPIC_CREDIT_ISSUED",
     "AUTO_TOPUP_TOPIC_TOP_UP_FAILED",
+    "AUTO_TOPUP_TOPIC_AUTO_TOPUP_NOTICE",
     "AUTO_TOPUP_TOPIC_AUTO_TOPUP_DEAD_LETTER",
 )
+
+
+def test_every_topic_of_the_service_is_listed() -> None:
+    from service.config import Topics
+
+    assert sorted(names(INPUTS + OUTPUTS)) == sorted(Topics().all)
 
 # KafkaTopicSpec: topicName (defaults to metadata.name), partitions (cannot be decreased),
 # replicas, config (the topic's configs; Strimzi keeps any value: strings, numbers, booleans).

@@ -11,7 +11,7 @@ no assertion depends on the hour or the date the tests run at."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import asyncpg
@@ -195,7 +195,8 @@ async def test_a_partner_with_funds_pays_without_the_fallback(flow: Flow) -> Non
 async def test_usage_outgrowing_the_trigger_amount_gets_one_notice(flow: Flow) -> None:
     outgrown, enough = customer_id(), customer_id()
     now = flow.now()
-    yesterday = now - timedelta(days=1)
+    # Noon of the business day before today's (UTC): whatever the time of day now.
+    yesterday = datetime.combine(now.date() - timedelta(days=1), time(12), UTC)
     for customer, trigger in ((outgrown, "100.00"), (enough, "1000.00")):
         await flow.settings(
             customer, trigger=trigger, threshold="50.00", at=yesterday - timedelta(hours=1),

@@ -516,3 +516,45 @@ SELECT
 -- name: ping
 -- Readiness (/readyz): the database answers a query.
 SELECT 1;
+
+-- name: open_invoices
+-- The open invoices (no paid or void yet) of the batch's customers whose settings count them
+-- (max_open_invoices), oldest first; through 0012's partial index open_invoices_open_by_customer.
+SELECT customer_id, invoice_request_id, business_date
+FROM open_invoices
+WHERE customer_id = ANY($1::text[]) AND closed_at IS NULL
+ORDER BY customer_id, requested_at, invoice_request_id;
+
+-- name: insert_open_invoices
+-- Invoices a batch requested (one row per invoice-requested event_id; a redelivered batch
+-- finds its row there already and leaves it as it is).
+INSERT INTO open_invoices
+    (invoice_request_id, customer_id, business_date, amount, currency, requested_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::numeric[], $5::text[],
+                     $6::timestamptz[])
+ON CONFLICT (invoice_request_id) DO NOTHING;
+
+-- name: set_invoice_statuses
+-- Statuses of open invoices from invoice-status-changed (closed_at set: paid or void). A closed
+-- invoice stays closed: a later status of it changes nothing.
+UPDATE open_invoices AS o
+SET status = u.status, closed_at = u.closed_at
+FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(invoice_request_id, status, closed_at)
+WHERE o.invoice_request_id = u.invoice_request_id AND o.closed_at IS NULL;
+
+-- name: take_overdue_invoices
+-- The overdue-notice worker (service/service_layer/overdue.py): up to $2 open invoices
+-- requested before $1 that have had no invoice_overdue notice, oldest first, through 0012's
+-- partial index open_invoices_overdue; rows another worker or a batch holds are skipped.
+SELECT invoice_request_id, customer_id, business_date, amount::text AS amount, currency,
+       requested_at, status
+FROM open_invoices
+WHERE closed_at IS NULL AND overdue_noticed_at IS NULL AND requested_at < $1
+ORDER BY requested_at
+LIMIT $2
+FOR UPDATE SKIP LOCKED;
+
+-- name: mark_overdue_noticed
+-- The invoices whose invoice_overdue notice was queued in this transaction.
+UPDATE open_invoices SET overdue_noticed_at = $2
+WHERE invoice_request_id = ANY($1::text[]);

@@ -11,6 +11,7 @@ from typing import Any, Self
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from service.adapters.postgres.invoices import PgInvoiceStore
 from service.adapters.postgres.sql import q
 from service.adapters.postgres.wallet_rows import card_from_row as card_from_row
 from service.adapters.postgres.wallet_rows import wallet_from_row as wallet_from_row
@@ -41,7 +42,7 @@ def _only_balance_changed(before: Wallet, after: Wallet) -> bool:
     )
 
 
-class PgBatchStore:
+class PgBatchStore(PgInvoiceStore):
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._loaded: dict[str, Wallet] = {}  # as locked, to write back only what changed

@@ -46,6 +46,11 @@ Decisions, kind by kind:
   decision). Support's "why not topped up": a few rows per customer, upserted, so it only grows
   with customers; a row whose last decision is over a year old (and a month) answers no
   question about today. No decision reads it.
+- **open_invoices, closed** (AUTO_TOPUP_RETENTION_DAILY_KEYS_DAYS, from the close). A closed
+  invoice counts against nothing (`max_open_invoices` counts open ones) and gets no
+  `invoice_overdue` notice; its row only lets a status redelivered later be told apart as
+  `unknown_invoice`, which it is without the row too. Kept as long as the daily key of its
+  day, for support. Open invoices are never pruned, whatever their age.
 - **charge_audit, counter_audit** (AUTO_TOPUP_RETENTION_AUDIT_DAYS, default 0: kept for ever).
   Who moved money or state by hand, and why: few rows, kept as long as the business must keep
   its records; set it (e.g. 400, or 2,557 for seven years) to bound them.
@@ -95,6 +100,7 @@ class PruneTarget(StrEnum):
     DECISION_SUMMARY = "decision_summary"  # support's last decision of each kind
     CHARGE_AUDIT = "charge_audit"  # who settled a Stripe charge by hand, and why
     COUNTER_AUDIT = "counter_audit"  # who reset a runaway counter, and why
+    OPEN_INVOICES = "open_invoices"  # requested invoices closed (paid or void)
 
 
 DAILY_KEYS = PruneTarget.DAILY_KEYS
@@ -103,6 +109,7 @@ OUTBOX_DEAD_LETTERS = PruneTarget.OUTBOX_DEAD_LETTERS
 DECISION_SUMMARY = PruneTarget.DECISION_SUMMARY
 CHARGE_AUDIT = PruneTarget.CHARGE_AUDIT
 COUNTER_AUDIT = PruneTarget.COUNTER_AUDIT
+OPEN_INVOICES = PruneTarget.OPEN_INVOICES
 TARGETS = tuple(PruneTarget)
 
 # What each target's horizon is counted from, for people (`auto-topup prune`, docs/operating.md).
@@ -113,6 +120,7 @@ COUNTED_FROM = {
     DECISION_SUMMARY: "last decision",
     CHARGE_AUDIT: "resolution",
     COUNTER_AUDIT: "reset",
+    OPEN_INVOICES: "closing, closed invoices only",
 }
 
 
@@ -146,6 +154,7 @@ class Retention:
             DECISION_SUMMARY: self.decision_summary_days,
             CHARGE_AUDIT: self.audit_days,
             COUNTER_AUDIT: self.audit_days,
+            OPEN_INVOICES: self.daily_keys_days,
         }
         return by_target[target]
 

@@ -474,6 +474,18 @@ WITH gone AS (
     RETURNING 1)
 SELECT count(*) FROM gone;
 
+-- name: prune_open_invoices
+-- Invoices closed (paid or void) before $1 (a close is final; open invoices are never taken).
+WITH gone AS (
+    DELETE FROM open_invoices WHERE invoice_request_id = ANY(ARRAY(
+        SELECT invoice_request_id FROM open_invoices
+        WHERE closed_at IS NOT NULL AND closed_at < $1
+        ORDER BY closed_at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED))
+    RETURNING 1)
+SELECT count(*) FROM gone;
+
 -- name: count_daily_keys
 -- `auto-topup prune --dry-run`: what prune_daily_keys would delete, in all.
 SELECT count(*) FROM daily_keys WHERE phase = 'done' AND business_date < $1::date;
@@ -497,6 +509,9 @@ SELECT count(*) FROM charge_audit WHERE resolved_at < $1;
 -- name: count_counter_audit
 SELECT count(*) FROM counter_audit WHERE reset_at < $1;
 
+-- name: count_open_invoices
+SELECT count(*) FROM open_invoices WHERE closed_at IS NOT NULL AND closed_at < $1;
+
 -- name: retention_oldest
 -- For /metrics at scrape time: the oldest row each prune_* would delete (NULL: none; a NULL
 -- horizon, a kind kept for ever, finds none), each the first entry of its index.
@@ -511,7 +526,9 @@ SELECT
             AND dedupe_key LIKE 'dlq/%' AND published_at < $3) AS outbox_dead_letters,
     (SELECT min(last_at) FROM decision_summary WHERE last_at < $4) AS decision_summary,
     (SELECT min(resolved_at) FROM charge_audit WHERE resolved_at < $5) AS charge_audit,
-    (SELECT min(reset_at) FROM counter_audit WHERE reset_at < $6) AS counter_audit;
+    (SELECT min(reset_at) FROM counter_audit WHERE reset_at < $6) AS counter_audit,
+    (SELECT min(closed_at) FROM open_invoices
+        WHERE closed_at IS NOT NULL AND closed_at < $7) AS open_invoices;
 
 -- name: ping
 -- Readiness (/readyz): the database answers a query.

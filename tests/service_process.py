@@ -30,6 +30,8 @@ TOPIC_NAMES = {
     "CREDIT_ISSUED": "credit-issued",
     "TOP_UP_FAILED": "top-up-failed",
     "AUTO_TOPUP_DEAD_LETTER": "auto-topup-dead-letter",
+    "INVOICE_STATUS_CHANGED": "invoice-status-changed",
+    "AUTO_TOPUP_NOTICE": "auto-topup-notice",
 }
 
 

@@ -37,6 +37,9 @@ its daily keys from the given date on as `attempt_dates`; a wallet it does not k
 RejectionLoader = Callable[[Sequence[SettingsKey]], Awaitable[set[SettingsKey]]]
 """Reads which of these settings events the other database knows as rejected by the rules."""
 
+InvoiceLoader = Callable[[Sequence[str]], Awaitable[Sequence[InvoiceRow]]]
+"""Reads the open invoices (not closed) of these customers (sorted) in the other database."""
+
 
 @dataclass(slots=True)
 class Tables:
@@ -57,6 +60,7 @@ class Tables:
     # open_invoices, by invoice_request_id (a wallet's open invoices live only here, as in the
     # real schema)
     invoices: dict[str, InvoiceRow] = field(default_factory=dict)
+    invoices_asked: set[str] = field(default_factory=set)  # customers read through already
 
     def copy(self) -> Tables:
         return Tables(
@@ -68,6 +72,7 @@ class Tables:
             set(self.rejected),
             set(self.asked),
             dict(self.invoices),
+            set(self.invoices_asked),
         )
 
 
@@ -79,10 +84,12 @@ class MemoryStore:
         tables: Tables,
         loader: WalletLoader | None = None,
         rejections: RejectionLoader | None = None,
+        invoices: InvoiceLoader | None = None,
     ) -> None:
         self._t = tables
         self._loader = loader
         self._rejections = rejections
+        self._invoices = invoices
 
     async def lock_wallets(self, customer_ids: Collection[str], since: date) -> dict[str, Wallet]:
         wanted = sorted(set(customer_ids))
@@ -161,6 +168,11 @@ class MemoryStore:
         self, customer_ids: Collection[str]
     ) -> dict[str, tuple[OpenInvoice, ...]]:
         wanted = set(customer_ids)
+        unknown = sorted(wanted - self._t.invoices_asked)
+        if unknown and self._invoices is not None:
+            self._t.invoices_asked.update(unknown)  # read through once, as wallets are
+            for row in await self._invoices(unknown):
+                self._t.invoices.setdefault(row.invoice_request_id, row)
         rows = sorted(
             (r for r in self._t.invoices.values() if r.customer_id in wanted and not r.closed_at),
             key=lambda r: (r.requested_at, r.invoice_request_id),
@@ -193,12 +205,16 @@ class MemoryDatabase:
     """The committed state, and the factory of units of work on it."""
 
     def __init__(
-        self, loader: WalletLoader | None = None, rejections: RejectionLoader | None = None
+        self,
+        loader: WalletLoader | None = None,
+        rejections: RejectionLoader | None = None,
+        invoices: InvoiceLoader | None = None,
     ) -> None:
         self.committed = Tables()
         self.commits = 0
         self.loader = loader
         self.rejections = rejections
+        self.invoices = invoices
 
     def unit_of_work(self) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(self)
@@ -251,7 +267,8 @@ class MemoryUnitOfWork:
 
     @property
     def store(self) -> MemoryStore:
-        return MemoryStore(self.tables, self._db.loader, self._db.rejections)
+        db = self._db
+        return MemoryStore(self.tables, db.loader, db.rejections, db.invoices)
 
     @property
     def tables(self) -> Tables:

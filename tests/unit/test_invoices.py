@@ -4,7 +4,7 @@ function, the in-memory store, and the batch handler on the in-memory unit of wo
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -385,3 +385,24 @@ def test_the_handler_decodes_invoice_statuses() -> None:
     decoded = flow.handler.decode(record)
     assert isinstance(decoded, InvoiceStatusChanged)
     assert decoded.status is InvoiceStatus.PAID
+
+
+async def test_the_memory_store_reads_open_invoices_through_once_as_it_does_wallets() -> None:
+    asked: list[list[str]] = []
+
+    async def elsewhere(customer_ids: Sequence[str]) -> list[InvoiceRow]:
+        asked.append(list(customer_ids))
+        return [_row("there", CUSTOMER, at=YESTERDAY)] if CUSTOMER in customer_ids else []
+
+    db = FakeDatabase(invoices=elsewhere)
+    handler = BatchHandler(db.unit_of_work, lambda: NOW, POLICY, TOPICS)
+    flow = _Flow()
+    setting = flow.settings(max_open_invoices=1)
+    await handler.handle([setting])
+    report = await handler.handle([flow.low(NOW - timedelta(hours=1))])
+    assert _reasons(report) == [("suppressed", BlockReason.INVOICE_OPEN)]  # the one read through
+    paid = await handler.handle([flow.status("there", "paid", NOW - timedelta(minutes=30))])
+    assert _reasons(paid) == [(InvoiceOutcome.CLOSED, None)]
+    again = await handler.handle([flow.low(NOW - timedelta(minutes=10))])
+    assert _reasons(again) == [("triggered", None)]
+    assert asked == [[CUSTOMER]]  # once: from then on the memory holds them

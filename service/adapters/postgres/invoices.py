@@ -66,7 +66,16 @@ def _row(r: asyncpg.Record) -> InvoiceRow:
         r["currency"],
         r["requested_at"],
         r["status"],
+        overdue_noticed_at=r["overdue_noticed_at"],
     )
+
+
+async def open_invoice_rows(
+    conn: Connection | asyncpg.Pool, customer_ids: Sequence[str]
+) -> list[InvoiceRow]:
+    """The open invoices of these customers, whole (the dry-run replay reads through them)."""
+    rows = await conn.fetch(q("read_open_invoices"), list(customer_ids))
+    return [_row(r) for r in rows]
 
 
 class PgOverdueStore:

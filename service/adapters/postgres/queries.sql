@@ -564,12 +564,20 @@ WHERE o.invoice_request_id = u.invoice_request_id AND o.closed_at IS NULL;
 -- requested before $1 that have had no invoice_overdue notice, oldest first, through 0012's
 -- partial index open_invoices_overdue; rows another worker or a batch holds are skipped.
 SELECT invoice_request_id, customer_id, business_date, amount::text AS amount, currency,
-       requested_at, status
+       requested_at, status, overdue_noticed_at
 FROM open_invoices
 WHERE closed_at IS NULL AND overdue_noticed_at IS NULL AND requested_at < $1
 ORDER BY requested_at
 LIMIT $2
 FOR UPDATE SKIP LOCKED;
+
+-- name: read_open_invoices
+-- The dry-run replay reads the open invoices of its customers through (plain SELECT, no lock).
+SELECT invoice_request_id, customer_id, business_date, amount::text AS amount, currency,
+       requested_at, status, overdue_noticed_at
+FROM open_invoices
+WHERE customer_id = ANY($1::text[]) AND closed_at IS NULL
+ORDER BY requested_at, invoice_request_id;
 
 -- name: mark_overdue_noticed
 -- The invoices whose invoice_overdue notice was queued in this transaction.

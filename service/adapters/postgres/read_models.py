@@ -7,7 +7,8 @@ from datetime import date, datetime, timedelta
 
 import asyncpg
 
-from service.adapters.memory import RejectionLoader, WalletLoader
+from service.adapters.memory import InvoiceLoader, RejectionLoader, WalletLoader
+from service.adapters.postgres.invoices import open_invoice_rows
 from service.adapters.postgres.migrate import migration_files
 from service.adapters.postgres.sql import q
 from service.adapters.postgres.store import wallet_from_row
@@ -20,7 +21,7 @@ from service.service_layer.explain_report import (
     RECENT_BUSINESS_DAYS,
     Snapshot,
 )
-from service.service_layer.ports import SettingsKey
+from service.service_layer.ports import InvoiceRow, SettingsKey
 
 QUERY_TIMEOUT_SECONDS = 10.0
 
@@ -50,6 +51,15 @@ def rejections_loader(pool: asyncpg.Pool) -> RejectionLoader:
             [k[2] for k in keys],
         )
         return {(r["customer_id"], r["event_id"], r["redrive"]) for r in rows}
+
+    return load
+
+
+def invoices_loader(pool: asyncpg.Pool) -> InvoiceLoader:
+    """Reads the open invoices of customers (plain SELECT)."""
+
+    async def load(customer_ids: Sequence[str]) -> list[InvoiceRow]:
+        return await open_invoice_rows(pool, customer_ids)
 
     return load
 

@@ -4,6 +4,7 @@ pinned clock (AUTO_TOPUP_TEST_CLOCK may move it): never from the host's."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from service.contract.codec import notice_event_id, output_event_id
+from tests.cli_tools import run_cli
 from tests.conftest import Infra
 from tests.e2e.conftest import Flow, customer_id, pinned_offset, service_now
 from tests.factories import eid, iso
@@ -82,7 +84,7 @@ async def _first_invoice(flow: InvoiceFlow, customer: str, at: datetime) -> dict
 
 
 async def test_no_second_invoice_while_one_is_open_and_the_next_after_it_is_paid(
-    flow: InvoiceFlow,
+    flow: InvoiceFlow, service_env: dict[str, str]
 ) -> None:
     customer = customer_id("open")
     now = flow.now()
@@ -92,6 +94,17 @@ async def test_no_second_invoice_while_one_is_open_and_the_next_after_it_is_paid
     await flow.balance(customer, "4.00", sequence=2, at=now - timedelta(minutes=3))
     await flow.flush(customer)
     assert len(flow.out("INVOICE_REQUESTED", customer)) == 1
+    # explain shows the open invoice (and the decision it caused)
+    report = json.loads((await run_cli(service_env, "explain", customer, "--json")).ok().out)
+    (shown,) = report["open_invoices"]
+    assert (shown["invoice_request_id"], shown["status"]) == (first["event_id"], "requested")
+    assert (shown["amount"], shown["business_date"]) == ("100.00", first["business_date"])
+    assert ("suppressed", "invoice_open") in {
+        (d["outcome"], d["reason"]) for d in report["decisions"]
+    }
+    text = (await run_cli(service_env, "explain", customer, columns=200)).ok().out
+    assert "Open invoices" in text
+    assert first["event_id"] in text
 
     # Paid: the close itself requests nothing...
     await flow.status(customer, first["event_id"], "paid", now - timedelta(minutes=2))
@@ -106,6 +119,8 @@ async def test_no_second_invoice_while_one_is_open_and_the_next_after_it_is_paid
     assert len(flow.out("INVOICE_REQUESTED", customer)) == 2
     assert flow.dead(customer) == []
     assert flow.out("TOP_UP_FAILED", customer) == []
+    report = json.loads((await run_cli(service_env, "explain", customer, "--json")).ok().out)
+    assert [i["invoice_request_id"] for i in report["open_invoices"]] == [invoices[1]["event_id"]]
 
 
 async def test_an_invoice_open_too_long_gets_one_overdue_notice(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 
 import asyncpg
@@ -15,7 +16,7 @@ from service.adapters.postgres.store import wallet_from_row
 from service.domain import rules
 from service.domain.calendar import business_date
 from service.domain.explain import customer_timezone
-from service.domain.model import Wallet
+from service.domain.model import OpenInvoice, Wallet
 from service.service_layer.explain_report import (
     DECISION_ROWS,
     RECENT_BUSINESS_DAYS,
@@ -116,6 +117,12 @@ async def read_snapshot(
                 q("explain_decisions"), customer_id, DECISION_ROWS, timeout=t
             )
             funded = await conn.fetchval(q("explain_funded_customers"), customer_id, timeout=t)
+            invoices = await conn.fetch(q("read_open_invoices"), [customer_id], timeout=t)
+            if wallet is not None:  # what next_top_up() needs to see (max_open_invoices)
+                opened = (
+                    OpenInvoice(i["invoice_request_id"], i["business_date"]) for i in invoices
+                )
+                wallet = replace(wallet, open_invoices=tuple(opened))
             partner = None
             partner_id = wallet.settings.partner_id if wallet and wallet.settings else None
             if partner_id is not None:
@@ -131,4 +138,5 @@ async def read_snapshot(
         [dict(d) for d in decisions],
         today,
         timezone,
+        [dict(i) for i in invoices],
     )

@@ -19,7 +19,7 @@ WITH_ENV = set -a; eval "$$($(STACK) env)"; set +a;
 .PHONY: help install up down env status run test test-unit test-integration test-e2e lint \
         format schemas demo chaos fuzz-money bench bench-handler clean test-slow chaos-slow \
         replay-memory test-deploy schema test-stripe-mock lock lock-check test-pythons \
-        contract-models test-contract
+        contract-models test-contract browser
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -80,17 +80,32 @@ run: up ## Install, start the stack, run the service in the foreground
 
 # The end-to-end tests whose outcome turns on a business day's end, run again with the
 # service's clock at 00:30 and at 23:30 UTC (every e2e test pins it, to 10:00 UTC by default).
-HOUR_TESTS := tests/e2e/test_rules.py tests/e2e/test_cheque_tt.py tests/e2e/test_stripe.py \
+HOUR_TESTS := tests/e2e/test_amounts_v2.py tests/e2e/test_rules.py tests/e2e/test_cheque_tt.py tests/e2e/test_stripe.py \
 	tests/e2e/test_money_v2.py tests/e2e/test_cli_replay.py tests/e2e/test_cli_explain.py \
 	tests/e2e/test_simulate.py tests/e2e/test_open_invoices.py
 AT_HOURS = for at in 00:30 23:30; do echo "== service clock at $$at UTC"; \
 	AUTO_TOPUP_TEST_CLOCK=$$at $(1) $(BIN)/pytest -q $(HOUR_TESTS); done
 
-test: up lint ## Install, start the stack, lint, run every tier of tests (and the day-boundary ones at 00:30 and 23:30)
+test: up lint browser ## Install, start the stack, lint, run every tier of tests (and the day-boundary ones at 00:30 and 23:30)
 	$(WITH_ENV) $(BIN)/pytest tests/unit tests/deploy tests/contract tests/integration tests/e2e \
 		tests/stripe_mock
 	$(WITH_ENV) $(call AT_HOURS,)
 	deploy/local/test-pythons.sh --except $(BIN)/python $(PYTHONS)
+
+# Debian's headless Chromium and its WebDriver, for tests/e2e/test_support_page.py (apt-get
+# only when /usr/bin/chromedriver is missing; as root, or through sudo without a password).
+CHROMEDRIVER := /usr/bin/chromedriver
+browser: ## Install Debian's chromium and chromium-driver when /usr/bin/chromedriver is missing
+	if [[ ! -x $(CHROMEDRIVER) ]]; then \
+		sudo=(); \
+		if [[ $$(id -u) -ne 0 ]]; then \
+			sudo -n true 2>/dev/null || { echo "browser: run 'apt-get install -y chromium chromium-driver' as root" >&2; exit 1; }; \
+			sudo=(sudo -n); \
+		fi; \
+		"$${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
+		"$${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	fi
+	$(CHROMEDRIVER) --version
 
 test-unit: install ## Only the pure, fast tests
 	$(BIN)/pytest tests/unit
@@ -101,7 +116,7 @@ test-deploy: install ## Only the deployment files in deploy/ (no stack)
 test-integration: up
 	$(WITH_ENV) $(BIN)/pytest tests/integration
 
-test-e2e: up
+test-e2e: up browser
 	$(WITH_ENV) $(BIN)/pytest tests/e2e
 
 test-stripe-mock: install ## Every Stripe request of the service, validated by stripe-mock (built with Go when missing)

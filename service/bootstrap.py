@@ -44,12 +44,12 @@ from service.entrypoints.consumer import subscribe
 from service.entrypoints.gc_policy import GcPolicy
 from service.entrypoints.http import HttpServer, Probes
 from service.entrypoints.metrics import Metrics, TimedGateway
-from service.entrypoints.overdue import overdue_notices
+from service.entrypoints.overdue import OverdueNotices, overdue_notices
 from service.entrypoints.runtime_stats import GcPauses, rss_kb
+from service.entrypoints.support_http import support_routes
 from service.service_layer.alignment import configured_alignment
 from service.service_layer.charger import Charger
 from service.service_layer.handlers import BatchHandler, BatchReport
-from service.service_layer.overdue import OverdueNotices
 from service.service_layer.ports import Clock
 from service.service_layer.processor import BatchProcessor
 from service.service_layer.retention import Pruner, Retention
@@ -155,6 +155,7 @@ class Service:
                 "partitions": self.partitions_problem,
             },
             metrics=lambda: self.metrics.render(self.refresh_gauges),
+            routes=support_routes(self.settings, lambda: self.pool, self.clock),
         )
 
     # --- start-up -------------------------------------------------------------------------

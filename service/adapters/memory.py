@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Self
 
 from service.domain.model import OpenInvoice, Wallet
+from service.service_layer.history import HistoryEntry, history_entries
 from service.service_layer.ports import (
     Claim,
     DecisionLog,
@@ -61,6 +62,8 @@ class Tables:
     # real schema)
     invoices: dict[str, InvoiceRow] = field(default_factory=dict)
     invoices_asked: set[str] = field(default_factory=set)  # customers read through already
+    # customer_history (append-only; a row's id is its position + 1)
+    history: list[HistoryEntry] = field(default_factory=list)
 
     def copy(self) -> Tables:
         return Tables(
@@ -73,6 +76,7 @@ class Tables:
             set(self.asked),
             dict(self.invoices),
             set(self.invoices_asked),
+            list(self.history),
         )
 
 
@@ -196,6 +200,7 @@ class MemoryStore:
                 )
 
     async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
+        self._t.history.extend(history_entries(entries, at))
         for key, entry, times in merge_decisions(entries):
             before = self._t.decisions.get(key)
             self._t.decisions[key] = (entry, at, times + (before[2] if before else 0))

@@ -192,6 +192,12 @@ class Settings(BaseSettings):
     retention_audit_days: int = Field(
         0, ge=0, le=36_500, validation_alias="AUTO_TOPUP_RETENTION_AUDIT_DAYS"
     )
+    retention_history_days: int = Field(
+        90, ge=0, le=36_500, validation_alias="AUTO_TOPUP_RETENTION_HISTORY_DAYS"
+    )
+    support_token: SecretStr | None = Field(  # the support page's bearer token (unset: off)
+        None, min_length=16, validation_alias="AUTO_TOPUP_SUPPORT_TOKEN"
+    )
     # Invoices (contract v2): an invoice open longer than this many days gets one
     # invoice_overdue notice; the worker that queues them looks every interval.
     invoice_overdue_days: int = Field(
@@ -233,7 +239,7 @@ class Settings(BaseSettings):
                 )
         return value
 
-    @field_validator("stripe_api_key")
+    @field_validator("stripe_api_key", "support_token")
     @classmethod
     def _non_empty_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():

@@ -7,6 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from service.domain.usage import Usage
 from service.domain.values import value
 
 
@@ -219,6 +220,8 @@ class Wallet:
     open_invoices: tuple[OpenInvoice, ...] = ()
     # The business date of the last trigger_amount_too_low notice (at most one per 7 days).
     advised_on: date | None = None
+    # The customer's usage per business day of the last days (the Trigger Amount advisor).
+    usage: Usage | None = None
 
 
 # --- decisions --------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
+from service.domain.advisor import advised
 from service.domain.amounts import month_of, reckon, spent_in
 from service.domain.calendar import business_date, day_end, is_valid_timezone
 from service.domain.cards import card_may_be_newer, saved_card
@@ -32,6 +33,7 @@ from service.domain.rails import Terms
 from service.domain.reasons import BlockReason, DeadLetterReason, StaleReason
 from service.domain.reservations import available_funds as _available
 from service.domain.reservations import unreleased
+from service.domain.usage import Usage, observe
 
 __all__ = ["Decision", "Outcome", "Policy", "Status", "apply_balance", "apply_settings"]
 
@@ -98,6 +100,7 @@ def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: 
         wallet.month,
         wallet.open_invoices,
         wallet.advised_on,
+        _observed(wallet, last, event, policy),
     )
     # A balance dated before the settings in effect is judged under those settings: in
     # event-time order its decision is theirs, so it is dated when they were made.
@@ -113,6 +116,18 @@ def apply_balance(wallet: Wallet, event: BalanceChanged, now: datetime, policy: 
         policy=policy,
         event_at=event.occurred_at,
     )
+
+
+def _observed(
+    wallet: Wallet, last: Balance | None, event: BalanceChanged, policy: Policy
+) -> Usage | None:
+    """The customer's usage with this newer balance counted (customers with settings only: a
+    wallet nobody tops up needs no advice)."""
+    settings = wallet.settings
+    if settings is None:
+        return wallet.usage
+    day = business_date(event.occurred_at, settings.timezone or policy.default_timezone)
+    return observe(wallet.usage, day, last.amount if last is not None else None, event.balance)
 
 
 # --- settings ---------------------------------------------------------------------------------
@@ -265,7 +280,10 @@ def _evaluate(
         # Not made, and the day stays free (a new month, or new settings, may allow one).
         capped, notices = cap_blocked(wallet, day, terms.amounts.monthly_cap, terms.currency)
         return Outcome(capped, Status.APPLIED, Decision.BLOCKED, reason=amount, notices=notices)
-    return _claimed(wallet, replace(terms, amount=amount), day, timezone, trigger_event_id)
+    outcome = _claimed(wallet, replace(terms, amount=amount), day, timezone, trigger_event_id)
+    assert outcome.topup is not None
+    told, notices = advised(outcome.wallet, outcome.topup, terms.amount)
+    return replace(outcome, wallet=told, notices=notices) if notices else outcome
 
 
 # Stops that are suppressions (the top-up is due, but waits): the rest are blocks.

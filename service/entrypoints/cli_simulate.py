@@ -34,7 +34,7 @@ from service.config import Settings
 from service.contract.codec import decode_balance, decode_settings
 from service.contract.types import Money, PositiveMoney
 from service.domain.calendar import is_valid_timezone
-from service.domain.model import BalanceChanged, PaymentMethod, SettingsUpdated
+from service.domain.model import AmountMode, BalanceChanged, PaymentMethod, SettingsUpdated
 from service.entrypoints.cli_support import console, load_settings, parse_time, printable
 from service.service_layer.simulation import History, Proposal, proposal_error, simulate
 from service.service_layer.simulation_report import to_json
@@ -112,6 +112,48 @@ PROPOSABLE: tuple[Proposable, ...] = (
     Proposable("payment_method", "--payment-method", PaymentMethod, "Payment method."),
     Proposable("partner_id", "--partner-id", str, "Partner (master account).", metavar="ID"),
     Proposable("timezone", "--timezone", str, "IANA timezone.", _timezone, "ZONE"),
+    Proposable(
+        "amount_mode",
+        "--amount-mode",
+        AmountMode,
+        "How much one top-up is (fixed, to_target, cover_gap).",
+    ),
+    Proposable(
+        "target_balance",
+        "--target-balance",
+        str,
+        "The balance a to_target top-up brings the wallet to.",
+        _money(TypeAdapter(Money)),
+        "AMOUNT",
+    ),
+    Proposable(
+        "max_amount",
+        "--max-amount",
+        str,
+        "No single top-up is larger.",
+        _money(TypeAdapter(PositiveMoney)),
+        "AMOUNT",
+    ),
+    Proposable(
+        "monthly_cap",
+        "--monthly-cap",
+        str,
+        "A calendar month's top-ups add up to at most this.",
+        _money(TypeAdapter(PositiveMoney)),
+        "AMOUNT",
+    ),
+    Proposable(
+        "fallback_method",
+        "--fallback-method",
+        PaymentMethod,
+        "Used in the same attempt when the payment method fails (cheque_tt, master_account).",
+    ),
+    Proposable(
+        "max_open_invoices",
+        "--max-open-invoices",
+        int,
+        "Cheque / TT: no new invoice while this many are open.",
+    ),
 )
 
 

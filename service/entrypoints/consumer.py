@@ -113,7 +113,11 @@ def _names(partitions: set[TopicPartition]) -> str:
 
 def _log_report(report: BatchReport) -> None:
     for entry in report.log:
-        level = logging.DEBUG if entry.outcome in ("applied", "stale") else logging.INFO
+        level = (
+            logging.DEBUG
+            if entry.outcome in ("applied", "stale", "settings_applied")
+            else logging.INFO
+        )
         if decisions.isEnabledFor(level):
             decisions.log(
                 level,

@@ -22,6 +22,8 @@ class Probes:
     ready_checks: dict[str, Check]
     metrics: Callable[[], Awaitable[bytes]]
     check_timeout: float = 2.0
+    # More routes on the same server (the support page, support_http.py), added by bootstrap.
+    routes: Callable[[web.Application], None] | None = None
 
 
 def make_app(probes: Probes) -> web.Application:
@@ -52,6 +54,8 @@ def make_app(probes: Probes) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    if probes.routes is not None:
+        probes.routes(app)
     return app
 
 

@@ -20,7 +20,8 @@ class RetentionMetrics:
         self.pruned = Counter(
             "auto_topup_retention_rows_pruned",
             "Rows deleted by this instance's pruner, by table (daily_keys, outbox_events, "
-            "outbox_dead_letters, decision_summary, charge_audit, counter_audit, open_invoices).",
+            "outbox_dead_letters, decision_summary, charge_audit, counter_audit, "
+            "customer_history, open_invoices).",
             ["table"],
             registry=registry,
         )

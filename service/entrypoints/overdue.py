@@ -11,6 +11,8 @@ from service.entrypoints.metrics import Metrics
 from service.service_layer.overdue import OverdueNotices
 from service.service_layer.ports import Clock
 
+__all__ = ["OverdueNotices", "overdue_notices"]
+
 
 def overdue_notices(
     settings: Settings,

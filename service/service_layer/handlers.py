@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -29,8 +28,6 @@ from service.service_layer.ports import (
     UnitOfWorkFactory,
     settings_key,
 )
-
-log = logging.getLogger(__name__)
 
 Event = BalanceChanged | SettingsUpdated | InvoiceStatusChanged
 
@@ -159,20 +156,10 @@ class BatchHandler:
 
     def _apply(self, batch: _Batch, record: InputRecord, event: Event | Invalid) -> None:
         """One record: the rule decides, the batch collects state, claims and outbox rows."""
-        if isinstance(event, Invalid | InvoiceStatusChanged):
-            self._outside_rules(batch, record, event)
+        if isinstance(event, Invalid | InvoiceStatusChanged):  # a status never triggers
+            invoices.outside_rules(batch, record, event, self._policy, self._reject)
             return
-        if (
-            batch.rejected
-            and isinstance(event, SettingsUpdated)
-            and settings_key(record, event) in batch.rejected
-        ):
-            # Rejected when it first came: the same outcome whenever it comes again (at any
-            # offset), even if later records (a card saved since) would let it apply now.
-            batch.report.counts[CountKey.consumed(record.topic, rules.Status.STALE)] += 1
-            batch.report.log.append(
-                DecisionLog.of(record, event, "stale", StaleReason.REDELIVERED_DEAD_LETTER)
-            )
+        if self._rejected_before(batch, record, event):
             return
         wallet = batch.wallets.get(event.customer_id) or Wallet(event.customer_id)
         if isinstance(event, BalanceChanged):
@@ -190,6 +177,13 @@ class BatchHandler:
         if outcome.wallet is not wallet and outcome.wallet != wallet:
             batch.wallets[event.customer_id] = outcome.wallet
             batch.changed.add(event.customer_id)
+        self._logged(batch, record, event, outcome)
+
+    def _logged(
+        self, batch: _Batch, record: InputRecord, event: Event, outcome: rules.Outcome
+    ) -> None:
+        """What an applied or stale record leaves: its log line, its notices, its decision."""
+        report = batch.report
         if outcome.status is rules.Status.STALE:
             report.log.append(DecisionLog.of(record, event, "stale", outcome.reason))
             return
@@ -198,14 +192,25 @@ class BatchHandler:
         if outcome.decision is not rules.Decision.NOT_DUE:
             # (not due: the common case, a balance above the threshold; nothing to log)
             self._decided(batch, record, event, outcome)
+        elif isinstance(event, SettingsUpdated):  # for the customer's history (history.py)
+            report.log.append(DecisionLog.of(record, event, "settings_applied", None))
 
-    def _outside_rules(
-        self, batch: _Batch, record: InputRecord, event: Invalid | InvoiceStatusChanged
-    ) -> None:
-        if isinstance(event, Invalid):
-            self._reject(batch, record, event)
-        else:  # an invoice status: never triggers (service_layer/invoices.py)
-            invoices.apply_status(batch, record, event, self._policy, self._reject)
+    @staticmethod
+    def _rejected_before(batch: _Batch, record: InputRecord, event: Event) -> bool:
+        """A settings record rejected when it first came: the same outcome whenever it comes
+        again (at any offset), even if later records (a card saved since) would let it apply
+        now. Counted and logged as stale."""
+        if not (
+            batch.rejected
+            and isinstance(event, SettingsUpdated)
+            and settings_key(record, event) in batch.rejected
+        ):
+            return False
+        batch.report.counts[CountKey.consumed(record.topic, rules.Status.STALE)] += 1
+        batch.report.log.append(
+            DecisionLog.of(record, event, "stale", StaleReason.REDELIVERED_DEAD_LETTER)
+        )
+        return True
 
     def _held(self, batch: _Batch, record: InputRecord, event: Event) -> bool:
         """Whether a due record waits for the other input topic (it comes again then; see
@@ -279,16 +284,8 @@ class BatchHandler:
             if isinstance(event, Invalid):
                 # Keyed by a customer whose record waits: behind it (the key is the customer).
                 key = record.key
-                if key and align.waits_for(key.decode("utf-8", "replace")):
-                    held.append(
-                        Held(
-                            record.topic,
-                            record.partition,
-                            record.offset,
-                            key.decode("utf-8", "replace"),
-                            0.0,
-                        )
-                    )
+                if key and align.waits_for(customer := key.decode("utf-8", "replace")):
+                    held.append(Held(record.topic, record.partition, record.offset, customer, 0.0))
                     continue
             # Future-dated records are dead-lettered at once, whatever waits.
             elif event.occurred_at <= horizon:

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from service.contract import messages
 from service.contract.codec import Invalid
@@ -109,12 +109,27 @@ class Report(Protocol):
     def log(self) -> list[DecisionLog]: ...
 
 
+def outside_rules(
+    batch: Batch,
+    record: InputRecord,
+    event: Invalid | InvoiceStatusChanged,
+    policy: rules.Policy,
+    reject: Callable[..., None],
+) -> None:
+    """A record the balance and settings rules do not decide: an undecodable one is
+    dead-lettered (`reject`), an invoice status applied (it never triggers a top-up)."""
+    if isinstance(event, Invalid):
+        reject(batch, record, event)
+    else:
+        apply_status(batch, record, event, policy, reject)
+
+
 def apply_status(
     batch: Batch,
     record: InputRecord,
     event: InvoiceStatusChanged,
     policy: rules.Policy,
-    reject: Callable[[Any, InputRecord, Invalid, InvoiceStatusChanged], None],
+    reject: Callable[..., None],
 ) -> None:
     """One `invoice-status-changed` record: the wallet's open invoices and the row to write,
     counted and logged as every record is; `reject` dead-letters one dated too far ahead."""

@@ -54,6 +54,9 @@ Decisions, kind by kind:
 - **charge_audit, counter_audit** (AUTO_TOPUP_RETENTION_AUDIT_DAYS, default 0: kept for ever).
   Who moved money or state by hand, and why: few rows, kept as long as the business must keep
   its records; set it (e.g. 400, or 2,557 for seven years) to bound them.
+- **customer_history** (AUTO_TOPUP_RETENTION_HISTORY_DAYS, default 90, from the line's time).
+  The support page's history (migration 0013): one row per decision and applied settings
+  event. Three months answer "why not topped up?"; no decision reads it.
 
 How it runs:
 
@@ -100,6 +103,7 @@ class PruneTarget(StrEnum):
     DECISION_SUMMARY = "decision_summary"  # support's last decision of each kind
     CHARGE_AUDIT = "charge_audit"  # who settled a Stripe charge by hand, and why
     COUNTER_AUDIT = "counter_audit"  # who reset a runaway counter, and why
+    CUSTOMER_HISTORY = "customer_history"  # the support page's history of each customer
     OPEN_INVOICES = "open_invoices"  # requested invoices closed (paid or void)
 
 
@@ -109,6 +113,7 @@ OUTBOX_DEAD_LETTERS = PruneTarget.OUTBOX_DEAD_LETTERS
 DECISION_SUMMARY = PruneTarget.DECISION_SUMMARY
 CHARGE_AUDIT = PruneTarget.CHARGE_AUDIT
 COUNTER_AUDIT = PruneTarget.COUNTER_AUDIT
+CUSTOMER_HISTORY = PruneTarget.CUSTOMER_HISTORY
 OPEN_INVOICES = PruneTarget.OPEN_INVOICES
 TARGETS = tuple(PruneTarget)
 
@@ -120,6 +125,7 @@ COUNTED_FROM = {
     DECISION_SUMMARY: "last decision",
     CHARGE_AUDIT: "resolution",
     COUNTER_AUDIT: "reset",
+    CUSTOMER_HISTORY: "the line's time",
     OPEN_INVOICES: "closing, closed invoices only",
 }
 
@@ -134,6 +140,7 @@ class Retention:
     decision_summary_days: int = 400
     audit_days: int = 0
     batch_size: int = 1000
+    history_days: int = 90  # last: the positional order above is older
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Retention:
@@ -144,6 +151,7 @@ class Retention:
             decision_summary_days=settings.retention_decision_summary_days,
             audit_days=settings.retention_audit_days,
             batch_size=settings.retention_batch_size,
+            history_days=settings.retention_history_days,
         )
 
     def days(self, target: str) -> int:
@@ -154,6 +162,7 @@ class Retention:
             DECISION_SUMMARY: self.decision_summary_days,
             CHARGE_AUDIT: self.audit_days,
             COUNTER_AUDIT: self.audit_days,
+            CUSTOMER_HISTORY: self.history_days,
             OPEN_INVOICES: self.daily_keys_days,
         }
         return by_target[target]

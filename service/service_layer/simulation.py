@@ -29,11 +29,16 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from service.contract import messages
+from service.config import Topics
 from service.domain.calendar import business_date
 from service.domain.model import BalanceChanged, SettingsUpdated, TopUp, Wallet
-from service.domain.rails import ChargeLater, ChargeResult, ChargeStatus, Due, Settled, Terms
+from service.domain.notices import Notice
+from service.domain.rails import ChargeResult, ChargeStatus, Terms
 from service.domain.rules import Decision, Outcome, Policy, Status, apply_balance, apply_settings
+from service.service_layer import topups
+
+# The topics a simulation's records would go to (none is published).
+_TOPICS = Topics()
 
 Event = BalanceChanged | SettingsUpdated
 # Field name of the domain SettingsUpdated -> the value laid over every settings event.
@@ -42,7 +47,16 @@ Proposal = Mapping[str, Any]
 # The payment intent a simulated Stripe charge "succeeds" with: no card is ever charged.
 SIMULATED_CHARGE = "simulated"
 
-SETTINGS_FIELDS = frozenset(f.name for f in fields(SettingsUpdated))
+# The v2 amount settings, kept together on the event as `amounts` (field name -> Amounts').
+AMOUNT_FIELDS = {
+    "amount_mode": "mode",
+    "target_balance": "target_balance",
+    "max_amount": "max_amount",
+    "monthly_cap": "monthly_cap",
+}
+SETTINGS_FIELDS = frozenset(f.name for f in fields(SettingsUpdated)) - {"amounts"} | set(
+    AMOUNT_FIELDS
+)
 # Fields a proposal may not change: they say which event it is, not what it sets.
 _IDENTITY = frozenset({"event_id", "occurred_at", "customer_id", "origin", "version"})
 
@@ -164,6 +178,7 @@ class _Tally:
     suppressed: Counter[str] = field(default_factory=Counter)
     blocked: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
+    notices: list[str] = field(default_factory=list)
 
     def decided(self, outcome: Outcome) -> None:
         reason = outcome.reason or ""
@@ -182,7 +197,7 @@ class _Tally:
         settings = wallet.settings
         if settings is None:
             return
-        terms = policy.rails[settings.payment_method].terms(wallet)
+        terms = policy.rails.serving(settings).terms(wallet)
         if isinstance(terms, Terms) and amount <= terms.threshold:
             zone = settings.timezone or policy.default_timezone
             self.low_days.add(business_date(event.occurred_at, zone))
@@ -204,7 +219,16 @@ class _Tally:
             dict(self.suppressed),
             dict(self.blocked),
             dict(self.rejected),
+            tuple(self.notices),
         )
+
+
+def overlaid(event: SettingsUpdated, proposal: Proposal) -> SettingsUpdated:
+    """The settings event with the proposal laid over it (amount settings inside `amounts`)."""
+    plain = {k: v for k, v in proposal.items() if k not in AMOUNT_FIELDS}
+    amounts = {AMOUNT_FIELDS[k]: v for k, v in proposal.items() if k in AMOUNT_FIELDS}
+    out = replace(event, **plain) if plain else event
+    return replace(out, amounts=replace(out.amounts, **amounts)) if amounts else out
 
 
 def _apply(wallets: dict[str, Wallet], event: Event, proposal: Proposal, policy: Policy) -> Outcome:
@@ -212,7 +236,7 @@ def _apply(wallets: dict[str, Wallet], event: Event, proposal: Proposal, policy:
     now = event.occurred_at
     wallet = wallets.get(event.customer_id) or Wallet(event.customer_id)
     if isinstance(event, SettingsUpdated):
-        outcome = apply_settings(wallet, replace(event, **proposal), now, policy)
+        outcome = apply_settings(wallet, overlaid(event, proposal), now, policy)
     else:
         outcome = apply_balance(wallet, event, now, policy)
     wallets[event.customer_id] = outcome.wallet
@@ -238,37 +262,42 @@ def _run(
             event = replace(event, balance=event.balance + shift)
         outcome = _apply(wallets, event, proposal, policy)
         top_up = None
+        notices = outcome.notices
         if outcome.topup is not None:
-            top_up = _settle(outcome.topup, wallets, event.occurred_at, policy)
+            top_up, more = _settle(outcome.topup, wallets, event.occurred_at, policy)
+            notices += more
         credited.append(top_up.amount if top_up and top_up.result != "failed" else Decimal(0))
         if recorded is not None:
             shift += credited[i] - recorded[i]
         if event.customer_id == customer_id and event.occurred_at >= since:
             tally.counted(event, outcome, top_up, policy)
+            tally.notices += [f"{n.type.value} {n.period}" for n in notices]
     return tally.scenario(), credited
 
 
 def _settle(
     topup: TopUp, wallets: dict[str, Wallet], now: datetime, policy: Policy
-) -> SimulatedTopUp:
-    """What the due top-up does, as the handler asks its rail; a charge made later (Stripe)
-    counts as succeeded."""
-    rail = policy.rails[topup.payment_method]
-    payer = wallets.get(topup.partner_id) if topup.partner_id is not None else None
-    credit_id = messages.event_id(topup, messages.CREDIT_ISSUED)
-    step = rail.settle(Due(topup, now, payer, credit_id, policy.credit_hold))
-    settled: Settled
-    if isinstance(step, ChargeLater):
-        settled = rail.charged(topup, ChargeResult(ChargeStatus.SUCCEEDED, SIMULATED_CHARGE))
-    else:
-        settled = step
-    for changed in settled.changed:
+) -> tuple[SimulatedTopUp, tuple[Notice, ...]]:
+    """What the due top-up does, as the handler settles it (its rail and fallback, the month's
+    cap, the notices); a charge made later (Stripe) counts as succeeded."""
+    done = topups.settle(topup, wallets, policy, _TOPICS, now)
+    for changed in done.changed:
         wallets[changed.customer_id] = changed
-    return SimulatedTopUp(
-        topup.business_date,
-        topup.payment_method.value,
-        topup.amount,
-        topup.currency,
-        settled.result,
-        settled.reason,
+    if done.record is None:
+        rail = policy.rails[topup.payment_method]
+        settled = rail.charged(topup, ChargeResult(ChargeStatus.SUCCEEDED, SIMULATED_CHARGE))
+        result, reason = settled.result, settled.reason
+    else:
+        result, reason = done.claim.result or "", done.claim.reason
+    settled_topup = done.topup
+    return (
+        SimulatedTopUp(
+            settled_topup.business_date,
+            settled_topup.payment_method.value,
+            settled_topup.amount,
+            settled_topup.currency,
+            result,
+            reason,
+        ),
+        done.notices,
     )

@@ -64,6 +64,7 @@ async def test_low_balance_publishes_one_invoice_request(
             "currency": "USD",
             "payment_method": "cheque_tt",
             "emitted_at": body["emitted_at"],
+            "amount_mode": "fixed",
         }
         assert datetime.fromisoformat(body["emitted_at"]).tzinfo is not None
         assert body["trigger_event_id"] in (low["event_id"], settings["event_id"])

@@ -113,7 +113,11 @@ async def test_an_earlier_off_switch_beats_a_due_balance_produced_before_it(
     procs = [ServiceProcess(env, name=f"svc-{i}") for i in range(INSTANCES)]
     try:
         await asyncio.gather(*(asyncio.to_thread(p.start) for p in procs))
-        inputs = (topics["WALLET_BALANCE_CHANGED"], topics["SETTINGS_UPDATED"])
+        inputs = (
+            topics["WALLET_BALANCE_CHANGED"],
+            topics["SETTINGS_UPDATED"],
+            topics["INVOICE_STATUS_CHANGED"],
+        )
         every = {(t, n) for t in inputs for n in range(PARTITIONS)}
 
         def settled() -> bool:

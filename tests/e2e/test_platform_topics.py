@@ -68,7 +68,7 @@ async def test_a_live_replay_creates_no_topic_either(
     infra: Infra, topics: Topics, service_env: dict[str, str]
 ) -> None:
     inputs = ("WALLET_BALANCE_CHANGED", "SETTINGS_UPDATED", "INVOICE_STATUS_CHANGED")
-    await ensure_topics(infra.kafka, [topics[k] for k in inputs], 3)
+    await ensure_topics(infra.kafka, [topics[name] for name in inputs], 3)
     since = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
 
     done = await run_cli({**service_env, **PLATFORM}, "replay", "--from", since, "--yes")

@@ -219,6 +219,7 @@ async def test_each_horizon_prunes_what_is_past_it_and_keeps_the_rest(
         "decision_summary": 1,
         "charge_audit": 1,
         "counter_audit": 1,
+        "customer_history": 0,  # none written here (tests/integration/test_customer_history.py)
         "open_invoices": 1,
     }
     before = await remaining(conn)
@@ -462,7 +463,7 @@ async def test_each_batch_finds_its_rows_through_an_index(
 
 async def test_the_gauge_query_uses_the_indexes(conn: asyncpg.Connection) -> None:
     await conn.execute("SET enable_seqscan = off")
-    args = [NOW.date(), NOW, NOW, NOW, NOW, NOW, NOW]
+    args = [NOW.date(), *[NOW] * (len(TARGETS) - 1)]
     lines = [r["QUERY PLAN"] for r in await conn.fetch(f"EXPLAIN {q('retention_oldest')}", *args)]
     assert not any("Seq Scan" in line for line in lines), "\n".join(lines)
 

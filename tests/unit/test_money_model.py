@@ -6,7 +6,9 @@ and partner balance events (with and without `caused_by`, late, repeated, produc
 other order within one batch), and time passing. An independent model, written here from the
 contract and not from the code, checks after every step:
 
-- every Stripe claim's amount is the Trigger Amount of the latest online top-up before it;
+- every claim's amount is what its settings allow (contract v2, "How much": the amount mode,
+  `max_amount`, and what is left of `monthly_cap` this month: the month's top-ups never exceed
+  the cap); a Stripe claim's, what the latest online top-up before it set;
 - a partner's unreleased credits never exceed its last balance when a credit is issued;
 - no two attempts of one customer inside one business day (the next attempt's decision is
   dated at or after the end of the previous attempt's day, in the timezone it used);
@@ -52,6 +54,7 @@ from service.service_layer.ports import Claim, InputRecord
 from tests.charge_fakes import FakeClock, MemoryChargeStore
 from tests.factories import balance_wire, dumps, settings_wire
 from tests.fakes import FakeDatabase
+from tests.reference.amounts import within_bounds
 
 TOPICS = Topics()
 POLICY = rules.Policy()
@@ -73,6 +76,16 @@ STARTS = [
     datetime(2026, 3, 10, 18, 25, tzinfo=UTC),
     datetime(2026, 3, 10, 23, 30, tzinfo=UTC),
     datetime(2026, 11, 1, 6, 50, tzinfo=UTC),  # New York / Los Angeles DST end
+]
+# The v2 amount settings (contract v2, "How much"), none of them the v1 behaviour.
+AMOUNTS: list[dict[str, str]] = [
+    {},
+    {"amount_mode": "to_target", "target_balance": "6000.00"},
+    {"amount_mode": "cover_gap"},
+    {"max_amount": "55.00"},
+    {"monthly_cap": "120.00"},
+    {"amount_mode": "cover_gap", "monthly_cap": "5100.00"},
+    {"amount_mode": "to_target", "target_balance": "6000.00", "max_amount": "5500.00"},
 ]
 MODEL_EXAMPLES = int(os.environ.get("AUTO_TOPUP_MODEL_EXAMPLES", "2000"))
 
@@ -302,6 +315,7 @@ class MoneyMachine(RuleBasedStateMachine):
         at = max(trigger.at, current.at)
         timezone = f.get("timezone") or POLICY.default_timezone
         assert topup.business_date == business_date(at, timezone), (claim, at, timezone)
+        amounts = f
         if topup.payment_method.value == "stripe":
             # The card is charged only what its owner set in the latest online top-up.
             online = [
@@ -311,13 +325,20 @@ class MoneyMachine(RuleBasedStateMachine):
             ]
             assert online, f"a Stripe charge without an online top-up: {claim}"
             latest = max(online, key=lambda s: (s.at, s.event_id))
-            assert topup.amount == Decimal(latest.fields["trigger_amount"]), (
-                f"charge of {topup.amount}; the card's owner set "
-                f"{latest.fields['trigger_amount']}: {claim}"
-            )
+            amounts = latest.fields
             assert topup.card is not None
             assert topup.card.stripe_payment_method_id == latest.fields["stripe_payment_method_id"]
             assert topup.customer_id not in self.model.paused, f"charge on a paused card: {claim}"
+        # How much: the mode, max_amount, and what is left of the month's cap.
+        assert topup.limit_threshold == Decimal(amounts["limit_threshold"]), claim
+        wrong = within_bounds(
+            topup.amount,
+            amounts,
+            topup.balance_at_trigger,
+            topup.limit_threshold,
+            self._spent(topup.customer_id, topup.business_date.isoformat()[:7]),
+        )
+        assert wrong is None, f"{wrong}: {claim}"
         # No two attempts inside one business day, whatever the timezones.
         decided = self.model.decided.setdefault(topup.customer_id, [])
         for earlier in decided:
@@ -327,6 +348,20 @@ class MoneyMachine(RuleBasedStateMachine):
                 f"{earlier.claim.topup.business_date} in {earlier.timezone}"
             )
         decided.append(Decided(claim, at, timezone))
+
+    def _spent(self, customer: str, month: str) -> Decimal:
+        """The month's top-ups so far: invoices requested and credits issued, and card charges
+        not (yet) failed."""
+        total = Decimal(0)
+        for earlier in self.model.decided.get(customer, []):
+            topup = earlier.claim.topup
+            if topup.business_date.isoformat()[:7] != month or earlier.claim.result == "failed":
+                continue
+            row = self.charges.rows.get(topup.idempotency_key)
+            if row is not None and row.result == "failed":
+                continue
+            total += topup.amount
+        return total
 
     def _last_partner_balance(self) -> Decimal | None:
         if not self.model.partner_balances:
@@ -424,9 +459,17 @@ class MoneyMachine(RuleBasedStateMachine):
         timezone=st.sampled_from(ZONES),
         auto=st.booleans(),
         lateness=LATENESS,
+        amounts=st.sampled_from(AMOUNTS),
     )
     def online_top_up(
-        self, customer: str, trigger: str, threshold: str, timezone: str, auto: bool, lateness: int
+        self,
+        customer: str,
+        trigger: str,
+        threshold: str,
+        timezone: str,
+        auto: bool,
+        lateness: int,
+        amounts: dict[str, str],
     ) -> None:
         self._deliver(
             [
@@ -441,6 +484,7 @@ class MoneyMachine(RuleBasedStateMachine):
                     auto=auto,
                     stripe_customer_id=f"cus_{customer}",
                     stripe_payment_method_id=f"pm_{customer}_{self.ids}",
+                    **amounts,
                 )
             ]
         )
@@ -453,6 +497,8 @@ class MoneyMachine(RuleBasedStateMachine):
         timezone=st.sampled_from(ZONES),
         auto=st.booleans(),
         lateness=LATENESS,
+        amounts=st.sampled_from(AMOUNTS),
+        fallback=st.sampled_from([None, "cheque_tt", "master_account"]),
     )
     def finance_app(
         self,
@@ -463,8 +509,14 @@ class MoneyMachine(RuleBasedStateMachine):
         timezone: str,
         auto: bool,
         lateness: int,
+        amounts: dict[str, str],
+        fallback: str | None,
     ) -> None:
-        extra = {"partner_id": PARTNER} if method == "master_account" else {}
+        extra: dict[str, Any] = dict(amounts)
+        if method == "master_account" or fallback == "master_account":
+            extra["partner_id"] = PARTNER
+        if fallback is not None and fallback != method:
+            extra["fallback_method"] = fallback
         self._deliver(
             [
                 self._settings(

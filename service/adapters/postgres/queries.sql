@@ -67,8 +67,8 @@ FROM unnest($1::wallet_state[]) AS u
 WHERE w.customer_id = u.customer_id;
 
 -- name: save_balances
--- The common case of save_wallets: only the balance of these wallets changed (money as text,
--- parsed by PostgreSQL).
+-- The common case of save_wallets: only the balance of these wallets changed, and the usage
+-- per business day it adds to (money as text, parsed by PostgreSQL).
 UPDATE wallets AS w SET
     balance = u.balance::numeric,
     balance_currency = u.balance_currency,
@@ -77,12 +77,13 @@ UPDATE wallets AS w SET
     balance_event_id = u.balance_event_id,
     balance_newest_at = u.balance_newest_at,
     balance_newest_id = u.balance_newest_id,
+    usage = u.usage,
     updated_at = now()
 FROM unnest(
     $1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::text[],
-    $7::timestamptz[], $8::text[]) AS u(
+    $7::timestamptz[], $8::text[], $9::bytea[]) AS u(
     customer_id, balance, balance_currency, balance_occurred_at, balance_sequence,
-    balance_event_id, balance_newest_at, balance_newest_id)
+    balance_event_id, balance_newest_at, balance_newest_id, usage)
 WHERE w.customer_id = u.customer_id;
 
 -- name: insert_daily_keys
@@ -527,12 +528,93 @@ SELECT
     (SELECT min(last_at) FROM decision_summary WHERE last_at < $4) AS decision_summary,
     (SELECT min(resolved_at) FROM charge_audit WHERE resolved_at < $5) AS charge_audit,
     (SELECT min(reset_at) FROM counter_audit WHERE reset_at < $6) AS counter_audit,
+    (SELECT min(at) FROM customer_history WHERE at < $7) AS customer_history,
     (SELECT min(closed_at) FROM open_invoices
-        WHERE closed_at IS NOT NULL AND closed_at < $7) AS open_invoices;
+        WHERE closed_at IS NOT NULL AND closed_at < $8) AS open_invoices;
 
 -- name: ping
 -- Readiness (/readyz): the database answers a query.
 SELECT 1;
+
+-- Support (the read-only support page, service/entrypoints/support_http.py; migration 0013).
+
+-- name: insert_history
+-- The batch's lines of the customers' append-only history, in one statement (the batch's
+-- transaction): one row per decision-log line that names a customer (service_layer/history.py).
+INSERT INTO customer_history (customer_id, at, kind, outcome, reason, detail, data)
+SELECT * FROM unnest(
+    $1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[]);
+
+-- name: support_history
+-- Read-only: a customer's history, newest first, at most $2 rows (index customer_history_customer).
+SELECT id, at, kind, outcome, reason, detail, data
+FROM customer_history
+WHERE customer_id = $1
+ORDER BY id DESC
+LIMIT $2;
+
+-- name: support_balance_points
+-- Read-only, the support page's chart: (at, balance) points of a customer from $2 on, oldest
+-- first: the balance at each top-up the history records (its daily key's balance_at_trigger,
+-- at the decision's time), and the last balance stored (at its occurred_at).
+SELECT at, balance FROM (
+    SELECT h.at, k.balance_at_trigger AS balance
+    FROM customer_history h
+    JOIN daily_keys k
+        ON k.customer_id = h.customer_id AND k.business_date = (h.data->>'business_date')::date
+    WHERE h.customer_id = $1 AND h.kind = 'decision' AND h.outcome IN ('triggered', 'failed')
+        AND h.at >= $2
+    UNION ALL
+    SELECT balance_occurred_at, balance
+    FROM wallets
+    WHERE customer_id = $1 AND balance IS NOT NULL AND balance_occurred_at >= $2
+) points
+ORDER BY at;
+
+-- name: support_rejected_settings
+-- Read-only: the settings events of a customer that the rules rejected (dead-lettered), newest
+-- first, at most $2.
+SELECT event_id, redrive, reason, rejected_at
+FROM rejected_settings
+WHERE customer_id = $1
+ORDER BY rejected_at DESC
+LIMIT $2;
+
+-- name: support_search
+-- Read-only: customer ids starting with $1, in order, at most $2 (an operator's search, not
+-- the hot path: the primary key is walked from $1 on).
+SELECT customer_id FROM wallets
+WHERE customer_id >= $1 AND starts_with(customer_id, $1)
+ORDER BY customer_id
+LIMIT $2;
+
+-- name: prune_customer_history
+-- History rows written before $1 (index customer_history_at).
+WITH gone AS (
+    DELETE FROM customer_history WHERE id = ANY(ARRAY(
+        SELECT id FROM customer_history
+        WHERE at < $1
+        ORDER BY at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED))
+    RETURNING 1)
+SELECT count(*) FROM gone;
+
+-- name: count_customer_history
+SELECT count(*) FROM customer_history WHERE at < $1;
+
+-- name: support_open_invoices
+-- Read-only, for the support page: a customer's requested invoices not paid or void yet.
+SELECT invoice_request_id, business_date, amount::text AS amount, currency, requested_at,
+    status, overdue_noticed_at
+FROM open_invoices
+WHERE customer_id = $1 AND closed_at IS NULL
+ORDER BY requested_at, invoice_request_id;
+
+-- name: support_notices
+-- Read-only, for the support page: the customer's last notices still in the outbox (topic $1,
+-- key $2), newest first (index outbox_by_key).
+SELECT value FROM outbox WHERE key = $2 AND topic = $1 ORDER BY id DESC LIMIT $3;
 
 -- name: open_invoices
 -- The open invoices (no paid or void yet) of the batch's customers whose settings count them

@@ -12,7 +12,7 @@ from service.adapters.memory import InvoiceLoader, RejectionLoader, WalletLoader
 from service.adapters.postgres.invoices import open_invoice_rows
 from service.adapters.postgres.migrate import migration_files
 from service.adapters.postgres.sql import q
-from service.adapters.postgres.store import wallet_from_row
+from service.adapters.postgres.store import Connection, wallet_from_row
 from service.domain import rules
 from service.domain.calendar import business_date
 from service.domain.explain import customer_timezone
@@ -103,33 +103,36 @@ async def read_snapshot(
 ) -> Snapshot:
     """What `auto-topup explain` shows of a customer, read in one short read-only REPEATABLE
     READ transaction (one consistent picture, no lock taken)."""
-    t = QUERY_TIMEOUT_SECONDS
-    conn = await asyncpg.connect(dsn, timeout=t)
+    conn = await asyncpg.connect(dsn, timeout=QUERY_TIMEOUT_SECONDS)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            row = await conn.fetchrow(q("explain_wallet"), customer_id, timeout=t)
-            wallet = wallet_from_row(row, frozenset()) if row is not None else None
-            timezone = customer_timezone(wallet or Wallet(customer_id), policy)
-            today = business_date(now, timezone)
-            since = today - timedelta(days=RECENT_BUSINESS_DAYS)
-            keys = await conn.fetch(q("explain_daily_keys"), customer_id, since, timeout=t)
-            decisions = await conn.fetch(
-                q("explain_decisions"), customer_id, DECISION_ROWS, timeout=t
-            )
-            funded = await conn.fetchval(q("explain_funded_customers"), customer_id, timeout=t)
-            invoices = await conn.fetch(q("read_open_invoices"), [customer_id], timeout=t)
-            if wallet is not None:  # what next_top_up() needs to see (max_open_invoices)
-                opened = (
-                    OpenInvoice(i["invoice_request_id"], i["business_date"]) for i in invoices
-                )
-                wallet = replace(wallet, open_invoices=tuple(opened))
-            partner = None
-            partner_id = wallet.settings.partner_id if wallet and wallet.settings else None
-            if partner_id is not None:
-                prow = await conn.fetchrow(q("explain_wallet"), partner_id, timeout=t)
-                partner = wallet_from_row(prow, frozenset()) if prow is not None else None
+            return await snapshot_in(conn, customer_id, now, policy)
     finally:
         await conn.close()
+
+
+async def snapshot_in(
+    conn: Connection, customer_id: str, now: datetime, policy: rules.Policy
+) -> Snapshot:
+    """The reads of `read_snapshot`, in the caller's transaction (the support page's too)."""
+    t = QUERY_TIMEOUT_SECONDS
+    row = await conn.fetchrow(q("explain_wallet"), customer_id, timeout=t)
+    wallet = wallet_from_row(row, frozenset()) if row is not None else None
+    timezone = customer_timezone(wallet or Wallet(customer_id), policy)
+    today = business_date(now, timezone)
+    since = today - timedelta(days=RECENT_BUSINESS_DAYS)
+    keys = await conn.fetch(q("explain_daily_keys"), customer_id, since, timeout=t)
+    decisions = await conn.fetch(q("explain_decisions"), customer_id, DECISION_ROWS, timeout=t)
+    funded = await conn.fetchval(q("explain_funded_customers"), customer_id, timeout=t)
+    invoices = await conn.fetch(q("read_open_invoices"), [customer_id], timeout=t)
+    if wallet is not None:  # what next_top_up() needs to see (max_open_invoices)
+        opened = (OpenInvoice(i["invoice_request_id"], i["business_date"]) for i in invoices)
+        wallet = replace(wallet, open_invoices=tuple(opened))
+    partner = None
+    partner_id = wallet.settings.partner_id if wallet and wallet.settings else None
+    if partner_id is not None:
+        prow = await conn.fetchrow(q("explain_wallet"), partner_id, timeout=t)
+        partner = wallet_from_row(prow, frozenset()) if prow is not None else None
     return Snapshot(
         wallet,
         int(funded or 0),

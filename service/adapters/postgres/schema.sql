@@ -39,6 +39,19 @@ CREATE TABLE counter_audit (
     CONSTRAINT counter_audit_why_check CHECK ((why <> ''::text))
 );
 
+CREATE TABLE customer_history (
+    id          bigint NOT NULL DEFAULT nextval('customer_history_id_seq'::regclass),
+    customer_id text NOT NULL,
+    at          timestamp with time zone NOT NULL,
+    kind        text NOT NULL,
+    outcome     text NOT NULL,
+    reason      text,
+    detail      text NOT NULL DEFAULT ''::text,
+    data        jsonb NOT NULL DEFAULT '{}'::jsonb,
+    CONSTRAINT customer_history_pkey PRIMARY KEY (id),
+    CONSTRAINT customer_history_kind_check CHECK ((kind = ANY (ARRAY['decision'::text, 'settings'::text])))
+);
+
 CREATE TABLE daily_keys (
     customer_id              text NOT NULL,
     business_date            date NOT NULL,
@@ -182,6 +195,10 @@ CREATE INDEX counter_audit_customer ON counter_audit USING btree (customer_id, r
 
 CREATE INDEX counter_audit_reset_at ON counter_audit USING btree (reset_at);
 
+CREATE INDEX customer_history_at ON customer_history USING btree (at);
+
+CREATE INDEX customer_history_customer ON customer_history USING btree (customer_id, id DESC);
+
 CREATE INDEX daily_keys_done_by_date ON daily_keys USING btree (business_date) WHERE (phase = 'done'::text);
 
 CREATE INDEX daily_keys_open_charges ON daily_keys USING btree (created_at) WHERE (phase = ANY (ARRAY['claimed'::text, 'charging'::text, 'needs_review'::text]));
@@ -195,6 +212,8 @@ CREATE INDEX open_invoices_closed ON open_invoices USING btree (closed_at) WHERE
 CREATE INDEX open_invoices_open_by_customer ON open_invoices USING btree (customer_id) WHERE (closed_at IS NULL);
 
 CREATE INDEX open_invoices_overdue ON open_invoices USING btree (requested_at) WHERE ((closed_at IS NULL) AND (overdue_noticed_at IS NULL));
+
+CREATE INDEX outbox_by_key ON outbox USING btree (key, id);
 
 CREATE INDEX outbox_dead_letters_published ON outbox USING btree (published_at) WHERE ((published_at IS NOT NULL) AND (set_aside_at IS NULL) AND (dedupe_key ~~ 'dlq/%'::text));
 
@@ -247,6 +266,8 @@ CREATE TYPE wallet_state AS (
 CREATE SEQUENCE charge_audit_id_seq AS bigint OWNED BY charge_audit.id;
 
 CREATE SEQUENCE counter_audit_id_seq AS bigint OWNED BY counter_audit.id;
+
+CREATE SEQUENCE customer_history_id_seq AS bigint OWNED BY customer_history.id;
 
 CREATE SEQUENCE outbox_id_seq AS bigint OWNED BY outbox.id;
 

@@ -11,12 +11,15 @@ from typing import Any, Self
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from service.adapters.postgres.history import add_history
 from service.adapters.postgres.invoices import PgInvoiceStore
 from service.adapters.postgres.sql import q
 from service.adapters.postgres.wallet_rows import card_from_row as card_from_row
+from service.adapters.postgres.wallet_rows import usage_bytes
 from service.adapters.postgres.wallet_rows import wallet_from_row as wallet_from_row
 from service.adapters.postgres.wallet_rows import wallet_to_state as wallet_to_state
 from service.domain.model import Wallet
+from service.service_layer.history import history_entries
 from service.service_layer.ports import (
     Claim,
     DecisionLog,
@@ -79,8 +82,10 @@ class PgBatchStore(PgInvoiceStore):
             await self._conn.execute(q("save_wallets"), [wallet_to_state(w) for w in full])
 
     async def _save_balances(self, wallets: Sequence[Wallet]) -> None:
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
-        ids, amounts, currencies, ats, sequences, event_ids, newest_ats, newest_ids = columns
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+        ids, amounts, currencies, ats, sequences, event_ids, newest_ats, newest_ids, usages = (
+            columns
+        )
         for w in wallets:
             b = w.balance
             assert b is not None
@@ -92,6 +97,7 @@ class PgBatchStore(PgInvoiceStore):
             event_ids.append(b.event_id)
             newest_ats.append(b.newest[0] if b.newest else None)
             newest_ids.append(b.newest[1] if b.newest else None)
+            usages.append(usage_bytes(w.usage))
         await self._conn.execute(q("save_balances"), *columns)
 
     async def claim_daily_keys(self, claims: Sequence[Claim]) -> set[tuple[str, date]]:
@@ -156,6 +162,7 @@ class PgBatchStore(PgInvoiceStore):
         )
 
     async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
+        await add_history(self._conn, history_entries(entries, at))  # migration 0013
         rows = merge_decisions(entries)
         if not rows:
             return

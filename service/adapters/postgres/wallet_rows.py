@@ -27,6 +27,8 @@ from service.domain.model import (
     Settings,
     Wallet,
 )
+from service.domain.usage import Usage
+from service.domain.usage_codec import pack, unpack
 
 
 class Row(Protocol):
@@ -201,7 +203,16 @@ def wallet_from_row(row: Row, attempt_dates: frozenset[date]) -> Wallet:
         _month(row["month_spend"]),
         (),
         row["advised_on"],
+        usage_of(row["usage"]),
     )
+
+
+def usage_of(raw: bytes | None) -> Usage | None:
+    return None if raw is None else unpack(raw)
+
+
+def usage_bytes(usage: Usage | None) -> bytes | None:
+    return None if usage is None else pack(usage)
 
 
 def _settings_state(s: Settings | None) -> dict[str, Any]:
@@ -252,5 +263,5 @@ def wallet_to_state(w: Wallet) -> dict[str, Any]:
         "settings_v2": _settings_v2_json(w.settings),
         "month_spend": _month_json(w.month),
         "advised_on": w.advised_on,
-        "usage": None,
+        "usage": usage_bytes(w.usage),
     }

@@ -46,3 +46,7 @@ CREATE INDEX open_invoices_open_by_customer
     ON open_invoices (customer_id) WHERE closed_at IS NULL;
 CREATE INDEX open_invoices_overdue
     ON open_invoices (requested_at) WHERE closed_at IS NULL AND overdue_noticed_at IS NULL;
+
+-- The support page lists a customer's last notices from the outbox (by key; outbox rows are
+-- decisions and dead letters, not balance events: the index costs the hot path nothing).
+CREATE INDEX IF NOT EXISTS outbox_by_key ON outbox (key, id);

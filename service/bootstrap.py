@@ -44,6 +44,7 @@ from service.entrypoints.consumer import subscribe
 from service.entrypoints.gc_policy import GcPolicy
 from service.entrypoints.http import HttpServer, Probes
 from service.entrypoints.metrics import Metrics, TimedGateway
+from service.entrypoints.overdue import OverdueNotices, overdue_notices
 from service.entrypoints.runtime_stats import GcPauses, rss_kb
 from service.entrypoints.support_http import support_routes
 from service.service_layer.alignment import configured_alignment
@@ -71,6 +72,7 @@ class Service:
     relay: OutboxRelay | None = None
     charger: Charger | None = None
     pruner: Pruner | None = None
+    overdue: OverdueNotices | None = None
     processor: BatchProcessor | None = None
     subscriber: KafkaSubscriber | None = None
     metrics: Metrics = field(default_factory=Metrics)
@@ -183,6 +185,7 @@ class Service:
         self.relay.start()
         self._start_charger(self.pool, self.relay)
         self._start_retention(self.pool)
+        self.overdue = overdue_notices(settings, self.pool, self.clock, self.metrics, self.relay)
 
     def _start_charger(self, pool: Pool, relay: OutboxRelay) -> None:
         settings = self.settings
@@ -266,6 +269,8 @@ class Service:
 
         if self.pruner is not None:  # a second at most: the budget is the charges' and
             await self.pruner.stop(timeout=min(left(), 1.0))  # the outbox's (a batch is atomic)
+        if self.overdue is not None:  # one short transaction at most
+            await self.overdue.stop(timeout=min(left(), 1.0))
         if self.charger is not None:
             await self.charger.stop(timeout=left())
         if self.relay is not None:

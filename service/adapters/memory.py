@@ -19,11 +19,13 @@ from datetime import date, datetime
 from types import TracebackType
 from typing import Self
 
-from service.domain.model import Wallet
+from service.domain.model import OpenInvoice, Wallet
 from service.service_layer.history import HistoryEntry, history_entries
 from service.service_layer.ports import (
     Claim,
     DecisionLog,
+    InvoiceChange,
+    InvoiceRow,
     OutboxRecord,
     SettingsKey,
     merge_decisions,
@@ -35,6 +37,9 @@ its daily keys from the given date on as `attempt_dates`; a wallet it does not k
 
 RejectionLoader = Callable[[Sequence[SettingsKey]], Awaitable[set[SettingsKey]]]
 """Reads which of these settings events the other database knows as rejected by the rules."""
+
+InvoiceLoader = Callable[[Sequence[str]], Awaitable[Sequence[InvoiceRow]]]
+"""Reads the open invoices (not closed) of these customers (sorted) in the other database."""
 
 
 @dataclass(slots=True)
@@ -53,6 +58,10 @@ class Tables:
     # rejected_settings; and the keys already asked of the other database
     rejected: set[SettingsKey] = field(default_factory=set)
     asked: set[SettingsKey] = field(default_factory=set)
+    # open_invoices, by invoice_request_id (a wallet's open invoices live only here, as in the
+    # real schema)
+    invoices: dict[str, InvoiceRow] = field(default_factory=dict)
+    invoices_asked: set[str] = field(default_factory=set)  # customers read through already
     # customer_history (append-only; a row's id is its position + 1)
     history: list[HistoryEntry] = field(default_factory=list)
 
@@ -65,6 +74,8 @@ class Tables:
             set(self.loaded_keys),
             set(self.rejected),
             set(self.asked),
+            dict(self.invoices),
+            set(self.invoices_asked),
             list(self.history),
         )
 
@@ -77,10 +88,12 @@ class MemoryStore:
         tables: Tables,
         loader: WalletLoader | None = None,
         rejections: RejectionLoader | None = None,
+        invoices: InvoiceLoader | None = None,
     ) -> None:
         self._t = tables
         self._loader = loader
         self._rejections = rejections
+        self._invoices = invoices
 
     async def lock_wallets(self, customer_ids: Collection[str], since: date) -> dict[str, Wallet]:
         wanted = sorted(set(customer_ids))
@@ -97,7 +110,10 @@ class MemoryStore:
         for customer_id, business_date in self._t.loaded_keys:
             if customer_id in taken and business_date >= since:
                 taken[customer_id].add(business_date)
-        return {i: replace(self._t.wallets[i], attempt_dates=frozenset(taken[i])) for i in wanted}
+        return {
+            i: replace(self._t.wallets[i], attempt_dates=frozenset(taken[i]), open_invoices=())
+            for i in wanted
+        }
 
     async def _load(self, missing: Sequence[str], since: date) -> None:
         assert self._loader is not None
@@ -113,7 +129,9 @@ class MemoryStore:
         for wallet in wallets:  # UPDATE ... WHERE customer_id = ...: only existing rows
             if wallet.customer_id in self._t.wallets:
                 # The table has no attempt_dates column: they come back from daily_keys.
-                self._t.wallets[wallet.customer_id] = replace(wallet, attempt_dates=frozenset())
+                self._t.wallets[wallet.customer_id] = replace(
+                    wallet, attempt_dates=frozenset(), open_invoices=()
+                )
 
     async def claim_daily_keys(self, claims: Sequence[Claim]) -> set[tuple[str, date]]:
         existing = {(c.topup.customer_id, c.topup.business_date) for c in self._t.daily_keys}
@@ -150,6 +168,37 @@ class MemoryStore:
     ) -> None:
         self._t.rejected.update(k for k, _ in rejected)
 
+    async def open_invoices(
+        self, customer_ids: Collection[str]
+    ) -> dict[str, tuple[OpenInvoice, ...]]:
+        wanted = set(customer_ids)
+        unknown = sorted(wanted - self._t.invoices_asked)
+        if unknown and self._invoices is not None:
+            self._t.invoices_asked.update(unknown)  # read through once, as wallets are
+            for row in await self._invoices(unknown):
+                self._t.invoices.setdefault(row.invoice_request_id, row)
+        rows = sorted(
+            (r for r in self._t.invoices.values() if r.customer_id in wanted and not r.closed_at),
+            key=lambda r: (r.requested_at, r.invoice_request_id),
+        )
+        found: dict[str, tuple[OpenInvoice, ...]] = {}
+        for r in rows:
+            opened = OpenInvoice(r.invoice_request_id, r.business_date)
+            found[r.customer_id] = (*found.get(r.customer_id, ()), opened)
+        return found
+
+    async def add_open_invoices(self, rows: Sequence[InvoiceRow]) -> None:
+        for row in rows:  # ON CONFLICT (invoice_request_id) DO NOTHING
+            self._t.invoices.setdefault(row.invoice_request_id, row)
+
+    async def set_invoice_statuses(self, changes: Sequence[InvoiceChange]) -> None:
+        for change in changes:  # only rows still open
+            row = self._t.invoices.get(change.invoice_request_id)
+            if row is not None and row.closed_at is None:
+                self._t.invoices[row.invoice_request_id] = replace(
+                    row, status=change.status.value, closed_at=change.closed_at
+                )
+
     async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
         self._t.history.extend(history_entries(entries, at))
         for key, entry, times in merge_decisions(entries):
@@ -161,18 +210,57 @@ class MemoryDatabase:
     """The committed state, and the factory of units of work on it."""
 
     def __init__(
-        self, loader: WalletLoader | None = None, rejections: RejectionLoader | None = None
+        self,
+        loader: WalletLoader | None = None,
+        rejections: RejectionLoader | None = None,
+        invoices: InvoiceLoader | None = None,
     ) -> None:
         self.committed = Tables()
         self.commits = 0
         self.loader = loader
         self.rejections = rejections
+        self.invoices = invoices
 
     def unit_of_work(self) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(self)
 
     def snapshot(self) -> Tables:
         return self.committed.copy()
+
+
+class MemoryOverdueStore:
+    """The overdue-notice worker's store on a MemoryDatabase: each round commits on its own,
+    as PgOverdueStore's transaction does (rows are never held here: nothing to skip)."""
+
+    def __init__(self, db: MemoryDatabase) -> None:
+        self._db = db
+
+    async def notify_overdue(
+        self,
+        before: datetime,
+        limit: int,
+        build: Callable[[Sequence[InvoiceRow]], Sequence[OutboxRecord]],
+        at: datetime,
+    ) -> int:
+        async with self._db.unit_of_work() as uow:
+            tables = uow.tables
+            taken = sorted(
+                (
+                    r
+                    for r in tables.invoices.values()
+                    if r.closed_at is None
+                    and r.overdue_noticed_at is None
+                    and r.requested_at < before
+                ),
+                key=lambda r: r.requested_at,
+            )[:limit]
+            if not taken:
+                return 0
+            await uow.store.add_outbox(build(taken))
+            for r in taken:
+                tables.invoices[r.invoice_request_id] = replace(r, overdue_noticed_at=at)
+            await uow.commit()
+        return len(taken)
 
 
 class MemoryUnitOfWork:
@@ -184,8 +272,14 @@ class MemoryUnitOfWork:
 
     @property
     def store(self) -> MemoryStore:
+        db = self._db
+        return MemoryStore(self.tables, db.loader, db.rejections, db.invoices)
+
+    @property
+    def tables(self) -> Tables:
+        """The staged copy this unit of work changes."""
         assert self._staged is not None, "use the unit of work in 'async with'"
-        return MemoryStore(self._staged, self._db.loader, self._db.rejections)
+        return self._staged
 
     async def __aenter__(self) -> Self:
         self._staged = self._db.committed.copy()

@@ -198,6 +198,17 @@ class Settings(BaseSettings):
     support_token: SecretStr | None = Field(  # the support page's bearer token (unset: off)
         None, min_length=16, validation_alias="AUTO_TOPUP_SUPPORT_TOKEN"
     )
+    # Invoices (contract v2): an invoice open longer than this many days gets one
+    # invoice_overdue notice; the worker that queues them looks every interval.
+    invoice_overdue_days: int = Field(
+        7, ge=1, le=36_500, validation_alias="AUTO_TOPUP_INVOICE_OVERDUE_DAYS"
+    )
+    invoice_overdue_interval_seconds: float = Field(
+        60,
+        gt=0,
+        allow_inf_nan=False,
+        validation_alias="AUTO_TOPUP_INVOICE_OVERDUE_INTERVAL_SECONDS",
+    )
     http_host: str = Field("127.0.0.1", validation_alias="AUTO_TOPUP_HTTP_HOST", min_length=1)
     http_port: int = Field(8080, ge=0, le=65535, validation_alias="AUTO_TOPUP_HTTP_PORT")
     tracing: bool = Field(False, validation_alias="AUTO_TOPUP_TRACING")

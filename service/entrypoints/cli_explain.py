@@ -244,6 +244,25 @@ def _decisions_panel(report: Report) -> Panel:
     return Panel(table, title="Last decisions (newest first)", title_align="left")
 
 
+def _invoices_panel(report: Report) -> Panel | None:
+    """The customer's open invoices (those max_open_invoices counts), if any."""
+    if not report["open_invoices"]:
+        return None
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    for column in ("day", "amount", "status", "requested at", "invoice_request_id"):
+        table.add_column(column, no_wrap=column != "invoice_request_id", overflow="fold")
+    for i in report["open_invoices"]:
+        status = i["status"] + (" (overdue noticed)" if i["overdue_noticed_at"] else "")
+        table.add_row(
+            _text(i["business_date"]),
+            _money(i["amount"], i["currency"]),
+            Text(status),
+            _text(i["requested_at"]),
+            _text(i["invoice_request_id"]),
+        )
+    return Panel(table, title="Open invoices (oldest first)", title_align="left")
+
+
 def _next_panel(report: Report) -> Panel:
     n = report["next_top_up"]
     body = Text(n["code"], style="bold")
@@ -264,9 +283,11 @@ def render(report: Report, console: Console) -> None:
         _balance_panel(report),
         _today_panel(report),
         _decisions_panel(report),
+        _invoices_panel(report),
         _next_panel(report),
     ):
-        console.print(panel)
+        if panel is not None:
+            console.print(panel)
 
 
 # --- the command ------------------------------------------------------------------------------

@@ -71,7 +71,8 @@ class Metrics:
         self.events_consumed = Counter(
             "auto_topup_events_consumed",
             "Input records consumed and committed, by topic and outcome "
-            "(applied, stale, dead_lettered).",
+            "(applied, stale, dead_lettered; invoice-status-changed: closed, noted, "
+            "unknown_invoice).",
             ["topic", "outcome"],
             registry=r,
         )
@@ -84,6 +85,11 @@ class Metrics:
         )
         self.dead_letters = Counter(
             "auto_topup_dead_letters", "Records dead-lettered, by reason.", ["reason"], registry=r
+        )
+        self.invoice_overdue_notices = Counter(
+            "auto_topup_invoice_overdue_notices",
+            "invoice_overdue notices queued by this instance's overdue-notice worker.",
+            registry=r,
         )
         self.stripe_results = Counter(
             "auto_topup_stripe_charges",

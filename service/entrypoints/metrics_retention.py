@@ -21,7 +21,7 @@ class RetentionMetrics:
             "auto_topup_retention_rows_pruned",
             "Rows deleted by this instance's pruner, by table (daily_keys, outbox_events, "
             "outbox_dead_letters, decision_summary, charge_audit, counter_audit, "
-            "customer_history).",
+            "customer_history, open_invoices).",
             ["table"],
             registry=registry,
         )

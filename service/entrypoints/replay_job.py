@@ -24,6 +24,7 @@ from service.adapters.postgres.migrate import SchemaBehind
 from service.adapters.postgres.outbox_store import PgOutboxRows
 from service.adapters.postgres.read_models import (
     NotMigrated,
+    invoices_loader,
     outbox_backlog,
     read_only_pool,
     rejections_loader,
@@ -135,7 +136,9 @@ class Replay:
         except NotMigrated as exc:
             raise ReplayError(str(exc)) from None
         stack.push_async_callback(pool.close)
-        return MemoryDatabase(wallet_loader(pool), rejections_loader(pool)).unit_of_work
+        return MemoryDatabase(
+            wallet_loader(pool), rejections_loader(pool), invoices_loader(pool)
+        ).unit_of_work
 
     async def _live(
         self, stack: contextlib.AsyncExitStack

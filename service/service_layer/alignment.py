@@ -31,10 +31,10 @@ from datetime import datetime
 
 from service.config import Settings
 from service.contract.codec import Invalid
-from service.domain.model import BalanceChanged, SettingsUpdated
+from service.domain.model import BalanceChanged, InvoiceStatusChanged, SettingsUpdated
 from service.service_layer.ports import InputRecord
 
-Decoded = tuple[InputRecord, BalanceChanged | SettingsUpdated | Invalid]
+Decoded = tuple[InputRecord, BalanceChanged | SettingsUpdated | InvoiceStatusChanged | Invalid]
 Monotonic = Callable[[], float]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -42,6 +42,7 @@ class Snapshot:
     decisions: list[Row]  # decision summary, newest first
     today: date
     timezone: str
+    open_invoices: list[Row] = field(default_factory=list)  # oldest first (max_open_invoices)
 
 
 def short_id(stripe_id: str | None) -> str | None:
@@ -195,6 +196,19 @@ def build_report(
             "timezone": nxt.timezone,
         },
         "decisions": [_decision(d) for d in snap.decisions],
+        "open_invoices": [_invoice(i) for i in snap.open_invoices],
+    }
+
+
+def _invoice(row: Row) -> Report:
+    return {
+        "invoice_request_id": row["invoice_request_id"],
+        "business_date": row["business_date"],
+        "amount": Decimal(row["amount"]),
+        "currency": row["currency"],
+        "requested_at": row["requested_at"],
+        "status": row["status"],
+        "overdue_noticed_at": row["overdue_noticed_at"],
     }
 
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 from service.config import Topics
-from service.contract.codec import Invalid, decode_balance, decode_settings
+from service.contract.codec import Invalid, decode_balance, decode_invoice_status, decode_settings
 from service.domain import rules
-from service.domain.model import BalanceChanged, SettingsUpdated, Wallet
+from service.domain.model import BalanceChanged, InvoiceStatusChanged, SettingsUpdated, Wallet
 from service.domain.reasons import StaleReason
-from service.service_layer import topups
+from service.service_layer import invoices, topups
 from service.service_layer.alignment import Alignment, Held, in_event_time
 from service.service_layer.outbox import dead_letter_record
 from service.service_layer.ports import (
@@ -29,7 +29,7 @@ from service.service_layer.ports import (
     settings_key,
 )
 
-Event = BalanceChanged | SettingsUpdated
+Event = BalanceChanged | SettingsUpdated | InvoiceStatusChanged
 
 
 @dataclass(slots=True)
@@ -57,6 +57,7 @@ class _Batch:
     # applied now; and those rejected in this batch, to remember.
     rejected: set[SettingsKey] = field(default_factory=set)
     new_rejections: list[tuple[SettingsKey, str]] = field(default_factory=list)
+    invoices: invoices.InvoiceWrites = field(default_factory=invoices.InvoiceWrites)
 
 
 class BatchHandler:
@@ -84,6 +85,8 @@ class BatchHandler:
             return decode_balance(record.value, record.key)
         if record.topic == self._topics.settings_updated:
             return decode_settings(record.value, record.key)
+        if record.topic == self._topics.invoice_status_changed:
+            return decode_invoice_status(record.value, record.key)
         return Invalid("unknown_topic", f"no handler for topic {record.topic!r}")
 
     async def handle(self, records: Sequence[InputRecord]) -> BatchReport:
@@ -125,6 +128,7 @@ class BatchHandler:
         if partner_ids:
             wallets.update(await store.lock_wallets(partner_ids, since))
         batch = _Batch(wallets, now)
+        await invoices.load(store, wallets, (e for _, e in decoded))
         keys = [settings_key(r, e) for r, e in decoded if isinstance(e, SettingsUpdated)]
         if keys:
             batch.rejected = await store.rejected_settings(keys)
@@ -142,6 +146,7 @@ class BatchHandler:
                 # Only possible if the row lock was bypassed: never publish a second decision
                 # for a daily key.
                 raise DailyKeyConflict(sorted(wanted - taken))
+        await invoices.write(store, batch.invoices)
         if batch.outbox:
             await store.add_outbox(batch.outbox)
         if batch.new_rejections:
@@ -151,8 +156,8 @@ class BatchHandler:
 
     def _apply(self, batch: _Batch, record: InputRecord, event: Event | Invalid) -> None:
         """One record: the rule decides, the batch collects state, claims and outbox rows."""
-        if isinstance(event, Invalid):
-            self._reject(batch, record, event)
+        if isinstance(event, Invalid | InvoiceStatusChanged):  # a status never triggers
+            invoices.outside_rules(batch, record, event, self._policy, self._reject)
             return
         if self._rejected_before(batch, record, event):
             return
@@ -248,6 +253,7 @@ class BatchHandler:
         for changed in done.changed:
             batch.wallets[changed.customer_id] = changed
             batch.changed.add(changed.customer_id)
+        invoices.note_requested(batch.invoices, batch.wallets, done, batch.now)
         if done.record is None:
             report.stripe_claims += 1
         else:
@@ -278,16 +284,8 @@ class BatchHandler:
             if isinstance(event, Invalid):
                 # Keyed by a customer whose record waits: behind it (the key is the customer).
                 key = record.key
-                if key and align.waits_for(key.decode("utf-8", "replace")):
-                    held.append(
-                        Held(
-                            record.topic,
-                            record.partition,
-                            record.offset,
-                            key.decode("utf-8", "replace"),
-                            0.0,
-                        )
-                    )
+                if key and align.waits_for(customer := key.decode("utf-8", "replace")):
+                    held.append(Held(record.topic, record.partition, record.offset, customer, 0.0))
                     continue
             # Future-dated records are dead-lettered at once, whatever waits.
             elif event.occurred_at <= horizon:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import field
 from datetime import date, datetime
+from decimal import Decimal
 from enum import StrEnum
 from types import TracebackType
 from typing import NamedTuple, Protocol, Self
 
 from service.contract import messages
-from service.domain.model import BalanceChanged, SettingsUpdated, TopUp, Wallet
+from service.domain.model import (
+    BalanceChanged,
+    InvoiceStatus,
+    InvoiceStatusChanged,
+    OpenInvoice,
+    SettingsUpdated,
+    TopUp,
+    Wallet,
+)
 from service.domain.reasons import DECISION_OUTCOMES, DeadLetterReason, RecordOutcome
 from service.domain.values import value
 
@@ -86,7 +95,7 @@ class DecisionLog:
     def of(
         cls,
         record: InputRecord,
-        event: BalanceChanged | SettingsUpdated | None,
+        event: BalanceChanged | SettingsUpdated | InvoiceStatusChanged | None,
         outcome: str,
         reason: str | None,
         method: str | None = None,
@@ -166,7 +175,61 @@ class Tracer(Protocol):
         that span on to the output event."""
 
 
-class BatchStore(Protocol):
+@value
+class InvoiceRow:
+    """A row of `open_invoices`: an invoice this service requested (Cheque / TT)."""
+
+    invoice_request_id: str  # the invoice-requested event's event_id
+    customer_id: str
+    business_date: date
+    amount: Decimal
+    currency: str
+    requested_at: datetime  # the deciding batch's clock
+    status: str = "requested"  # requested | an InvoiceStatus
+    closed_at: datetime | None = None
+    overdue_noticed_at: datetime | None = None
+
+
+@value
+class InvoiceChange:
+    """A status of an open invoice to write (`closed_at` set: paid or void)."""
+
+    invoice_request_id: str
+    status: InvoiceStatus
+    closed_at: datetime | None
+
+
+class InvoiceStore(Protocol):
+    """The open invoices, in the batch's transaction (part of every BatchStore)."""
+
+    async def open_invoices(
+        self, customer_ids: Collection[str]
+    ) -> dict[str, tuple[OpenInvoice, ...]]:
+        """The open invoices (not closed) of these customers, oldest first; none: absent."""
+
+    async def add_open_invoices(self, rows: Sequence[InvoiceRow]) -> None:
+        """Inserts invoices just requested (one already there stays as it is)."""
+
+    async def set_invoice_statuses(self, changes: Sequence[InvoiceChange]) -> None:
+        """Writes statuses of open invoices (one id at most once; a closed one stays so)."""
+
+
+class OverdueStore(Protocol):
+    """What the overdue-notice worker needs: one transaction per round."""
+
+    async def notify_overdue(
+        self,
+        before: datetime,
+        limit: int,
+        build: Callable[[Sequence[InvoiceRow]], Sequence[OutboxRecord]],
+        at: datetime,
+    ) -> int:
+        """In one transaction: takes up to `limit` open invoices requested before `before`
+        and not noticed yet (skipping those another transaction holds), adds the outbox rows
+        `build` makes of them, and marks them noticed at `at`. Returns how many it took."""
+
+
+class BatchStore(InvoiceStore, Protocol):
     async def lock_wallets(self, customer_ids: Collection[str], since: date) -> dict[str, Wallet]:
         """Loads (creating empty ones) and locks wallets, with their daily keys since `since`."""
 

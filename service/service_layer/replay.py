@@ -19,13 +19,15 @@ from types import TracebackType
 from typing import Any, Self
 
 from service.config import Topics
-from service.domain.model import Wallet
+from service.domain.model import OpenInvoice, Wallet
 from service.domain.reasons import RecordOutcome
 from service.service_layer.ports import (
     BatchStore,
     Claim,
     DecisionLog,
     InputRecord,
+    InvoiceChange,
+    InvoiceRow,
     OutboxRecord,
     SettingsKey,
     UnitOfWork,
@@ -102,6 +104,17 @@ class _TappedStore:
 
     async def record_decisions(self, entries: Sequence[DecisionLog], at: datetime) -> None:
         await self._inner.record_decisions(entries, at)
+
+    async def open_invoices(
+        self, customer_ids: Collection[str]
+    ) -> dict[str, tuple[OpenInvoice, ...]]:
+        return await self._inner.open_invoices(customer_ids)
+
+    async def add_open_invoices(self, rows: Sequence[InvoiceRow]) -> None:
+        await self._inner.add_open_invoices(rows)
+
+    async def set_invoice_statuses(self, changes: Sequence[InvoiceChange]) -> None:
+        await self._inner.set_invoice_statuses(changes)
 
 
 class _TappedUnitOfWork:

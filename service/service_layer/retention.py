@@ -46,6 +46,11 @@ Decisions, kind by kind:
   decision). Support's "why not topped up": a few rows per customer, upserted, so it only grows
   with customers; a row whose last decision is over a year old (and a month) answers no
   question about today. No decision reads it.
+- **open_invoices, closed** (AUTO_TOPUP_RETENTION_DAILY_KEYS_DAYS, from the close). A closed
+  invoice counts against nothing (`max_open_invoices` counts open ones) and gets no
+  `invoice_overdue` notice; its row only lets a status redelivered later be told apart as
+  `unknown_invoice`, which it is without the row too. Kept as long as the daily key of its
+  day, for support. Open invoices are never pruned, whatever their age.
 - **charge_audit, counter_audit** (AUTO_TOPUP_RETENTION_AUDIT_DAYS, default 0: kept for ever).
   Who moved money or state by hand, and why: few rows, kept as long as the business must keep
   its records; set it (e.g. 400, or 2,557 for seven years) to bound them.
@@ -99,6 +104,7 @@ class PruneTarget(StrEnum):
     CHARGE_AUDIT = "charge_audit"  # who settled a Stripe charge by hand, and why
     COUNTER_AUDIT = "counter_audit"  # who reset a runaway counter, and why
     CUSTOMER_HISTORY = "customer_history"  # the support page's history of each customer
+    OPEN_INVOICES = "open_invoices"  # requested invoices closed (paid or void)
 
 
 DAILY_KEYS = PruneTarget.DAILY_KEYS
@@ -108,6 +114,7 @@ DECISION_SUMMARY = PruneTarget.DECISION_SUMMARY
 CHARGE_AUDIT = PruneTarget.CHARGE_AUDIT
 COUNTER_AUDIT = PruneTarget.COUNTER_AUDIT
 CUSTOMER_HISTORY = PruneTarget.CUSTOMER_HISTORY
+OPEN_INVOICES = PruneTarget.OPEN_INVOICES
 TARGETS = tuple(PruneTarget)
 
 # What each target's horizon is counted from, for people (`auto-topup prune`, docs/operating.md).
@@ -119,6 +126,7 @@ COUNTED_FROM = {
     CHARGE_AUDIT: "resolution",
     COUNTER_AUDIT: "reset",
     CUSTOMER_HISTORY: "the line's time",
+    OPEN_INVOICES: "closing, closed invoices only",
 }
 
 
@@ -155,6 +163,7 @@ class Retention:
             CHARGE_AUDIT: self.audit_days,
             COUNTER_AUDIT: self.audit_days,
             CUSTOMER_HISTORY: self.history_days,
+            OPEN_INVOICES: self.daily_keys_days,
         }
         return by_target[target]
 

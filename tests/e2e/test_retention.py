@@ -133,6 +133,7 @@ async def test_a_replay_across_the_pruning_horizon_publishes_nothing_new(
         "charge_audit": 0,
         "counter_audit": 0,
         "customer_history": 0,  # five days: kept 90
+        "open_invoices": 0,
     }
     dry = json.loads((await run_cli(later, "prune", "--dry-run", "--json")).ok().out)
     assert dry["dry_run"] is True

@@ -119,6 +119,19 @@ async def add_audits(conn: asyncpg.Connection, customer: str, at: datetime) -> N
     )
 
 
+async def add_invoice(conn: asyncpg.Connection, invoice_id: str, closed: datetime | None) -> None:
+    """An invoice requested long ago, closed at `closed` (None: still open)."""
+    await conn.execute(
+        "INSERT INTO open_invoices (invoice_request_id, customer_id, business_date, amount,"
+        " currency, requested_at, status, closed_at)"
+        " VALUES ($1, 'cust-inv', '2020-01-01', 100, 'USD', $2, $3, $4)",
+        invoice_id,
+        NOW - 3650 * DAY,
+        "requested" if closed is None else "paid",
+        closed,
+    )
+
+
 async def remaining(conn: asyncpg.Connection) -> dict[str, set[str]]:
     keys = await conn.fetch("SELECT customer_id, business_date FROM daily_keys")
     return {
@@ -136,6 +149,11 @@ async def remaining(conn: asyncpg.Connection) -> dict[str, set[str]]:
         ),
         "counter_audit": set(
             await conn.fetchval("SELECT coalesce(array_agg(customer_id), '{}') FROM counter_audit")
+        ),
+        "open_invoices": set(
+            await conn.fetchval(
+                "SELECT coalesce(array_agg(invoice_request_id), '{}') FROM open_invoices"
+            )
         ),
     }
 
@@ -188,6 +206,10 @@ async def test_each_horizon_prunes_what_is_past_it_and_keeps_the_rest(
     await add_decision(conn, "decision-kept", NOW - 400 * DAY)
     await add_audits(conn, "audit-old", NOW - 400 * DAY - SECOND)
     await add_audits(conn, "audit-kept", NOW - 400 * DAY)
+    # closed invoices: as long as daily keys (35 days), from the close; open ones for ever
+    await add_invoice(conn, "invoice-old", NOW - 35 * DAY - SECOND)
+    await add_invoice(conn, "invoice-kept", NOW - 35 * DAY)
+    await add_invoice(conn, "invoice-open", None)
 
     dry = await run(conn, RETENTION, NOW, dry_run=True)
     assert dry == {
@@ -198,6 +220,7 @@ async def test_each_horizon_prunes_what_is_past_it_and_keeps_the_rest(
         "charge_audit": 1,
         "counter_audit": 1,
         "customer_history": 0,  # none written here (tests/integration/test_customer_history.py)
+        "open_invoices": 1,
     }
     before = await remaining(conn)
     assert "key-old/" + str(first_kept - DAY) in before["daily_keys"]  # the dry run deleted none
@@ -224,6 +247,7 @@ async def test_each_horizon_prunes_what_is_past_it_and_keeps_the_rest(
         "decision_summary": {"decision-kept"},
         "charge_audit": {"audit-kept"},
         "counter_audit": {"audit-kept"},
+        "open_invoices": {"invoice-kept", "invoice-open"},
     }
     # Again at the same instant: nothing more.
     assert sum((await run(conn, RETENTION, NOW)).values()) == 0
@@ -241,6 +265,7 @@ async def test_each_horizon_prunes_what_is_past_it_and_keeps_the_rest(
         "decision_summary": set(),
         "charge_audit": set(),
         "counter_audit": set(),
+        "open_invoices": {"invoice-open"},
     }
 
 
@@ -423,6 +448,7 @@ async def test_a_batch_does_not_wait_for_rows_another_transaction_holds(
         ("prune_decision_summary", "decision_summary_last_at"),
         ("prune_charge_audit", "charge_audit_resolved_at"),
         ("prune_counter_audit", "counter_audit_reset_at"),
+        ("prune_open_invoices", "open_invoices_closed"),
     ],
 )
 async def test_each_batch_finds_its_rows_through_an_index(
@@ -437,7 +463,7 @@ async def test_each_batch_finds_its_rows_through_an_index(
 
 async def test_the_gauge_query_uses_the_indexes(conn: asyncpg.Connection) -> None:
     await conn.execute("SET enable_seqscan = off")
-    args = [NOW.date(), NOW, NOW, NOW, NOW, NOW, NOW]
+    args = [NOW.date(), *[NOW] * (len(TARGETS) - 1)]
     lines = [r["QUERY PLAN"] for r in await conn.fetch(f"EXPLAIN {q('retention_oldest')}", *args)]
     assert not any("Seq Scan" in line for line in lines), "\n".join(lines)
 

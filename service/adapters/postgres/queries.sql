@@ -475,6 +475,18 @@ WITH gone AS (
     RETURNING 1)
 SELECT count(*) FROM gone;
 
+-- name: prune_open_invoices
+-- Invoices closed (paid or void) before $1 (a close is final; open invoices are never taken).
+WITH gone AS (
+    DELETE FROM open_invoices WHERE invoice_request_id = ANY(ARRAY(
+        SELECT invoice_request_id FROM open_invoices
+        WHERE closed_at IS NOT NULL AND closed_at < $1
+        ORDER BY closed_at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED))
+    RETURNING 1)
+SELECT count(*) FROM gone;
+
 -- name: count_daily_keys
 -- `auto-topup prune --dry-run`: what prune_daily_keys would delete, in all.
 SELECT count(*) FROM daily_keys WHERE phase = 'done' AND business_date < $1::date;
@@ -498,6 +510,9 @@ SELECT count(*) FROM charge_audit WHERE resolved_at < $1;
 -- name: count_counter_audit
 SELECT count(*) FROM counter_audit WHERE reset_at < $1;
 
+-- name: count_open_invoices
+SELECT count(*) FROM open_invoices WHERE closed_at IS NOT NULL AND closed_at < $1;
+
 -- name: retention_oldest
 -- For /metrics at scrape time: the oldest row each prune_* would delete (NULL: none; a NULL
 -- horizon, a kind kept for ever, finds none), each the first entry of its index.
@@ -513,7 +528,9 @@ SELECT
     (SELECT min(last_at) FROM decision_summary WHERE last_at < $4) AS decision_summary,
     (SELECT min(resolved_at) FROM charge_audit WHERE resolved_at < $5) AS charge_audit,
     (SELECT min(reset_at) FROM counter_audit WHERE reset_at < $6) AS counter_audit,
-    (SELECT min(at) FROM customer_history WHERE at < $7) AS customer_history;
+    (SELECT min(at) FROM customer_history WHERE at < $7) AS customer_history,
+    (SELECT min(closed_at) FROM open_invoices
+        WHERE closed_at IS NOT NULL AND closed_at < $8) AS open_invoices;
 
 -- name: ping
 -- Readiness (/readyz): the database answers a query.
@@ -598,3 +615,53 @@ ORDER BY requested_at, invoice_request_id;
 -- Read-only, for the support page: the customer's last notices still in the outbox (topic $1,
 -- key $2), newest first (index outbox_by_key).
 SELECT value FROM outbox WHERE key = $2 AND topic = $1 ORDER BY id DESC LIMIT $3;
+
+-- name: open_invoices
+-- The open invoices (no paid or void yet) of the batch's customers whose settings count them
+-- (max_open_invoices), oldest first; through 0012's partial index open_invoices_open_by_customer.
+SELECT customer_id, invoice_request_id, business_date
+FROM open_invoices
+WHERE customer_id = ANY($1::text[]) AND closed_at IS NULL
+ORDER BY customer_id, requested_at, invoice_request_id;
+
+-- name: insert_open_invoices
+-- Invoices a batch requested (one row per invoice-requested event_id; a redelivered batch
+-- finds its row there already and leaves it as it is).
+INSERT INTO open_invoices
+    (invoice_request_id, customer_id, business_date, amount, currency, requested_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::numeric[], $5::text[],
+                     $6::timestamptz[])
+ON CONFLICT (invoice_request_id) DO NOTHING;
+
+-- name: set_invoice_statuses
+-- Statuses of open invoices from invoice-status-changed (closed_at set: paid or void). A closed
+-- invoice stays closed: a later status of it changes nothing.
+UPDATE open_invoices AS o
+SET status = u.status, closed_at = u.closed_at
+FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(invoice_request_id, status, closed_at)
+WHERE o.invoice_request_id = u.invoice_request_id AND o.closed_at IS NULL;
+
+-- name: take_overdue_invoices
+-- The overdue-notice worker (service/service_layer/overdue.py): up to $2 open invoices
+-- requested before $1 that have had no invoice_overdue notice, oldest first, through 0012's
+-- partial index open_invoices_overdue; rows another worker or a batch holds are skipped.
+SELECT invoice_request_id, customer_id, business_date, amount::text AS amount, currency,
+       requested_at, status, overdue_noticed_at
+FROM open_invoices
+WHERE closed_at IS NULL AND overdue_noticed_at IS NULL AND requested_at < $1
+ORDER BY requested_at
+LIMIT $2
+FOR UPDATE SKIP LOCKED;
+
+-- name: read_open_invoices
+-- The dry-run replay reads the open invoices of its customers through (plain SELECT, no lock).
+SELECT invoice_request_id, customer_id, business_date, amount::text AS amount, currency,
+       requested_at, status, overdue_noticed_at
+FROM open_invoices
+WHERE customer_id = ANY($1::text[]) AND closed_at IS NULL
+ORDER BY requested_at, invoice_request_id;
+
+-- name: mark_overdue_noticed
+-- The invoices whose invoice_overdue notice was queued in this transaction.
+UPDATE open_invoices SET overdue_noticed_at = $2
+WHERE invoice_request_id = ANY($1::text[]);

@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 
 import asyncpg
 
-from service.adapters.memory import RejectionLoader, WalletLoader
+from service.adapters.memory import InvoiceLoader, RejectionLoader, WalletLoader
+from service.adapters.postgres.invoices import open_invoice_rows
 from service.adapters.postgres.migrate import migration_files
 from service.adapters.postgres.sql import q
 from service.adapters.postgres.store import Connection, wallet_from_row
 from service.domain import rules
 from service.domain.calendar import business_date
 from service.domain.explain import customer_timezone
-from service.domain.model import Wallet
+from service.domain.model import OpenInvoice, Wallet
 from service.service_layer.explain_report import (
     DECISION_ROWS,
     RECENT_BUSINESS_DAYS,
     Snapshot,
 )
-from service.service_layer.ports import SettingsKey
+from service.service_layer.ports import InvoiceRow, SettingsKey
 
 QUERY_TIMEOUT_SECONDS = 10.0
 
@@ -50,6 +52,15 @@ def rejections_loader(pool: asyncpg.Pool) -> RejectionLoader:
             [k[2] for k in keys],
         )
         return {(r["customer_id"], r["event_id"], r["redrive"]) for r in rows}
+
+    return load
+
+
+def invoices_loader(pool: asyncpg.Pool) -> InvoiceLoader:
+    """Reads the open invoices of customers (plain SELECT)."""
+
+    async def load(customer_ids: Sequence[str]) -> list[InvoiceRow]:
+        return await open_invoice_rows(pool, customer_ids)
 
     return load
 
@@ -113,6 +124,10 @@ async def snapshot_in(
     keys = await conn.fetch(q("explain_daily_keys"), customer_id, since, timeout=t)
     decisions = await conn.fetch(q("explain_decisions"), customer_id, DECISION_ROWS, timeout=t)
     funded = await conn.fetchval(q("explain_funded_customers"), customer_id, timeout=t)
+    invoices = await conn.fetch(q("read_open_invoices"), [customer_id], timeout=t)
+    if wallet is not None:  # what next_top_up() needs to see (max_open_invoices)
+        opened = (OpenInvoice(i["invoice_request_id"], i["business_date"]) for i in invoices)
+        wallet = replace(wallet, open_invoices=tuple(opened))
     partner = None
     partner_id = wallet.settings.partner_id if wallet and wallet.settings else None
     if partner_id is not None:
@@ -126,4 +141,5 @@ async def snapshot_in(
         [dict(d) for d in decisions],
         today,
         timezone,
+        [dict(i) for i in invoices],
     )

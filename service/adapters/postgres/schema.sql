@@ -207,6 +207,8 @@ CREATE INDEX daily_keys_unfinished ON daily_keys USING btree (next_attempt_at) W
 
 CREATE INDEX decision_summary_last_at ON decision_summary USING btree (last_at);
 
+CREATE INDEX open_invoices_closed ON open_invoices USING btree (closed_at) WHERE (closed_at IS NOT NULL);
+
 CREATE INDEX open_invoices_open_by_customer ON open_invoices USING btree (customer_id) WHERE (closed_at IS NULL);
 
 CREATE INDEX open_invoices_overdue ON open_invoices USING btree (requested_at) WHERE ((closed_at IS NULL) AND (overdue_noticed_at IS NULL));

@@ -12,6 +12,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from service.adapters.postgres.history import add_history
+from service.adapters.postgres.invoices import PgInvoiceStore
 from service.adapters.postgres.sql import q
 from service.adapters.postgres.wallet_rows import card_from_row as card_from_row
 from service.adapters.postgres.wallet_rows import usage_bytes
@@ -44,7 +45,7 @@ def _only_balance_changed(before: Wallet, after: Wallet) -> bool:
     )
 
 
-class PgBatchStore:
+class PgBatchStore(PgInvoiceStore):
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._loaded: dict[str, Wallet] = {}  # as locked, to write back only what changed

@@ -90,6 +90,8 @@ class MemoryChargeStore:
     def claim(self, topup: TopUp, **fields: Any) -> Row:
         row = Row(topup, self._clock(), next_attempt_at=self._clock(), **fields)
         self.rows[topup.idempotency_key] = row
+        # A claim is made by the batch holding the customer's wallet, with the card on record.
+        self.wallets.setdefault(topup.customer_id, Wallet(topup.customer_id, card=topup.card))
         return row
 
     def row(self, topup: TopUp) -> Row:

@@ -164,6 +164,15 @@ def _after_failure(
     return fallback.after_charge(_fallback_due(topup, wallets, now, hold), card)
 
 
+def _pauses(customer: Wallet | None, pause_card: str | None) -> bool:
+    """Whether the pause takes (pause_stripe): the failed card is still the one on record (new
+    details saved meanwhile are not paused, and their owner needs no notice)."""
+    if pause_card is None:
+        return False
+    card = customer.card if customer is not None else None
+    return customer is None or (card is not None and card.stripe_payment_method_id == pause_card)
+
+
 def _stripe_paused(topics: Topics, topup: TopUp, reason: str | None, now: datetime) -> OutboxRecord:
     notice = Notice(
         topup.customer_id, NoticeType.STRIPE_PAUSED, topup.business_date.isoformat(), reason=reason
@@ -208,7 +217,7 @@ def charge_outcome(
         returned = give_back(customer, topup)
         if returned != customer:
             changed.append(returned)
-    paused = settled.pause_card is not None
+    paused = _pauses(customer, settled.pause_card)
     notices = (_stripe_paused(topics, topup, card.reason, now),) if paused else ()
     return ChargeOutcome(
         settled.result,

@@ -234,3 +234,14 @@ def test_the_partners_wallet_is_locked_only_for_a_master_account_fallback() -> N
     # In customer_id order, as the batch handler locks them.
     early = replace(with_fallback(PaymentMethod.MASTER_ACCOUNT), partner_id="a-partner")
     assert charge_wallets(early) == ["a-partner", "cust-1"]
+
+
+async def test_no_notice_when_newer_card_details_are_on_record(clock: FakeClock) -> None:
+    topup = with_fallback(None)
+    store = store_with(clock, topup)
+    store.wallets["cust-1"] = replace(store.wallets["cust-1"], card=Card("cus_cust-1", "pm_new"))
+
+    await settle(store, clock, declined("lost_card"))
+
+    assert list(by_topic(store)) == [TOPICS.top_up_failed]
+    assert not store.wallets["cust-1"].stripe_paused

@@ -3,13 +3,16 @@ the running service, localstripe, the real stripe SDK over real HTTP."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import date, timedelta
 
 import pytest
 
-from service.contract.codec import output_event_id
+from service.contract.codec import notice_event_id, output_event_id
 from tests.conftest import Infra
 from tests.e2e.conftest import Flow, customer_id, online_top_up, pinned_offset
+from tests.kafka_tools import TopicReader
+from tests.service_process import ServiceProcess, Topics
 from tests.stripe_tools import DECLINED_ON_CHARGE, saved_card
 
 
@@ -26,6 +29,22 @@ def clock_offset() -> float:
     is dated from it (`flow.now()`), a minute apart at most, so that they fall on one business
     day whatever the hour the tests run at."""
     return pinned_offset()
+
+
+@pytest.fixture
+async def flow(
+    infra: Infra, topics: Topics, service: ServiceProcess, clock_offset: float
+) -> AsyncIterator[Flow]:
+    """The outputs, and the notices too."""
+    names = (
+        "INVOICE_REQUESTED",
+        "CREDIT_ISSUED",
+        "TOP_UP_FAILED",
+        "AUTO_TOPUP_NOTICE",
+        "AUTO_TOPUP_DEAD_LETTER",
+    )
+    async with TopicReader(infra.kafka, *(topics[n] for n in names)) as reader:
+        yield Flow(infra, topics, reader, clock_offset)
 
 
 async def test_a_declined_card_falls_back_to_the_master_account(
@@ -63,3 +82,11 @@ async def test_a_declined_card_falls_back_to_the_master_account(
     assert len(flow.out("CREDIT_ISSUED", customer)) == 1
     assert flow.out("TOP_UP_FAILED", customer) == []
     assert flow.out("INVOICE_REQUESTED", customer) == []
+    # The card itself was declined: Stripe top-ups pause, and the owner hears of it once.
+    (notice,) = await flow.wait_out("AUTO_TOPUP_NOTICE", customer)
+    assert (notice["type"], notice["period"], notice["reason"]) == (
+        "stripe_paused",
+        day.isoformat(),
+        "card_declined",
+    )
+    assert notice["event_id"] == notice_event_id(customer, "stripe_paused", day.isoformat())

@@ -17,7 +17,15 @@ import pytest
 from service.adapters.postgres.charge_admin import resolve
 from service.adapters.postgres.store import PgUnitOfWork
 from service.contract.codec import output_event_id
-from service.domain.model import Balance, Card, MonthSpend, PaymentMethod, TopUp, Wallet
+from service.domain.model import (
+    AmountMode,
+    Balance,
+    Card,
+    MonthSpend,
+    PaymentMethod,
+    TopUp,
+    Wallet,
+)
 from service.service_layer.payments import ChargeResult, ChargeStatus
 from tests.integration.test_charger import (
     DAY,
@@ -173,3 +181,18 @@ async def test_an_operator_settling_as_failed_falls_back_too(
     audit = await pool.fetchrow("SELECT decision, event_id FROM charge_audit")
     assert audit is not None
     assert (audit["decision"], audit["event_id"]) == ("failed", done.event_id)
+
+
+async def test_the_events_carry_the_amount_mode_of_the_claim(
+    pool: asyncpg.Pool, now: datetime
+) -> None:
+    topup = replace(with_fallback(None), amount_mode=AmountMode.TO_TARGET)
+    await given_wallets(pool, None)
+    await claim(pool, topup, now)
+
+    gateway = FakeGateway(ChargeResult(ChargeStatus.SUCCEEDED, "pi_ok"))
+    assert await charger(pool, gateway, now).run_once() == 1
+
+    [(topic, _, credit)] = await outbox(pool)
+    assert (topic, credit["amount_mode"]) == (TOPICS.credit_issued, "to_target")
+    assert spent(await wallet(pool, "cust-1")) == Decimal("100.00")  # a success stays counted

@@ -298,8 +298,9 @@ FROM daily_keys
 WHERE phase IN ('claimed', 'charging', 'needs_review');
 
 -- name: lock_charge
--- `auto-topup charges resolve`: one daily key, locked until the resolution commits (the
--- charger's own writes wait, then find it settled).
+-- `auto-topup charges resolve` and the charger's finish: one daily key, locked until the
+-- result commits (the other's writes wait, then find it settled), before the charge's wallets
+-- are locked (lock_wallets), so that the two take their locks in one order.
 SELECT * FROM daily_keys WHERE customer_id = $1 AND business_date = $2 FOR UPDATE;
 
 -- name: resolve_charge

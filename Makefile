@@ -82,7 +82,7 @@ run: up ## Install, start the stack, run the service in the foreground
 # service's clock at 00:30 and at 23:30 UTC (every e2e test pins it, to 10:00 UTC by default).
 HOUR_TESTS := tests/e2e/test_amounts_v2.py tests/e2e/test_rules.py tests/e2e/test_cheque_tt.py tests/e2e/test_stripe.py \
 	tests/e2e/test_money_v2.py tests/e2e/test_cli_replay.py tests/e2e/test_cli_explain.py \
-	tests/e2e/test_simulate.py tests/e2e/test_open_invoices.py
+	tests/e2e/test_simulate.py tests/e2e/test_open_invoices.py tests/e2e/test_stripe_fallback.py
 AT_HOURS = for at in 00:30 23:30; do echo "== service clock at $$at UTC"; \
 	AUTO_TOPUP_TEST_CLOCK=$$at $(1) $(BIN)/pytest -q $(HOUR_TESTS); done
 

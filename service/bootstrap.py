@@ -211,6 +211,7 @@ class Service:
             key_horizon=timedelta(seconds=settings.stripe_key_horizon_seconds),
             on_published=relay.wake,
             rails=settings.policy.rails,
+            credit_hold=settings.policy.credit_hold,
         )
         self.charger.start()
         self.metrics.watch_charges(pool, self.clock)

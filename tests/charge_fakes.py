@@ -4,19 +4,26 @@ records every call with the clock's time.
 
 The store follows queries.sql: lease takes due 'claimed'/'charging' rows (never
 'needs_review'), sets the first attempt's time once, and finish/postpone/review touch only a
-row still 'charging'.
+row still 'charging'. finish, like PgChargeStore's, hands the charge's wallets to the decision
+and keeps what it changed (wallets, outbox rows and notices, an open invoice, the card's pause).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from service.domain.model import Card, PaymentMethod, TopUp
-from service.service_layer.charger import ChargeOutcome, PendingCharge
+from service.domain.model import Card, PaymentMethod, TopUp, Wallet
+from service.service_layer.charges import (
+    ChargeOutcome,
+    Decide,
+    InvoiceRow,
+    PendingCharge,
+    charge_wallets,
+)
 from service.service_layer.payments import ChargeRequest, ChargeResult, TransientChargeError
 from service.service_layer.ports import OutboxRecord
 
@@ -76,11 +83,15 @@ class MemoryChargeStore:
         self.rows: dict[str, Row] = {}
         self.outbox: dict[str, OutboxRecord] = {}  # by dedupe key, as the outbox table
         self.paused: list[tuple[str, str]] = []  # (customer_id, payment method) paused
+        self.wallets: dict[str, Wallet] = {}  # the wallets table (only those a test needs)
+        self.open_invoices: dict[str, InvoiceRow] = {}  # by invoice_request_id
         self.reviews = 0
 
     def claim(self, topup: TopUp, **fields: Any) -> Row:
         row = Row(topup, self._clock(), next_attempt_at=self._clock(), **fields)
         self.rows[topup.idempotency_key] = row
+        # A claim is made by the batch holding the customer's wallet, with the card on record.
+        self.wallets.setdefault(topup.customer_id, Wallet(topup.customer_id, card=topup.card))
         return row
 
     def row(self, topup: TopUp) -> Row:
@@ -118,17 +129,29 @@ class MemoryChargeStore:
             )
         return leased
 
-    async def finish(self, charge: PendingCharge, outcome: ChargeOutcome) -> bool:
+    async def finish(self, charge: PendingCharge, decide: Decide) -> ChargeOutcome | None:
         r = self.row(charge.topup)
         if r.phase != "charging":
-            return False
+            return None
+        locked = {i: self.wallets.get(i, Wallet(i)) for i in charge_wallets(charge.topup)}
+        outcome = decide(locked)
         r.phase, r.result, r.reason = "done", outcome.result, outcome.reason
         r.detail, r.payment_intent_id = outcome.detail, outcome.payment_intent_id
         r.next_attempt_at = None
-        self.outbox.setdefault(outcome.record.dedupe_key, outcome.record)
+        self.wallets.update(locked)  # a wallet seen for the first time is created
+        self.wallets.update((w.customer_id, w) for w in outcome.changed)
+        for record in (outcome.record, *outcome.notices):
+            self.outbox.setdefault(record.dedupe_key, record)
+        invoice = outcome.open_invoice
+        if invoice is not None:
+            self.open_invoices.setdefault(invoice.invoice_request_id, invoice)
         if outcome.pause_card is not None:
             self.paused.append((charge.topup.customer_id, outcome.pause_card))
-        return True
+            wallet = self.wallets[charge.topup.customer_id]
+            card = wallet.card
+            if card is not None and card.stripe_payment_method_id == outcome.pause_card:
+                self.wallets[wallet.customer_id] = replace(wallet, stripe_paused=True)
+        return outcome
 
     async def postpone(
         self,

@@ -144,7 +144,9 @@ LIST_HELP = (
 RESOLVE_HELP = (
     "Settle one charge in needs_review by hand: publishes credit-issued (--succeeded) or "
     "top-up-failed (--failed) under the daily key's own event id, and records who, when and "
-    "why in charge_audit."
+    "why in charge_audit. With --failed, a top-up with a fallback method goes on with it, as "
+    "the charger would: its event (credit-issued from the partner, invoice-requested, or one "
+    "top-up-failed naming both failures) is published instead."
 )
 
 
@@ -268,6 +270,7 @@ def resolve_charge(
                 why=why.strip(),
                 now=now,
                 topics=settings.topics,
+                credit_hold=settings.policy.credit_hold,
             ),
         )
     except ChargeNotFound:

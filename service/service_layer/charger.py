@@ -50,9 +50,11 @@ from service.domain.model import Card
 from service.domain.money import card_minor_units
 from service.domain.rails import DEFAULT_RAILS, Rails
 from service.service_layer.charges import (
+    CREDIT_HOLD,
     ChargeOutcome,
     ChargeStore,
     PendingCharge,
+    Wallets,
     charge_outcome,
     stripe_idempotency_key,
 )
@@ -133,6 +135,7 @@ class Charger(Background):
         search_settle: timedelta = SEARCH_SETTLE,
         on_published: Callable[[], None] = lambda: None,
         rails: Rails = DEFAULT_RAILS,
+        credit_hold: timedelta = CREDIT_HOLD,
     ) -> None:
         if not timedelta(0) < lookup_after < key_horizon:
             raise ValueError("the lookup age must be above zero and below the key horizon")
@@ -151,6 +154,7 @@ class Charger(Background):
         self._review_after = key_horizon + search_settle
         self._on_published = on_published
         self._rails = rails
+        self._credit_hold = credit_hold
         self._worker = Worker("stripe-charger", self.run_once, poll_interval=poll_interval)
 
     async def run_once(self) -> int:
@@ -305,9 +309,16 @@ class Charger(Background):
 
     async def _finish(self, charge: PendingCharge, result: ChargeResult) -> None:
         topup = charge.topup
-        outcome = charge_outcome(self._topics, charge, result, self._clock(), self._rails)
-        done = await self._store.finish(charge, outcome)
-        if done:
+        now = self._clock()
+
+        def decide(wallets: Wallets) -> ChargeOutcome:
+            return charge_outcome(
+                self._topics, charge, result, now, self._rails, wallets, self._credit_hold
+            )
+
+        outcome = await self._store.finish(charge, decide)
+        if outcome is not None:
+            settled = outcome.topup or topup
             log.info(
                 "charge %s: %s",
                 topup.idempotency_key,
@@ -320,6 +331,8 @@ class Charger(Background):
                         "reason": result.reason,
                         "method": "stripe",
                         "payment_intent_id": result.payment_intent_id,
+                        "result": outcome.result,
+                        "settled_by": settled.payment_method.value,
                     }
                 },
             )

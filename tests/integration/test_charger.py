@@ -361,8 +361,13 @@ async def test_hard_failure_queues_top_up_failed_and_pauses_only_the_failed_card
     row = await daily_key(pool, topup, now)
     assert (row["phase"], row["result"], row["reason"]) == ("done", "failed", "card_declined")
     assert row["stripe_payment_intent_id"] == "pi_4"
-    [(topic, key, event)] = await outbox(pool)
+    [(topic, key, event), *notices] = await outbox(pool)
     assert (topic, key) == (TOPICS.top_up_failed, b"cust-1")
+    # The stripe_paused notice goes with the pause it announces (a newer card on record is
+    # not paused, and its owner needs no notice).
+    assert [(n[0], n[2]["type"]) for n in notices] == (
+        [(TOPICS.auto_topup_notice, "stripe_paused")] if paused else []
+    )
     assert event["reason"] == "card_declined"
     assert event["detail"] == "Your card was declined."
     assert event["payment_method"] == "stripe"

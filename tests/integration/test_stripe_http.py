@@ -29,6 +29,7 @@ from service.service_layer.charger import (
     PendingCharge,
     stripe_idempotency_key,
 )
+from service.service_layer.charges import Decide
 from service.service_layer.payments import (
     ChargeRequest,
     ChargeResult,
@@ -308,9 +309,10 @@ class OneChargeStore:
         due, self._due = self._due[:limit], self._due[limit:]
         return due
 
-    async def finish(self, charge: PendingCharge, outcome: ChargeOutcome) -> bool:
+    async def finish(self, charge: PendingCharge, decide: Decide) -> ChargeOutcome | None:
+        outcome = decide({})  # no fallback, no wallets: the card's own outcome
         self.finished.append((outcome.result, outcome.payment_intent_id, outcome.record))
-        return True
+        return outcome
 
     async def postpone(
         self,

@@ -156,8 +156,9 @@ async def test_a_failed_intent_found_is_published_as_top_up_failed(
     assert gateway.kinds() == ["charge", "find"]
     row = store.row(TOPUP)
     assert (row.phase, row.result, row.reason) == ("done", "failed", "insufficient_funds")
-    [event] = store.events()
+    event, notice = store.events()  # the failure, and the stripe_paused notice of the pause
     assert (event["_topic"], event["reason"]) == (TOPICS.top_up_failed, "insufficient_funds")
+    assert (notice["_topic"], notice["type"]) == (TOPICS.auto_topup_notice, "stripe_paused")
     assert store.paused == [(TOPUP.customer_id, "pm_cust-1")]
 
 
@@ -400,8 +401,9 @@ async def test_a_hard_failure_pauses_the_card(
 
     assert await charger(store, gateway, clock).run_once() == 1
 
-    [event] = store.events()
+    event, notice = store.events()  # the failure, and the stripe_paused notice of the pause
     assert event["reason"] == reason
+    assert (notice["type"], notice["reason"]) == ("stripe_paused", reason)
     assert store.paused == [(TOPUP.customer_id, "pm_cust-1")]
 
 

@@ -4,17 +4,22 @@ hand (`auto-topup charges`). The SQL is in queries.sql."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
 
-from service.adapters.postgres.charges import pending_from_row
+from service.adapters.postgres.charges import pending_from_row, persist_outcome
 from service.adapters.postgres.sql import q
 from service.adapters.postgres.store import Connection, PgBatchStore
 from service.config import Topics
 from service.domain.model import daily_key
-from service.service_layer.charger import ChargeOutcome, charge_outcome
+from service.service_layer.charges import (
+    CREDIT_HOLD,
+    ChargeOutcome,
+    charge_outcome,
+    charge_wallets,
+)
 from service.service_layer.payments import ChargeResult, ChargeStatus
 
 QUERY_TIMEOUT_SECONDS = 10.0
@@ -61,7 +66,7 @@ class Resolution:
 
     daily_key: str
     old_phase: str
-    result: str  # credit_issued | failed
+    result: str  # credit_issued | invoice_requested | failed
     reason: str | None
     payment_intent_id: str | None
     event_id: str
@@ -164,11 +169,14 @@ async def resolve(
     why: str,
     now: datetime,
     topics: Topics,
+    credit_hold: timedelta = CREDIT_HOLD,
 ) -> Resolution:
     """Settles one charge in 'needs_review' as `decision` (SUCCEEDED with its PaymentIntent, or
     FAILED with a reason), in one transaction: the daily key's result, the output event in the
     outbox (the daily key's deterministic event id, as the charger would have published it;
-    the relay publishes it) and an audit row. Raises ChargeNotFound / ChargeNotResolvable."""
+    the relay publishes it) and an audit row. A failure goes on with the top-up's fallback
+    method, as the charger's would (its wallets locked after the charge's row): the fallback's
+    event is published instead. Raises ChargeNotFound / ChargeNotResolvable."""
     if decision.status is ChargeStatus.PENDING:
         raise ValueError("a charge is settled as succeeded or failed")
     key = daily_key(customer_id, business_date)
@@ -177,7 +185,11 @@ async def resolve(
         row = await _lock_resolvable(conn, customer_id, business_date)
         old_phase = row["phase"]
         charge = pending_from_row(row)
-        outcome = charge_outcome(topics, charge, decision, now)
+        store = PgBatchStore(conn)
+        wallets = await store.lock_wallets(charge_wallets(charge.topup), business_date)
+        outcome = charge_outcome(
+            topics, charge, decision, now, wallets=wallets, credit_hold=credit_hold
+        )
         settled = await conn.fetchval(
             q("resolve_charge"),
             customer_id,
@@ -189,7 +201,7 @@ async def resolve(
             timeout=t,
         )
         assert settled is not None  # the row is locked and was in needs_review
-        await PgBatchStore(conn).add_outbox([outcome.record])
+        await persist_outcome(conn, store, charge.topup, outcome)
         audit_id = await _audit(conn, row, decision, outcome, by=by, why=why, now=now)
     return Resolution(
         daily_key=key,

@@ -203,6 +203,15 @@ UPDATE daily_keys SET
 WHERE customer_id = $1 AND business_date = $2 AND phase = 'charging'
 RETURNING customer_id;
 
+-- name: insert_open_invoice_from_charge
+-- The open invoice of an invoice-requested that a failed card charge's fallback (Cheque / TT)
+-- published, in the transaction that settles the charge. $1 is the event's event_id; a row
+-- already there (the same settlement, again) is left as it is.
+INSERT INTO open_invoices (
+    invoice_request_id, customer_id, business_date, amount, currency, requested_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (invoice_request_id) DO NOTHING;
+
 -- name: postpone_charge
 -- A charge whose outcome is not known yet: try again at $3 (same idempotency key). $6: when
 -- Stripe's search was last asked about it (NULL: not in this attempt).
@@ -289,8 +298,9 @@ FROM daily_keys
 WHERE phase IN ('claimed', 'charging', 'needs_review');
 
 -- name: lock_charge
--- `auto-topup charges resolve`: one daily key, locked until the resolution commits (the
--- charger's own writes wait, then find it settled).
+-- `auto-topup charges resolve` and the charger's finish: one daily key, locked until the
+-- result commits (the other's writes wait, then find it settled), before the charge's wallets
+-- are locked (lock_wallets), so that the two take their locks in one order.
 SELECT * FROM daily_keys WHERE customer_id = $1 AND business_date = $2 FOR UPDATE;
 
 -- name: resolve_charge

@@ -85,8 +85,7 @@ class Service:
     gc_pauses: GcPauses = field(default_factory=GcPauses)  # installed by build()
     rss_kb_at_start: int | None = None
 
-    def unit_of_work(self) -> PgUnitOfWork:
-        # The handler needs the pool, which exists only after start-up: bound lazily.
+    def unit_of_work(self) -> PgUnitOfWork:  # the pool exists only after start-up: bound lazily
         assert self.pool is not None
         return PgUnitOfWork(self.pool)
 

@@ -49,6 +49,7 @@ def test_every_topic_of_the_service_is_listed() -> None:
 
     assert sorted(names(INPUTS + OUTPUTS)) == sorted(Topics().all)
 
+
 # KafkaTopicSpec: topicName (defaults to metadata.name), partitions (cannot be decreased),
 # replicas, config (the topic's configs; Strimzi keeps any value: strings, numbers, booleans).
 # Its CRD: partitions minimum 1; replicas minimum 1, maximum 32767. The Topic Operator acts

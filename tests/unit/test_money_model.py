@@ -15,6 +15,8 @@ contract and not from the code, checks after every step:
 - nothing is decided under settings with auto-trigger off, or with another method;
 - one claim per daily key, one output per daily key and event type;
 - a redelivered record changes nothing;
+- no invoice is requested while `max_open_invoices` of the customer's invoices are open (no
+  `paid` or `void` on `invoice-status-changed` yet);
 - the real Charger, against a Stripe simulator that keeps idempotency keys for 24 hours,
   replays a saved 5xx and sometimes charges before answering 500: at most one succeeded
   PaymentIntent per daily key, every PaymentIntent of the amount claimed, no create past the
@@ -39,6 +41,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from service.config import Topics
 from service.contract import messages
+from service.contract.codec import output_event_id
 from service.domain import rules
 from service.domain.calendar import business_date, day_end
 from service.domain.money import card_minor_units
@@ -59,6 +62,7 @@ from tests.reference.amounts import within_bounds
 TOPICS = Topics()
 POLICY = rules.Policy()
 BALANCES, SETTINGS = TOPICS.wallet_balance_changed, TOPICS.settings_updated
+INVOICES = TOPICS.invoice_status_changed
 CUSTOMERS = ("c0", "c1")
 PARTNER = "p0"
 ZONES = ("UTC", "Pacific/Kiritimati", "America/Los_Angeles", "Asia/Kolkata")
@@ -207,6 +211,9 @@ class Model:
     # Every online top-up not dead-lettered, stale ones too: the card is what the latest by
     # time set, whichever order they arrived in.
     onlines: dict[str, list[Sent]] = field(default_factory=dict)
+    # Each customer's requested invoices (invoice-requested event ids), and those closed.
+    invoices: dict[str, list[str]] = field(default_factory=dict)
+    closed: set[str] = field(default_factory=set)
 
 
 class MoneyMachine(RuleBasedStateMachine):
@@ -348,6 +355,21 @@ class MoneyMachine(RuleBasedStateMachine):
                 f"{earlier.claim.topup.business_date} in {earlier.timezone}"
             )
         decided.append(Decided(claim, at, timezone))
+        if claim.result == "invoice_requested":
+            self._check_invoice(topup, f)
+
+    def _check_invoice(self, topup: Any, settings: dict[str, Any]) -> None:
+        """No invoice while max_open_invoices of the customer's are open; then it is open."""
+        requested = self.model.invoices.setdefault(topup.customer_id, [])
+        limit = settings.get("max_open_invoices")
+        still_open = [i for i in requested if i not in self.model.closed]
+        assert limit is None or len(still_open) < limit, (
+            f"an invoice requested while {len(still_open)} are open (max {limit}): {topup}"
+        )
+        kind = messages.INVOICE_REQUESTED
+        if topup.payment_method.value != "cheque_tt":  # a fallback step's invoice
+            kind = f"{kind}|cheque_tt"
+        requested.append(output_event_id(topup.customer_id, topup.business_date, kind))
 
     def _spent(self, customer: str, month: str) -> Decimal:
         """The month's top-ups so far: invoices requested and credits issued, and card charges
@@ -499,6 +521,7 @@ class MoneyMachine(RuleBasedStateMachine):
         lateness=LATENESS,
         amounts=st.sampled_from(AMOUNTS),
         fallback=st.sampled_from([None, "cheque_tt", "master_account"]),
+        max_open=st.sampled_from([None, None, 1, 2]),
     )
     def finance_app(
         self,
@@ -511,8 +534,11 @@ class MoneyMachine(RuleBasedStateMachine):
         lateness: int,
         amounts: dict[str, str],
         fallback: str | None,
+        max_open: int | None,
     ) -> None:
         extra: dict[str, Any] = dict(amounts)
+        if max_open is not None:
+            extra["max_open_invoices"] = max_open
         if method == "master_account" or fallback == "master_account":
             extra["partner_id"] = PARTNER
         if fallback is not None and fallback != method:
@@ -554,6 +580,53 @@ class MoneyMachine(RuleBasedStateMachine):
         low = self._balance(customer, amount, 0)
         change = self._settings(customer, gap, method="cheque_tt", auto=auto)
         self._deliver([low, change])
+
+    @rule(
+        customer=st.sampled_from(CUSTOMERS),
+        max_open=st.sampled_from([1, 2]),
+        days=st.integers(2, 3),
+        fallback=st.booleans(),
+    )
+    def stays_low_for_days(self, customer: str, max_open: int, days: int, fallback: bool) -> None:
+        """A Cheque / TT customer (or one whose partner falls back to invoices) with
+        `max_open_invoices` stays low for days while invoicing says nothing (or, with the
+        invoicing rule, pays some)."""
+        extra: dict[str, Any] = {"method": "cheque_tt"}
+        if fallback:
+            extra = {
+                "method": "master_account",
+                "partner_id": PARTNER,
+                "fallback_method": "cheque_tt",
+            }
+        self._deliver(
+            [self._settings(customer, 0, max_open_invoices=max_open, trigger="50.00", **extra)]
+        )
+        for _ in range(days):
+            self._deliver([self._balance(customer, "-10.00", 0)])
+            self.clock.advance(timedelta(days=1))
+
+    @precondition(lambda self: any(self.model.invoices.values()))
+    @rule(
+        which=st.integers(0, 100),
+        status=st.sampled_from(["paid", "void", "issued", "paid"]),
+        lateness=LATENESS,
+    )
+    def invoicing_says(self, which: int, status: str, lateness: int) -> None:
+        """Downstream invoicing reports on one of the invoices requested (again, maybe)."""
+        every = [(c, i) for c, ids in sorted(self.model.invoices.items()) for i in ids]
+        customer, invoice = every[which % len(every)]
+        at = self.now - timedelta(seconds=lateness)
+        body = {
+            "event_id": self._id("i"),
+            "occurred_at": at.isoformat(),
+            "customer_id": customer,
+            "invoice_request_id": invoice,
+            "status": status,
+        }
+        sent = self._record(INVOICES, customer, body)
+        self._deliver([sent])
+        if status in ("paid", "void"):
+            self.model.closed.add(invoice)
 
     @rule(
         amount=st.sampled_from(PARTNER_AMOUNTS),

@@ -157,8 +157,10 @@ function render(c) {
     settingsSection(c), chart(c), todaySection(c), decisionsSection(c), settingsHistory(c), partnerSection(c),
     list("dead-letters", "Dead letters", dl.recent.concat(dl.rejected_settings),
       (d) => val(d.at || d.rejected_at) + " · " + val(d.reason) + " · event " + val(d.event_id)),
-    list("open-invoices", "Open invoices", c.open_invoices, (i) => JSON.stringify(i)),
-    list("notices", "Notices", c.notices, (i) => JSON.stringify(i)),
+    list("open-invoices", "Open invoices", c.open_invoices, (i) => [i.business_date, money(i.amount, i.currency),
+      i.status, "requested " + i.requested_at, i.overdue_noticed_at ? "overdue noticed " + i.overdue_noticed_at : ""].filter((x) => x).join(" · ")),
+    list("notices", "Notices", c.notices, (n) => [n.emitted_at, n.type, n.period, n.reason,
+      n.amount && money(n.amount, n.currency)].filter((x) => x).join(" · ")),
   ].filter((s) => s));
   show("Customer " + c.customer_id + " as of " + c.now, false);
 }

@@ -186,6 +186,9 @@ class MonthSpend:
     spent: Decimal
     # The cap notices already decided this month (NoticeType values).
     notices: frozenset[str] = field(default_factory=frozenset)
+    # The record of an earlier month, kept beside this one: a change of timezone can date the
+    # next event back in the month before (up to 26 hours), whose cap still holds.
+    earlier: MonthSpend | None = None
 
 
 @value

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal
+from collections.abc import Iterable
+from decimal import (
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+)
 
 # ISO 4217 minor-unit exponents that differ from 2. Every other code uses 2.
 _EXPONENTS: dict[str, int] = {
@@ -15,6 +23,30 @@ _EXPONENTS: dict[str, int] = {
     # four-decimal
     "CLF": 4, "UYW": 4,
 }  # fmt: skip
+
+
+# Money arithmetic is exact: an amount of the contract has up to 36 digits (18 before and 18
+# after the point), more than the default context's 28, and the sum or difference of two needs
+# 37. This context keeps every digit of those (and of a quotient that is floored to a whole
+# number next), whatever the thread's own context is.
+WIDE = Context(
+    prec=80, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow]
+)
+
+
+def plus(a: Decimal, b: Decimal) -> Decimal:
+    return WIDE.add(a, b)
+
+
+def minus(a: Decimal, b: Decimal) -> Decimal:
+    return WIDE.subtract(a, b)
+
+
+def total(amounts: Iterable[Decimal]) -> Decimal:
+    result = Decimal(0)
+    for amount in amounts:
+        result = WIDE.add(result, amount)
+    return result
 
 
 def minor_unit_exponent(currency: str) -> int:
@@ -107,6 +139,11 @@ STRIPE_MINIMUM_CHARGE: dict[str, Decimal] = {
 }  # fmt: skip
 # The largest `amount` a PaymentIntent takes: eight digits of the currency's card minor unit.
 STRIPE_MAXIMUM_MINOR_UNITS = 99_999_999
+
+
+def above_card_maximum(amount: Decimal, currency: str) -> bool:
+    """True when a card charge of `amount` is more than Stripe takes in one PaymentIntent."""
+    return card_minor_units(amount, currency) > STRIPE_MAXIMUM_MINOR_UNITS
 
 
 def card_amount_error(amount: Decimal, currency: str) -> str | None:

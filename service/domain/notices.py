@@ -9,8 +9,9 @@ from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
-from service.domain.amounts import month_of, spent_in
 from service.domain.model import MonthSpend, TopUp, Wallet
+from service.domain.money import minus, plus
+from service.domain.months import keep, month_of, record_of, spent_in
 from service.domain.reasons import NoticeType
 from service.domain.values import value
 
@@ -52,7 +53,7 @@ def _cap_crossed(
     wallet: Wallet, month: MonthSpend, cap: Decimal | None, currency: str, blocked: bool
 ) -> tuple[Wallet, tuple[Notice, ...]]:
     if cap is None:
-        return replace(wallet, month=month), ()
+        return replace(wallet, month=keep(wallet.month, month)), ()
     due: list[NoticeType] = []
     if month.spent >= cap * CAP_WARNING_SHARE:
         due.append(NoticeType.MONTHLY_CAP_WARNING)
@@ -60,37 +61,36 @@ def _cap_crossed(
         due.append(NoticeType.MONTHLY_CAP_REACHED)
     fresh = [kind for kind in due if kind not in month.notices]
     if not fresh:
-        return replace(wallet, month=month), ()
+        return replace(wallet, month=keep(wallet.month, month)), ()
     noted = replace(month, notices=month.notices | frozenset(fresh))
     notices = tuple(_cap_notice(wallet, kind, month, cap, currency) for kind in fresh)
-    return replace(wallet, month=noted), notices
+    return replace(wallet, month=keep(wallet.month, noted)), notices
 
 
 def spend(wallet: Wallet, topup: TopUp, cap: Decimal | None) -> tuple[Wallet, tuple[Notice, ...]]:
     """The wallet with a made top-up counted in its month (an invoice requested, a credit issued,
     or a card charge not settled yet), and the cap notices it crossed."""
     key = month_of(topup.business_date)
-    spent = spent_in(wallet.month, key) + topup.amount
-    notices = wallet.month.notices if wallet.month and wallet.month.month == key else frozenset()
-    month = MonthSpend(key, spent, notices)
+    spent = plus(spent_in(wallet.month, key), topup.amount)
+    record = record_of(wallet.month, key)
+    month = MonthSpend(key, spent, record.notices if record is not None else frozenset())
     return _cap_crossed(wallet, month, cap, topup.currency, blocked=False)
 
 
 def give_back(wallet: Wallet, topup: TopUp) -> Wallet:
     """The wallet with a counted top-up that failed taken out of its month (a declined card)."""
-    key = month_of(topup.business_date)
-    month = wallet.month
-    if month is None or month.month != key:
+    month = record_of(wallet.month, month_of(topup.business_date))
+    if month is None:
         return wallet
-    return replace(wallet, month=replace(month, spent=max(month.spent - topup.amount, Decimal(0))))
+    back = replace(month, spent=max(minus(month.spent, topup.amount), Decimal(0)))
+    return replace(wallet, month=keep(wallet.month, back))
 
 
 def cap_blocked(
     wallet: Wallet, day: date, cap: Decimal | None, currency: str
 ) -> tuple[Wallet, tuple[Notice, ...]]:
-    """A top-up the cap stopped: the month's `monthly_cap_reached` notice, once."""
+    """A top-up the cap stopped: the month's `monthly_cap_reached` notice, once. The month's
+    record is kept even when the cap is None (settings changed), so the chain stays whole."""
     key = month_of(day)
-    month = wallet.month
-    if month is None or month.month != key:
-        month = MonthSpend(key, Decimal(0))
+    month = record_of(wallet.month, key) or MonthSpend(key, Decimal(0))
     return _cap_crossed(wallet, month, cap, currency, blocked=True)

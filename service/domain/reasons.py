@@ -82,6 +82,7 @@ class BlockReason(StrEnum):
     DAILY_KEY_TAKEN = "daily_key_taken"  # suppressed: this business day had its attempt
     MONTHLY_CAP_REACHED = "monthly_cap_reached"  # the month's cap leaves nothing (or too little)
     BELOW_CARD_MINIMUM = "below_card_minimum"  # the amount reckoned is less than a card can take
+    ABOVE_CARD_MAXIMUM = "above_card_maximum"  # the amount reckoned is more than a card can take
     INVOICE_OPEN = "invoice_open"  # suppressed: max_open_invoices requested invoices are open
 
 

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from service.domain.model import Credit, Wallet
+from service.domain.money import minus, total
 
 
 def unreleased(
@@ -38,4 +39,4 @@ def available_funds(
     credits = partner.credits_out
     if now is not None and hold is not None:
         credits = unreleased(credits, None, now, hold)
-    return partner.balance.amount - sum((c.amount for c in credits), Decimal(0))
+    return minus(partner.balance.amount, total(c.amount for c in credits))

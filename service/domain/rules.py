@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from service.domain.advisor import advised
-from service.domain.amounts import month_of, reckon, spent_in
+from service.domain.amounts import reckon
 from service.domain.calendar import business_date, day_end, is_valid_timezone
 from service.domain.cards import card_may_be_newer, saved_card
 from service.domain.model import (
@@ -24,6 +24,7 @@ from service.domain.model import (
     Wallet,
 )
 from service.domain.money import fits_minor_units
+from service.domain.months import month_of, spent_in
 from service.domain.newer import highest as _highest
 from service.domain.newer import is_stale as _is_stale
 from service.domain.newer import newest as _newest
@@ -277,13 +278,20 @@ def _evaluate(
         card=terms.card,
     )
     if isinstance(amount, BlockReason):
-        # Not made, and the day stays free (a new month, or new settings, may allow one).
-        capped, notices = cap_blocked(wallet, day, terms.amounts.monthly_cap, terms.currency)
-        return Outcome(capped, Status.APPLIED, Decision.BLOCKED, reason=amount, notices=notices)
+        return _not_made(wallet, amount, day, terms)
     outcome = _claimed(wallet, replace(terms, amount=amount), day, timezone, trigger_event_id)
     assert outcome.topup is not None
     told, notices = advised(outcome.wallet, outcome.topup, terms.amount)
     return replace(outcome, wallet=told, notices=notices) if notices else outcome
+
+
+def _not_made(wallet: Wallet, reason: BlockReason, day: date, terms: Terms) -> Outcome:
+    """A due top-up whose amount cannot be made; the day stays free (a new month, or new
+    settings, may allow one). Only the cap's block tells of the cap."""
+    if reason is not BlockReason.MONTHLY_CAP_REACHED:  # a card cannot take the amount
+        return _blocked(wallet, reason)
+    capped, notices = cap_blocked(wallet, day, terms.amounts.monthly_cap, terms.currency)
+    return Outcome(capped, Status.APPLIED, Decision.BLOCKED, reason=reason, notices=notices)
 
 
 # Stops that are suppressions (the top-up is due, but waits): the rest are blocks.

@@ -16,7 +16,7 @@ from datetime import date, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import NamedTuple
 
-from service.domain.money import minor_unit_exponent, quantize
+from service.domain.money import minor_unit_exponent, minus, plus, quantize
 from service.domain.reasons import AdviceReason
 from service.domain.values import value
 
@@ -66,7 +66,7 @@ def observe(
     older than the window changes nothing. A newer day drops the days more than `WINDOW_DAYS`
     before it."""
     used = (
-        previous_balance - balance
+        minus(previous_balance, balance)
         if previous_balance is not None and balance < previous_balance
         else None
     )
@@ -99,7 +99,9 @@ def _new_day(day: date, used: Decimal | None, balance: Decimal) -> DayUsage:
 
 def _add(entry: DayUsage, used: Decimal | None, balance: Decimal) -> DayUsage:
     day, total, low = entry
-    return DayUsage(day, total if used is None else total + used, balance if balance < low else low)
+    return DayUsage(
+        day, total if used is None else plus(total, used), balance if balance < low else low
+    )
 
 
 def _late(usage: Usage, day: date, used: Decimal | None, balance: Decimal) -> Usage:
@@ -152,14 +154,14 @@ def advice(
     if last_notice is not None and today - last_notice < _NOTICE_INTERVAL:
         return None
     highest = max((d.usage for d in window(usage, today)), default=Decimal(0))
-    if balance_at_trigger + amount <= threshold:
+    if plus(balance_at_trigger, amount) <= threshold:
         reason = AdviceReason.BALANCE_STILL_AT_OR_BELOW_THRESHOLD
     elif highest > amount:
         reason = AdviceReason.USAGE_ABOVE_TRIGGER_AMOUNT
     else:
         return None
     minor = _UNIT.scaleb(-minor_unit_exponent(currency))
-    lift = threshold - balance_at_trigger + minor
+    lift = plus(minus(threshold, balance_at_trigger), minor)
     recommended = max(whole_units_up(highest, currency), whole_units_up(lift, currency))
     if recommended <= amount:
         return None

@@ -65,7 +65,9 @@ BALANCES, SETTINGS = TOPICS.wallet_balance_changed, TOPICS.settings_updated
 INVOICES = TOPICS.invoice_status_changed
 CUSTOMERS = ("c0", "c1")
 PARTNER = "p0"
-ZONES = ("UTC", "Pacific/Kiritimati", "America/Los_Angeles", "Asia/Kolkata")
+# UTC+14 and UTC-12 are 26 hours apart: a move between them can date the next event back into
+# the month before.
+ZONES = ("UTC", "Pacific/Kiritimati", "America/Los_Angeles", "Asia/Kolkata", "Etc/GMT+12")
 TRIGGERS = ("50.00", "60.00", "5000.00")
 THRESHOLDS = ("10.00", "0.00", "4000.00")
 BALANCE_AMOUNTS = ("-10.00", "5.00", "3999.00", "100000.00")
@@ -80,6 +82,7 @@ STARTS = [
     datetime(2026, 3, 10, 18, 25, tzinfo=UTC),
     datetime(2026, 3, 10, 23, 30, tzinfo=UTC),
     datetime(2026, 11, 1, 6, 50, tzinfo=UTC),  # New York / Los Angeles DST end
+    datetime(2026, 11, 29, 11, 30, tzinfo=UTC),  # the month's end at UTC-12 and UTC+14
 ]
 # The v2 amount settings (contract v2, "How much"), none of them the v1 behaviour.
 AMOUNTS: list[dict[str, str]] = [

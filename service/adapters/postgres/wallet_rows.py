@@ -124,16 +124,29 @@ def _settings_v2_json(s: Settings | None) -> str | None:
 
 
 def _month(raw: str | None) -> MonthSpend | None:
-    if raw is None:
-        return None
-    m = json.loads(raw)
-    return MonthSpend(m["month"], Decimal(m["spent"]), frozenset(m.get("notices", ())))
+    return None if raw is None else _month_of(json.loads(raw))
+
+
+def _month_of(m: dict[str, Any]) -> MonthSpend:
+    # {"month", "spent", "notices", "earlier": the month before's, or absent (before 0.13.1)}
+    earlier = m.get("earlier")
+    return MonthSpend(
+        m["month"],
+        Decimal(m["spent"]),
+        frozenset(m.get("notices", ())),
+        _month_of(earlier) if earlier is not None else None,
+    )
+
+
+def _month_body(m: MonthSpend) -> dict[str, Any]:
+    body: dict[str, Any] = {"month": m.month, "spent": str(m.spent), "notices": sorted(m.notices)}
+    if m.earlier is not None:
+        body["earlier"] = _month_body(m.earlier)
+    return body
 
 
 def _month_json(m: MonthSpend | None) -> str | None:
-    if m is None:
-        return None
-    return json.dumps({"month": m.month, "spent": str(m.spent), "notices": sorted(m.notices)})
+    return None if m is None else json.dumps(_month_body(m))
 
 
 def _card_terms_json(terms: CardTerms | None) -> str | None:

@@ -8,9 +8,9 @@ applied yet (see `service.domain.reservations`).
 from __future__ import annotations
 
 from dataclasses import replace
-from decimal import Decimal
 
 from service.domain.model import Credit, PaymentMethod, SettingsUpdated, Wallet
+from service.domain.money import minus, total
 from service.domain.rails.base import Due, FundingSource, InstantRail, Output, Settled, Step
 from service.domain.reasons import DeadLetterReason, FailureReason
 from service.domain.reservations import unreleased
@@ -47,7 +47,7 @@ def fund_from_partner(due: Due) -> Settled:
             f"partner wallet is in {partner.balance.currency}, top-up in {topup.currency}",
         )
     reserved = unreleased(partner.credits_out, None, due.now, due.credit_hold)
-    available = partner.balance.amount - sum((c.amount for c in reserved), Decimal(0))
+    available = minus(partner.balance.amount, total(c.amount for c in reserved))
     if available < topup.amount:
         return _failed(
             FailureReason.PARTNER_INSUFFICIENT_FUNDS,

@@ -1,6 +1,7 @@
 """The batch handler alone, in process, on the real PostgreSQL: CPU per event, no Kafka.
 
     python -m tests.bench.handler [--batch 2000] [--batches 50] [--customers 200000]
+                                  [--profile handler.prof]
 
 Loads the settings of `make bench`'s customers, then applies batches of its balance events
 (0.1% cross the threshold) in its random customer order, and prints wall and CPU time per
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import os
 import time
 import uuid
@@ -64,9 +66,15 @@ async def main(args: argparse.Namespace) -> None:
             topics.wallet_balance_changed, balance_messages("c", args.customers, events)
         )
         batches = [balances[i : i + args.batch] for i in range(0, events, args.batch)]
+        profile = cProfile.Profile() if args.profile else None
         wall, cpu = time.perf_counter(), time.process_time()
+        if profile is not None:
+            profile.enable()
         for batch in batches:
             await handler.handle(batch)
+        if profile is not None:
+            profile.disable()
+            profile.dump_stats(args.profile)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         print(
             f"handler: batch={args.batch} batches={args.batches} customers={args.customers:,}: "
@@ -85,4 +93,5 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--batches", type=int, default=50)
     parser.add_argument("--customers", type=int, default=200_000)
+    parser.add_argument("--profile", help="write a cProfile of the batches to this file")
     asyncio.run(main(parser.parse_args()))

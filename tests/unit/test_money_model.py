@@ -82,7 +82,7 @@ STARTS = [
     datetime(2026, 3, 10, 18, 25, tzinfo=UTC),
     datetime(2026, 3, 10, 23, 30, tzinfo=UTC),
     datetime(2026, 11, 1, 6, 50, tzinfo=UTC),  # New York / Los Angeles DST end
-    datetime(2026, 11, 29, 11, 30, tzinfo=UTC),  # the month's end at UTC-12 and UTC+14
+    datetime(2026, 11, 30, 11, 30, tzinfo=UTC),  # Nov 29 at UTC-12, Dec 1 at UTC+14
 ]
 # The v2 amount settings (contract v2, "How much"), none of them the v1 behaviour.
 AMOUNTS: list[dict[str, str]] = [
@@ -91,6 +91,7 @@ AMOUNTS: list[dict[str, str]] = [
     {"amount_mode": "cover_gap"},
     {"max_amount": "55.00"},
     {"monthly_cap": "120.00"},
+    {"monthly_cap": "100.00"},  # less than two Trigger Amounts of 60.00 or 50.00
     {"amount_mode": "cover_gap", "monthly_cap": "5100.00"},
     {"amount_mode": "to_target", "target_balance": "6000.00", "max_amount": "5500.00"},
 ]
@@ -235,6 +236,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self.steps = 0
         self.seq = 0
         self.ids = 0
+        self.last_settings: dict[str, dict[str, Any]] = {}  # the last sent, per customer
 
     def teardown(self) -> None:
         self.loop.close()
@@ -259,6 +261,7 @@ class MoneyMachine(RuleBasedStateMachine):
     def _settings(self, customer: str, lateness: int, **fields: Any) -> Sent:
         at = self.now - timedelta(seconds=lateness)
         body = settings_wire(customer, at=at, event_id=self._id("s"), **fields)
+        self.last_settings[customer] = body
         return self._record(SETTINGS, customer, body)
 
     def _balance(self, wallet_id: str, amount: str, lateness: int, **extra: Any) -> Sent:
@@ -561,6 +564,24 @@ class MoneyMachine(RuleBasedStateMachine):
             ]
         )
 
+    @rule(customer=st.sampled_from(CUSTOMERS), timezone=st.sampled_from(ZONES))
+    def moves_timezone(self, customer: str, timezone: str) -> None:
+        """The customer's last settings again, with only the timezone changed (a move across
+        the date line dates the next event back into the month before)."""
+        last = self.last_settings.get(customer)
+        if last is None:
+            return
+        fields = {k: v for k, v in last.items() if k not in ("event_id", "occurred_at")}
+        fields.update(
+            timezone=timezone,
+            method=fields.pop("payment_method"),
+            trigger=fields.pop("trigger_amount"),
+            threshold=fields.pop("limit_threshold"),
+            auto=fields.pop("auto_trigger"),
+        )
+        del fields["customer_id"]
+        self._deliver([self._settings(customer, 0, **fields)])
+
     @rule(
         customer=st.sampled_from(CUSTOMERS),
         amount=st.sampled_from(BALANCE_AMOUNTS),
@@ -703,6 +724,12 @@ class MoneyMachine(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from([1, 60, 1800, 6 * 3600, 20 * 3600, 25 * 3600, 49 * 3600]))
     def time_passes(self, seconds: int) -> None:
         self.clock.advance(timedelta(seconds=seconds))
+
+    @rule(timezone=st.sampled_from(ZONES), after=st.sampled_from([1, 3600]))
+    def time_passes_a_midnight(self, timezone: str, after: int) -> None:
+        """Up to just after the next midnight of a zone (where days, and months, turn)."""
+        end = day_end(business_date(self.now, timezone), timezone)
+        self.clock.now = end + timedelta(seconds=after)
 
     @precondition(lambda self: bool(self.sent))
     @rule(which=st.integers(0, 10_000))

@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
 
 from hypothesis import given
+from hypothesis import settings as search
 from hypothesis import strategies as st
 
 from service.domain import rules
 from service.domain.amounts import reckon
+from service.domain.calendar import business_date, day_end
 from service.domain.model import (
     AmountMode,
     Amounts,
@@ -145,3 +147,39 @@ def test_amounts_are_exact_at_the_contracts_36_digits_whatever_the_context() -> 
     assert to_target == Decimal("1000000000000000000.00")
     # Floor(threshold / trigger) + 1 multiples of the trigger: just above the threshold.
     assert cover == Decimal("1000000000000000000.000000000000000002")
+
+
+# One cheque customer whose cap is one Trigger Amount, moving between the zones farthest apart
+# around a month's end: the month's top-ups never pass the cap, whatever the moves. Each step
+# moves (or stays), lets a zone's midnight pass (or not), and sends a low balance.
+ZONES = [WEST, EAST, "UTC"]
+STEPS = st.lists(
+    st.tuples(st.sampled_from(ZONES), st.sampled_from([None, *ZONES])), min_size=1, max_size=6
+)
+
+
+@search(max_examples=1000, deadline=None)
+@given(STEPS)
+def test_moves_across_the_date_line_never_pass_the_monthly_cap(
+    steps: list[tuple[str, str | None]],
+) -> None:
+    now = datetime(2026, 11, 30, 11, 30, tzinfo=UTC)  # 2026-11-29 at UTC-12, 12-01 at UTC+14
+    cap = Decimal("100.00")
+    zone = WEST
+    wallet = _set(Wallet("cust-1"), now, zone, Amounts(monthly_cap=cap))
+    made: dict[str, Decimal] = {}
+    for move, midnight in steps:
+        if move != zone:
+            now += timedelta(seconds=1)
+            zone = move
+            wallet = _set(wallet, now, zone, Amounts(monthly_cap=cap))
+        if midnight is not None:
+            now = day_end(business_date(now, midnight), midnight)
+        now += timedelta(seconds=1)
+        outcome = _low(wallet, now)
+        wallet = outcome.wallet
+        if outcome.topup is not None:
+            month = month_of(outcome.topup.business_date)
+            made[month] = made.get(month, Decimal(0)) + outcome.topup.amount
+            assert made[month] <= cap, (month, made)
+            wallet = spend(wallet, outcome.topup, cap)[0]

@@ -3,6 +3,7 @@ the headers of each message (headers.py) and one example of each (examples.py)."
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel
@@ -78,7 +79,10 @@ def _payload(message: Message) -> Schema:
 
 
 def _description(message: Message) -> str:
-    return DEAD_LETTER_DESCRIPTION if message.model is None else str(message.model.__doc__)
+    if message.model is None:
+        return DEAD_LETTER_DESCRIPTION
+    # cleandoc: Python 3.13 dedents docstrings when it compiles them, 3.11 and 3.12 do not.
+    return inspect.cleandoc(message.model.__doc__ or "")
 
 
 def _message(message: Message) -> Schema:

@@ -6,7 +6,6 @@ import asyncio
 import gc
 import logging
 import os
-import resource
 import signal
 import time
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from service.entrypoints.gc_policy import GcPolicy
 from service.entrypoints.http import HttpServer, Probes
 from service.entrypoints.metrics import Metrics, TimedGateway
 from service.entrypoints.overdue import OverdueNotices, overdue_notices
-from service.entrypoints.runtime_stats import GcPauses, rss_kb
+from service.entrypoints.runtime_stats import ApplyTimes, GcPauses, rss_kb, runtime_entry
 from service.entrypoints.support_http import support_routes
 from service.service_layer.alignment import configured_alignment
 from service.service_layer.charger import Charger
@@ -83,6 +82,7 @@ class Service:
     tracing: OtelTracer | None = None
     gc_policy: GcPolicy = field(default_factory=GcPolicy)
     gc_pauses: GcPauses = field(default_factory=GcPauses)  # installed by build()
+    apply_times: ApplyTimes = field(default_factory=ApplyTimes)  # the consumer adds to it
     rss_kb_at_start: int | None = None
 
     def unit_of_work(self) -> PgUnitOfWork:  # the pool exists only after start-up: bound lazily
@@ -239,6 +239,7 @@ class Service:
         gc.freeze()
         self.gc_policy.install()
         self.gc_pauses.reset()  # pauses while serving, not the start-up collection above
+        self.apply_times.reset()
         self.gc_task = asyncio.create_task(self.gc_policy.when_idle(), name="gc-when-idle")
         self.rss_kb_at_start = rss_kb()
         log.info(
@@ -286,16 +287,7 @@ class Service:
         log.info("auto-topup stopped")
 
     def _log_runtime_stats(self) -> None:
-        pauses = self.gc_pauses
-        runtime = {
-            "longest_gc_pause_ms": round(pauses.longest_ms, 3),
-            "gc_collections": pauses.collections,
-            "longest_gc_pause_ms_by_generation": [
-                round(ms, 3) for ms in pauses.longest_ms_by_generation
-            ],
-            "rss_kb_at_start": self.rss_kb_at_start,
-            "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        }
+        runtime = runtime_entry(self.gc_pauses, self.apply_times, self.rss_kb_at_start)
         log.info("runtime stats", extra={"runtime": runtime})
 
 
@@ -340,7 +332,13 @@ def build(settings: Settings) -> Service:
     )
     service.processor = processor = BatchProcessor(handler, is_transient)
     service.subscriber = subscribe(
-        broker, settings, processor, service.committed, service.fatal, alignment
+        broker,
+        settings,
+        processor,
+        service.committed,
+        service.fatal,
+        alignment,
+        apply_times=service.apply_times,
     )
     app.on_startup(service.start_dependencies)
     app.after_startup(service.started)

@@ -20,6 +20,7 @@ from faststream.message import StreamMessage
 
 from service.config import Settings
 from service.entrypoints.held_records import Pending
+from service.entrypoints.runtime_stats import ApplyTimes
 from service.service_layer.alignment import Alignment
 from service.service_layer.handlers import BatchReport
 from service.service_layer.ports import InputRecord
@@ -156,6 +157,7 @@ class _InputConsumer:
         on_committed: Callable[[BatchReport, float, float | None], None],
         on_fatal: Callable[[BaseException], None],
         alignment: Alignment | None,
+        apply_times: ApplyTimes | None = None,
     ) -> None:
         self.in_flight = asyncio.Lock()
         self.halted = asyncio.Event()
@@ -166,6 +168,7 @@ class _InputConsumer:
         self._on_committed = on_committed
         self._on_fatal = on_fatal
         self._alignment = alignment
+        self._apply_times = apply_times
         self._timers: list[asyncio.TimerHandle] = []
         self._retries: set[asyncio.Task[None]] = set()
 
@@ -189,8 +192,11 @@ class _InputConsumer:
         self, records: list[InputRecord]
     ) -> tuple[BatchReport, dict[TopicPartition, int] | None]:
         """Applies records (under in_flight); what the handler held stays pending."""
+        started = time.perf_counter()
         try:
             report = await self._processor.process(records)
+            if self._apply_times is not None:
+                self._apply_times.add(time.perf_counter() - started)
             offsets = self.pending.settle(records, report.held)
         except Stopped:
             log.info("shutting down: %d records are left for redelivery", len(records))
@@ -295,11 +301,14 @@ def subscribe(
     on_committed: Callable[[BatchReport, float, float | None], None],
     on_fatal: Callable[[BaseException], None],
     alignment: Alignment | None = None,
+    *,
+    apply_times: ApplyTimes | None = None,
 ) -> KafkaSubscriber:
     """Subscribes the batch handler; on_committed(report, seconds, oldest record's age).
 
-    `alignment` is the one the handler holds records with (None: nothing is ever held)."""
-    consumer = _InputConsumer(settings, processor, on_committed, on_fatal, alignment)
+    `alignment` is the one the handler holds records with (None: nothing is ever held);
+    `apply_times` gets how long each batch took to apply (BatchProcessor.process)."""
+    consumer = _InputConsumer(settings, processor, on_committed, on_fatal, alignment, apply_times)
     subscriber = broker.subscriber(
         *settings.topics.inputs,
         batch=True,

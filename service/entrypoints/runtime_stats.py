@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import random
 import resource
+import statistics
 import time
 from typing import Any
 
@@ -48,3 +50,52 @@ class GcPauses:
     def install(self) -> GcPauses:
         gc.callbacks.append(self)
         return self
+
+
+class ApplyTimes:
+    """How long applying one input batch takes: a uniform sample (reservoir sampling, at most
+    `size` durations) over every batch since the last reset, so it costs the same whatever the
+    number of batches."""
+
+    batches: int
+    _sample: list[float]
+
+    def __init__(self, size: int = 1024, seed: int = 0) -> None:
+        self._size = size
+        self._random = random.Random(seed)  # a sample, not a secret
+        self.reset()
+
+    def add(self, seconds: float) -> None:
+        self.batches += 1
+        if len(self._sample) < self._size:
+            self._sample.append(seconds)
+            return
+        slot = self._random.randrange(self.batches)
+        if slot < self._size:
+            self._sample[slot] = seconds
+
+    def median_ms(self) -> float | None:
+        """None before the first batch."""
+        return statistics.median(self._sample) * 1000 if self._sample else None
+
+    def reset(self) -> None:
+        self.batches = 0
+        self._sample = []
+
+
+def runtime_entry(
+    pauses: GcPauses, apply_times: ApplyTimes, rss_kb_at_start: int | None
+) -> dict[str, Any]:
+    """The `runtime` log entry written at shutdown (`make bench` reads it)."""
+    median = apply_times.median_ms()
+    return {
+        "longest_gc_pause_ms": round(pauses.longest_ms, 3),
+        "gc_collections": pauses.collections,
+        "longest_gc_pause_ms_by_generation": [
+            round(ms, 3) for ms in pauses.longest_ms_by_generation
+        ],
+        "median_batch_apply_ms": None if median is None else round(median, 3),
+        "batches_applied": apply_times.batches,
+        "rss_kb_at_start": rss_kb_at_start,
+        "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }

@@ -4,7 +4,10 @@
 2. the service draining 1,000,000 balance events over 1,000,000 customers with settings
    (about 0.1% cross the threshold; cheque, master account and Stripe);
 3. latency at half the measured saturation rate, open loop (1% of events cause an invoice);
-4. the service's memory growth per customer and its longest GC pause (measured inside it);
+   then the passthrough's, live on fresh topics under the same generator at the same rate
+   (the same 1% tracked, to their copies), and the ratio of the two p99s;
+4. the service's memory growth per customer, its longest GC pause and the median time it takes
+   to apply a batch (both measured inside it), and the ratio of the two;
 5. throughput at 10,000 customers, and the ratio of the two.
 The table goes to stdout; the same figures to bench-results/bench.json, and the latency
 distribution to bench-results/latency.png.
@@ -29,11 +32,13 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.bench.backlog import drop, fill
-from tests.bench.latency import open_loop, percentile
+from tests.bench.latency import event_id_of, events_in, open_loop, percentile, trigger_of
+from tests.bench.line import bench_line, figures
+from tests.bench.passthrough import Passthrough
 from tests.bench.plot import latency_png
 from tests.kafka_tools import KAFKA_REQUEST_TIMEOUT_MS, STALL_SECONDS
 from tests.pg_tools import connect
-from tests.service_process import KILL_SECONDS, STOP_SECONDS, ServiceProcess, Topics
+from tests.service_process import ServiceProcess, Topics
 from tests.stripe_tools import GOOD, saved_card
 
 PARTITIONS = 6
@@ -82,45 +87,39 @@ async def wait_drained(bootstrap: str, group: str, topic: str) -> float:
 
 
 async def passthrough(bootstrap: str, source: str, dest: str, group: str, events: int) -> float:
-    """Baseline P: tests.bench.passthrough in a process of its own; returns its events/s.
-    However long it takes, it is waited for while it copies (it writes a line to stderr per
-    batch), and fails after STALL_SECONDS without a batch."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.bench.passthrough",
-        bootstrap,
-        source,
-        dest,
-        group,
-        str(events),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    """Baseline P over the backlog: tests.bench.passthrough in a process of its own; returns
+    its events/s."""
+    proc = Passthrough(bootstrap, source, dest, group, events)
+    await proc.start()
+    return await proc.finish()
+
+
+async def passthrough_latency(
+    bootstrap: str, source: str, dest: str, group: str, generator: dict[str, Any]
+) -> list[float]:
+    """The passthrough live, on fresh topics, under the same open-loop generator as the
+    service (`generator`: open_loop's arguments but the topics): from each tracked event's
+    scheduled send to its copy's broker timestamp."""
+    proc = Passthrough(
+        bootstrap, source, dest, group, events_in(generator["rate"], generator["seconds"])
     )
-    assert proc.stdout is not None
-    assert proc.stderr is not None
-    lines: list[str] = []
+    await proc.start()
     try:
-        while True:
-            try:
-                line = await asyncio.wait_for(proc.stderr.readline(), STALL_SECONDS)
-            except TimeoutError:
-                raise TimeoutError(
-                    f"the passthrough made no progress for {STALL_SECONDS}s:\n" + "".join(lines)
-                ) from None
-            if not line:
-                break
-            lines = [*lines[-29:], line.decode(errors="replace")]
-        # its stderr is closed: it exits (having printed its rate, unless it failed)
-        out = await asyncio.wait_for(proc.stdout.read(), STOP_SECONDS)
-        code = await asyncio.wait_for(proc.wait(), STOP_SECONDS)
+        await proc.ready()
+        latencies = await open_loop(bootstrap, source, dest, names_input=event_id_of, **generator)
+        await proc.finish()
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await asyncio.wait_for(proc.wait(), KILL_SECONDS)
-    if code != 0:
-        raise RuntimeError(f"the passthrough exited {code}:\n" + "".join(lines))
-    return float(out.decode().strip())
+        await proc.kill()
+    return latencies
+
+
+def _latency(key: str, latencies: list[float]) -> dict[str, Any]:
+    """`{key}p50_ms` ... and `{key}latency_samples` (no percentile without a sample)."""
+    result: dict[str, Any] = {f"{key}latency_samples": len(latencies)}
+    if latencies:
+        for name, q in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999)):
+            result[f"{key}{name}_ms"] = percentile(latencies, q)
+    return result
 
 
 def settings_messages(
@@ -199,6 +198,8 @@ async def measure(
     )
     await kafka_admin.start()
     copy = f"bench-copy-{topics.suffix}"
+    # the passthrough's live run (its latency): a source and a copy of its own
+    live, live_copy = f"bench-live-{topics.suffix}", f"bench-live-copy-{topics.suffix}"
     names = [
         topics[n]
         for n in (
@@ -210,7 +211,8 @@ async def measure(
             "AUTO_TOPUP_DEAD_LETTER",
         )
     ]
-    await kafka_admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in [*names, copy]])
+    ours = [*names, copy, live, live_copy]
+    await kafka_admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in ours])
     await kafka_admin.close()
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -247,6 +249,16 @@ async def measure(
     finished = await wait_drained(bootstrap, group, topics["WALLET_BALANCE_CHANGED"])
     rate = events / (finished - started)
     latencies: list[float] = []
+    # the same generator for the service and the passthrough: same events, same rate, same
+    # seconds, the same crossing 1% tracked
+    generator: dict[str, Any] = {
+        "partitions": PARTITIONS,
+        "prefix": prefix,
+        "customers": customers,
+        "rate": rate / 2,
+        "seconds": args.latency_seconds,
+        "track": "crossing",
+    }
     if args.latency_seconds:
         print(
             f"  latency at {rate / 2:,.0f} events/s for {args.latency_seconds:.0f} s ...",
@@ -256,15 +268,18 @@ async def measure(
             bootstrap,
             topics["WALLET_BALANCE_CHANGED"],
             topics["INVOICE_REQUESTED"],
-            PARTITIONS,
-            prefix,
-            customers,
-            rate / 2,
-            args.latency_seconds,
+            names_input=trigger_of,
+            **generator,
         )
     service.stop()
     stats = next(e["runtime"] for e in service.logs() if "runtime" in e)
-    await drop(bootstrap, server, database, [*names, copy])
+    passthrough_latencies: list[float] = []
+    if args.latency_seconds:
+        print(f"  the passthrough's latency at {rate / 2:,.0f} events/s ...", flush=True)
+        passthrough_latencies = await passthrough_latency(
+            bootstrap, live, live_copy, f"{group}-live", generator
+        )
+    await drop(bootstrap, server, database, ours)
     grown_kb = stats["max_rss_kb"] - stats["rss_kb_at_start"]
     result: dict[str, Any] = {
         "customers": customers,
@@ -276,21 +291,65 @@ async def measure(
         "max_rss_mb": stats["max_rss_kb"] / 1024,
         "gc_pause_ms": stats["longest_gc_pause_ms"],
         "gc_pause_ms_by_generation": stats["longest_gc_pause_ms_by_generation"],
+        "median_batch_apply_ms": stats.get("median_batch_apply_ms"),
+        "batches_applied": stats.get("batches_applied"),
         "latency_rate": rate / 2,
-        "latency_samples": len(latencies),
+        **_latency("", latencies),
+        **_latency("passthrough_", passthrough_latencies),
     }
-    if latencies:
-        result.update(
-            p50_ms=percentile(latencies, 0.5),
-            p99_ms=percentile(latencies, 0.99),
-            p999_ms=percentile(latencies, 0.999),
-        )
     return result, latencies
 
 
 def _write(summary: str) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench.json").write_text(summary)
+
+
+def _na(value: float | None, spec: str, unit: str = "") -> str:
+    return "NA" if value is None else f"{format(value, spec)}{unit}"
+
+
+def _rows(
+    args: argparse.Namespace,
+    big: dict[str, Any],
+    small: dict[str, Any],
+    line: dict[str, float | None],
+) -> list[tuple[str, str]]:
+    def lat(key: str) -> str:
+        ms = (big.get(f"{key}p50_ms"), big.get(f"{key}p99_ms"), big.get(f"{key}p999_ms"))
+        return " / ".join(_na(v, ",.1f", " ms") for v in ms)
+
+    rate = f"{big['latency_rate']:,.0f} events/s"
+    return [
+        ("baseline P (aiokafka passthrough)", f"{big['baseline_events_per_s']:,.0f} events/s"),
+        (f"service, {args.customers:,} customers", f"{big['service_events_per_s']:,.0f} events/s"),
+        ("ratio service / P", f"{big['ratio']:.2f}"),
+        ("service, 10,000 customers", f"{small['service_events_per_s']:,.0f} events/s"),
+        ("throughput ratio, many / 10k customers", _na(line["card_ratio"], ".2f")),
+        (
+            f"service latency p50 / p99 / p99.9 at {rate} ({int(big['latency_samples'])} samples)",
+            lat(""),
+        ),
+        (
+            f"passthrough latency p50 / p99 / p99.9 at {rate} "
+            f"({int(big['passthrough_latency_samples'])} samples)",
+            lat("passthrough_"),
+        ),
+        ("latency ratio, service p99 / passthrough p99", _na(line["latency_ratio"], ".2f")),
+        ("service memory growth per customer", f"{big['bytes_per_customer']:.1f} bytes"),
+        ("peak resident memory", f"{big['max_rss_mb']:.0f} MB"),
+        (
+            "longest GC pause (by generation 0 / 1 / 2)",
+            f"{big['gc_pause_ms']:.2f} ms ("
+            + " / ".join(f"{ms:.1f}" for ms in big["gc_pause_ms_by_generation"])
+            + ")",
+        ),
+        (
+            f"median time to apply a batch ({big['batches_applied'] or 0} batches)",
+            _na(big["median_batch_apply_ms"], ".2f", " ms"),
+        ),
+        ("GC ratio, longest pause / median batch", _na(line["gc_ratio"], ".2f")),
+    ]
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -305,43 +364,17 @@ async def main(args: argparse.Namespace) -> int:
     small, _ = await measure(
         argparse.Namespace(**{**vars(args), "latency_seconds": 0}), 10_000, args.small_events
     )
-    card_ratio = big["service_events_per_s"] / small["service_events_per_s"]
-
-    def fmt(value: float | None, unit: str = "") -> str:
-        return "NA" if value is None else f"{value:,.1f}{unit}"
-
-    lat = (big.get("p50_ms"), big.get("p99_ms"), big.get("p999_ms"))
-    rows = [
-        ("baseline P (aiokafka passthrough)", f"{big['baseline_events_per_s']:,.0f} events/s"),
-        (f"service, {args.customers:,} customers", f"{big['service_events_per_s']:,.0f} events/s"),
-        ("ratio service / P", f"{big['ratio']:.2f}"),
-        ("service, 10,000 customers", f"{small['service_events_per_s']:,.0f} events/s"),
-        ("throughput ratio, many / 10k customers", f"{card_ratio:.2f}"),
-        (
-            f"latency p50 / p99 / p99.9 at half saturation ({int(big['latency_samples'])} samples)",
-            " / ".join(fmt(v, " ms") for v in lat),
-        ),
-        ("service memory growth per customer", f"{big['bytes_per_customer']:.1f} bytes"),
-        ("peak resident memory", f"{big['max_rss_mb']:.0f} MB"),
-        (
-            "longest GC pause (by generation 0 / 1 / 2)",
-            f"{big['gc_pause_ms']:.2f} ms ("
-            + " / ".join(f"{ms:.1f}" for ms in big["gc_pause_ms_by_generation"])
-            + ")",
-        ),
-    ]
+    line = figures(big, small)
+    rows = _rows(args, big, small, line)
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    summary = json.dumps({"big": big, "small": small, "card_ratio": card_ratio}, indent=2)
-    await asyncio.to_thread(_write, summary)
-    p99 = "NA" if lat[1] is None else f"{lat[1]:.1f}"
-    p999 = "NA" if lat[2] is None else f"{lat[2]:.1f}"
-    print(
-        f"bench: ratio={big['ratio']:.2f} events_per_s={big['service_events_per_s']:.0f} "
-        f"p99_ms={p99} p999_ms={p999} bytes_per_customer={big['bytes_per_customer']:.0f} "
-        f"gc_pause_ms={big['gc_pause_ms']:.2f} card_ratio={card_ratio:.2f}"
+    # the last line's figures under "line", by the same names
+    summary = json.dumps(
+        {"big": big, "small": small, "card_ratio": line["card_ratio"], "line": line}, indent=2
     )
+    await asyncio.to_thread(_write, summary)
+    print(bench_line(line))
     return 0
 
 

@@ -149,6 +149,8 @@ class Settings(BaseSettings):
         10000, ge=1000, validation_alias="AUTO_TOPUP_KAFKA_SESSION_TIMEOUT_MS"
     )
     db_pool_size: int = Field(4, ge=1, validation_alias="AUTO_TOPUP_DB_POOL_SIZE")
+    # A fetched batch is applied in this many lanes at once, by partition number (lanes.py).
+    batch_lanes: int = Field(2, ge=1, le=16, validation_alias="AUTO_TOPUP_BATCH_LANES")
     shutdown_timeout_seconds: float = Field(
         20, gt=0, validation_alias=AliasChoices("AUTO_TOPUP_SHUTDOWN_TIMEOUT_SECONDS")
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import os
 import time
 import uuid
@@ -26,6 +27,7 @@ from service.adapters.postgres.migrate import migrate
 from service.adapters.postgres.store import PgUnitOfWork
 from service.config import Topics
 from service.domain.rules import Policy
+from service.entrypoints.gc_policy import GcPolicy
 from service.service_layer.handlers import BatchHandler
 from service.service_layer.ports import InputRecord
 from tests.bench.__main__ import balance_messages, settings_messages
@@ -66,12 +68,18 @@ async def main(args: argparse.Namespace) -> None:
             topics.wallet_balance_changed, balance_messages("c", args.customers, events)
         )
         batches = [balances[i : i + args.batch] for i in range(0, events, args.batch)]
+        # The service's GC policy (bootstrap.started): the loaded state frozen, older
+        # generations collected between batches only.
+        gc.collect()
+        gc.freeze()
+        policy = GcPolicy().install()
         profile = cProfile.Profile() if args.profile else None
         wall, cpu = time.perf_counter(), time.process_time()
         if profile is not None:
             profile.enable()
         for batch in batches:
             await handler.handle(batch)
+            policy.between_batches()
         if profile is not None:
             profile.disable()
             profile.dump_stats(args.profile)

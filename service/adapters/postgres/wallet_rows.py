@@ -164,6 +164,11 @@ def _card_terms_json(terms: CardTerms | None) -> str | None:
     )
 
 
+# The enums by value: a dict lookup, where calling the enum costs a microsecond per row.
+_METHODS = {m.value: m for m in PaymentMethod}
+_ORIGINS = {o.value: o for o in Origin}
+
+
 def _settings_from_row(row: Row) -> Settings | None:
     if row["payment_method"] is None:
         return None
@@ -171,14 +176,14 @@ def _settings_from_row(row: Row) -> Settings | None:
     v2: dict[str, Any] = json.loads(raw) if raw is not None else {}
     fallback = v2.get("fallback_method")
     return Settings(
-        payment_method=PaymentMethod(row["payment_method"]),
+        payment_method=_METHODS[row["payment_method"]],
         auto_trigger=row["auto_trigger"],
         trigger_amount=_money(row["trigger_amount"]),
         limit_threshold=_money(row["limit_threshold"]),
         currency=row["settings_currency"],
         timezone=row["timezone"],
         partner_id=row["partner_id"],
-        origin=Origin(row["settings_origin"]),
+        origin=_ORIGINS[row["settings_origin"]],
         version=row["settings_version"],
         occurred_at=row["settings_occurred_at"],
         event_id=row["settings_event_id"],

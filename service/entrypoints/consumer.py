@@ -196,7 +196,7 @@ class _InputConsumer:
         """Applies records (under in_flight); what the handler held stays pending."""
         started = time.perf_counter()
         try:
-            report = await self._in_lanes(records)
+            report = await lanes.applied(self._processor.process, records, self._lanes)
             if self._apply_times is not None:
                 self._apply_times.add(time.perf_counter() - started)
             offsets = self.pending.settle(records, report.held)
@@ -216,21 +216,6 @@ class _InputConsumer:
                 ", ".join(f"{h.topic}[{h.partition}]@{h.offset}" for h in report.held),
             )
         return report, offsets
-
-    async def _in_lanes(self, records: list[InputRecord]) -> BatchReport:
-        """The records in lanes (lanes.py), all applied before this returns; the first
-        failure is raised once every lane is done (a lane that committed comes again after a
-        restart, and changes nothing then)."""
-        groups = lanes.split(records, self._lanes)
-        if len(groups) == 1:
-            return await self._processor.process(groups[0])
-        done = await asyncio.gather(
-            *(self._processor.process(g) for g in groups), return_exceptions=True
-        )
-        for outcome in done:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        return lanes.merged([r for r in done if isinstance(r, BatchReport)])
 
     async def commit(
         self, msg: KafkaMessage | None, offsets: dict[TopicPartition, int] | None

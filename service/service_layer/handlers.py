@@ -123,7 +123,10 @@ class BatchHandler:
     ) -> _Batch:
         """Locks the batch's wallets and their partners', and finds the settings events that
         the rules rejected before."""
-        wallets = await store.lock_wallets(ids, since) if ids else {}
+        # Customers and their partners in one locking statement, in one order (lanes.py); a
+        # partner that only the locked rows name (changed meanwhile) is locked after them.
+        known = self._partner_ids(decoded, {}) | await store.partner_ids(ids) if ids else set()
+        wallets = await store.lock_wallets(ids | known, since) if ids else {}
         partner_ids = self._partner_ids(decoded, wallets) - wallets.keys()
         if partner_ids:
             wallets.update(await store.lock_wallets(partner_ids, since))

@@ -230,6 +230,10 @@ class OverdueStore(Protocol):
 
 
 class BatchStore(InvoiceStore, Protocol):
+    async def partner_ids(self, customer_ids: Collection[str]) -> set[str]:
+        """The partners these customers' stored settings name, read without a lock (so that a
+        batch can lock its customers and their partners in one order, lanes.py)."""
+
     async def lock_wallets(self, customer_ids: Collection[str], since: date) -> dict[str, Wallet]:
         """Loads (creating empty ones) and locks wallets, with their daily keys since `since`."""
 

@@ -81,6 +81,9 @@ class _TappedStore:
         self._inner = inner
         self._queued = queued
 
+    async def partner_ids(self, customer_ids: Collection[str]) -> set[str]:
+        return await self._inner.partner_ids(customer_ids)
+
     async def lock_wallets(self, customer_ids: Collection[str], since: date) -> dict[str, Wallet]:
         return await self._inner.lock_wallets(customer_ids, since)
 

@@ -4,14 +4,17 @@ one report of all of them."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from service.service_layer.alignment import Held
 from service.service_layer.handlers import BatchReport
-from service.service_layer.lanes import merged, split
+from service.service_layer.lanes import applied, merged, split
 from service.service_layer.ports import CountKey, InputRecord
+from service.service_layer.processor import Stopped
 
 TOPICS = ("wallet-balance-changed", "settings-updated", "invoice-status-changed")
 RECORDS = st.lists(st.tuples(st.sampled_from(TOPICS), st.integers(0, 11)), max_size=40).map(
@@ -51,3 +54,34 @@ def test_the_merged_report_adds_the_lanes_up() -> None:
     assert (both.stripe_claims, both.outbox_rows) == (1, 5)
     assert both.held == two.held
     assert merged([one]) is one
+
+
+def _lanes(
+    outcomes: dict[int, BaseException | None],
+) -> Callable[[Sequence[InputRecord]], Awaitable[BatchReport]]:
+    """A processor whose lane (by its records' partition) succeeds or raises as told."""
+
+    async def process(records: Sequence[InputRecord]) -> BatchReport:
+        failure = outcomes[records[0].partition % 2]
+        if failure is not None:
+            raise failure
+        report = BatchReport()
+        report.outbox_rows = len(records)
+        return report
+
+    return process
+
+
+BOTH = [InputRecord("t", p, p, None, b"") for p in range(4)]
+
+
+async def test_every_lane_is_applied_and_reported_as_one() -> None:
+    report = await applied(_lanes({0: None, 1: None}), BOTH, 2)
+    assert report.outbox_rows == 4
+
+
+async def test_a_lanes_real_failure_wins_over_anothers_shutdown() -> None:
+    with pytest.raises(RuntimeError, match="database"):
+        await applied(_lanes({0: Stopped(), 1: RuntimeError("database")}), BOTH, 2)
+    with pytest.raises(Stopped):
+        await applied(_lanes({0: Stopped(), 1: None}), BOTH, 2)

@@ -20,6 +20,13 @@ WHERE w.customer_id = ANY($1::text[])
 ORDER BY w.customer_id
 FOR UPDATE OF w;
 
+-- name: partner_ids
+-- The partners the stored settings of these customers name, without a lock: the batch then
+-- locks its customers and their partners in one statement, in customer_id order, so that two
+-- lanes (or the charger) never wait for each other in a cycle.
+SELECT DISTINCT partner_id FROM wallets
+WHERE customer_id = ANY($1::text[]) AND partner_id IS NOT NULL;
+
 -- name: create_wallets
 -- Creates the wallets of customers seen for the first time; the rows created stay locked by
 -- this transaction. A row not returned was created meanwhile by another instance: lock it with

@@ -50,6 +50,10 @@ class PgBatchStore(PgInvoiceStore):
         self._conn = conn
         self._loaded: dict[str, Wallet] = {}  # as locked, to write back only what changed
 
+    async def partner_ids(self, customer_ids: Collection[str]) -> set[str]:
+        rows = await self._conn.fetch(q("partner_ids"), list(customer_ids))
+        return {r["partner_id"] for r in rows}
+
     async def lock_wallets(self, customer_ids: Collection[str], since: date) -> dict[str, Wallet]:
         ids = sorted(customer_ids)
         wallets = self._from_rows(await self._conn.fetch(q("lock_wallets"), ids, since))

@@ -95,16 +95,10 @@ class MemoryStore:
         self._rejections = rejections
         self._invoices = invoices
 
-    async def partner_ids(self, customer_ids: Collection[str]) -> set[str]:
-        # Of the wallets already here (one not loaded yet has its partner locked after it).
-        found = (self._t.wallets.get(i) for i in customer_ids)
-        return {
-            w.settings.partner_id
-            for w in found
-            if w is not None and w.settings is not None and w.settings.partner_id is not None
-        }
-
-    async def lock_wallets(self, customer_ids: Collection[str], since: date) -> dict[str, Wallet]:
+    async def lock_wallets(
+        self, customer_ids: Collection[str], since: date, partners: bool = False
+    ) -> dict[str, Wallet]:
+        # `partners` is left to the caller's next call: no transaction runs beside this one.
         wanted = sorted(set(customer_ids))
         missing = [i for i in wanted if i not in self._t.wallets]
         if missing and self._loader is not None:

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from service.domain.model import MonthSpend, TopUp, Wallet
 from service.domain.money import minus, plus
-from service.domain.months import keep, month_of, record_of, spent_in
+from service.domain.months import keep, month_of, record_of
 from service.domain.reasons import NoticeType
 from service.domain.values import value
 
@@ -71,9 +71,8 @@ def spend(wallet: Wallet, topup: TopUp, cap: Decimal | None) -> tuple[Wallet, tu
     """The wallet with a made top-up counted in its month (an invoice requested, a credit issued,
     or a card charge not settled yet), and the cap notices it crossed."""
     key = month_of(topup.business_date)
-    spent = plus(spent_in(wallet.month, key), topup.amount)
-    record = record_of(wallet.month, key)
-    month = MonthSpend(key, spent, record.notices if record is not None else frozenset())
+    record = record_of(wallet.month, key) or MonthSpend(key, Decimal(0))
+    month = replace(record, spent=plus(record.spent, topup.amount))
     return _cap_crossed(wallet, month, cap, topup.currency, blocked=False)
 
 

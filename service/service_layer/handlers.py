@@ -124,9 +124,9 @@ class BatchHandler:
         """Locks the batch's wallets and their partners', and finds the settings events that
         the rules rejected before."""
         # Customers and their partners in one locking statement, in one order (lanes.py); a
-        # partner that only the locked rows name (changed meanwhile) is locked after them.
-        known = self._partner_ids(decoded, {}) | await store.partner_ids(ids) if ids else set()
-        wallets = await store.lock_wallets(ids | known, since) if ids else {}
+        # partner the store did not lock with them (a new one) is locked after them.
+        named = self._partner_ids(decoded, {})
+        wallets = await store.lock_wallets(ids | named, since, partners=True) if ids else {}
         partner_ids = self._partner_ids(decoded, wallets) - wallets.keys()
         if partner_ids:
             wallets.update(await store.lock_wallets(partner_ids, since))

@@ -8,7 +8,7 @@ customer's key hashes to the same partition number of each), and a partition num
 one lane. Each lane keeps its records' order. What still joins two lanes is a partner's wallet
 (a customer of one lane paid from a partner whose own records are in another): the row locks
 serialize them. Each lane locks its customers and their partners in one statement, in
-customer_id order (handlers.py, `partner_ids`), so two lanes never wait for each other in a
+customer_id order (`lock_wallets` with `partners`), so two lanes never wait for each other in a
 cycle. The daily key's unique index stays the last word on a second top-up."""
 
 from __future__ import annotations

@@ -230,12 +230,13 @@ class OverdueStore(Protocol):
 
 
 class BatchStore(InvoiceStore, Protocol):
-    async def partner_ids(self, customer_ids: Collection[str]) -> set[str]:
-        """The partners these customers' stored settings name, read without a lock (so that a
-        batch can lock its customers and their partners in one order, lanes.py)."""
-
-    async def lock_wallets(self, customer_ids: Collection[str], since: date) -> dict[str, Wallet]:
-        """Loads (creating empty ones) and locks wallets, with their daily keys since `since`."""
+    async def lock_wallets(
+        self, customer_ids: Collection[str], since: date, partners: bool = False
+    ) -> dict[str, Wallet]:
+        """Loads (creating empty ones) and locks wallets, with their daily keys since `since`.
+        With `partners`, the existing wallets of the partners their stored settings name are
+        locked in the same statement and order (lanes.py); a store without concurrent
+        transactions may leave them to the caller's next call."""
 
     async def save_wallets(self, wallets: Sequence[Wallet]) -> None: ...
 

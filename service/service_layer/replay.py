@@ -81,11 +81,10 @@ class _TappedStore:
         self._inner = inner
         self._queued = queued
 
-    async def partner_ids(self, customer_ids: Collection[str]) -> set[str]:
-        return await self._inner.partner_ids(customer_ids)
-
-    async def lock_wallets(self, customer_ids: Collection[str], since: date) -> dict[str, Wallet]:
-        return await self._inner.lock_wallets(customer_ids, since)
+    async def lock_wallets(
+        self, customer_ids: Collection[str], since: date, partners: bool = False
+    ) -> dict[str, Wallet]:
+        return await self._inner.lock_wallets(customer_ids, since, partners)
 
     async def save_wallets(self, wallets: Sequence[Wallet]) -> None:
         await self._inner.save_wallets(wallets)

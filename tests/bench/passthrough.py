@@ -135,6 +135,10 @@ class Passthrough:
         """If it still runs (a failed run): kill it."""
         if self._reader is not None and not self._reader.done():
             self._reader.cancel()
+        elif self._reader is not None and not self._reader.cancelled():
+            # A live run is killed once its samples are in: a stall its reader saw while the
+            # generator waited for the last samples is not a failure, and not left unretrieved.
+            self._reader.exception()
         if self._proc is not None and self._proc.returncode is None:
             self._proc.kill()
             await asyncio.wait_for(self._proc.wait(), KILL_SECONDS)

@@ -66,7 +66,7 @@ async def test_a_wallet_is_read_from_every_column_lock_wallets_selects_and_no_ot
     async with pool.acquire() as conn, conn.transaction():
         statement = await conn.prepare(q("lock_wallets"))
         selected = {a.name for a in statement.get_attributes()}
-        [row] = await statement.fetch([wallet.customer_id], NOW.date())
+        [row] = await statement.fetch([wallet.customer_id], NOW.date(), False)
     reading = Reading(row)
     assert wallet_from_row(reading, frozenset(row["taken_dates"])) == wallet
     mapped = reading.read | {"taken_dates"}  # the dates go in as an argument

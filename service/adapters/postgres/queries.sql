@@ -4,7 +4,16 @@
 -- name: lock_wallets
 -- Loads and locks the wallets of a batch, in one order so that instances do not deadlock, with
 -- the business dates of their daily keys from $2 on (the oldest date that can still trigger).
+-- With $3, also the partners their stored settings name (read without a lock first): customers
+-- and partners in one statement, in customer_id order, so that two lanes of a batch (or the
+-- charger) never wait for each other in a cycle.
 -- The columns the domain needs; money as text, which the driver decodes faster (exactly).
+WITH wanted AS (
+    SELECT unnest($1::text[]) AS customer_id
+    UNION
+    SELECT p.partner_id FROM wallets AS p
+    WHERE $3::boolean AND p.customer_id = ANY($1::text[]) AND p.partner_id IS NOT NULL
+)
 SELECT
     w.customer_id, w.payment_method, w.auto_trigger, w.trigger_amount::text,
     w.limit_threshold::text, w.settings_currency, w.timezone, w.partner_id, w.settings_origin,
@@ -16,16 +25,9 @@ SELECT
     SELECT k.business_date FROM daily_keys AS k
     WHERE k.customer_id = w.customer_id AND k.business_date >= $2::date) AS taken_dates
 FROM wallets AS w
-WHERE w.customer_id = ANY($1::text[])
+JOIN wanted ON wanted.customer_id = w.customer_id
 ORDER BY w.customer_id
 FOR UPDATE OF w;
-
--- name: partner_ids
--- The partners the stored settings of these customers name, without a lock: the batch then
--- locks its customers and their partners in one statement, in customer_id order, so that two
--- lanes (or the charger) never wait for each other in a cycle.
-SELECT DISTINCT partner_id FROM wallets
-WHERE customer_id = ANY($1::text[]) AND partner_id IS NOT NULL;
 
 -- name: create_wallets
 -- Creates the wallets of customers seen for the first time; the rows created stay locked by

@@ -50,13 +50,12 @@ class PgBatchStore(PgInvoiceStore):
         self._conn = conn
         self._loaded: dict[str, Wallet] = {}  # as locked, to write back only what changed
 
-    async def partner_ids(self, customer_ids: Collection[str]) -> set[str]:
-        rows = await self._conn.fetch(q("partner_ids"), list(customer_ids))
-        return {r["partner_id"] for r in rows}
-
-    async def lock_wallets(self, customer_ids: Collection[str], since: date) -> dict[str, Wallet]:
+    async def lock_wallets(
+        self, customer_ids: Collection[str], since: date, partners: bool = False
+    ) -> dict[str, Wallet]:
         ids = sorted(customer_ids)
-        wallets = self._from_rows(await self._conn.fetch(q("lock_wallets"), ids, since))
+        rows = await self._conn.fetch(q("lock_wallets"), ids, since, partners)
+        wallets = self._from_rows(rows)
         missing = [i for i in ids if i not in wallets]
         if missing:
             rows = await self._conn.fetch(q("create_wallets"), missing)
@@ -65,7 +64,7 @@ class PgBatchStore(PgInvoiceStore):
             raced = [i for i in missing if i not in created]
             if raced:
                 wallets.update(
-                    self._from_rows(await self._conn.fetch(q("lock_wallets"), raced, since))
+                    self._from_rows(await self._conn.fetch(q("lock_wallets"), raced, since, False))
                 )
         self._loaded.update(wallets)
         return wallets

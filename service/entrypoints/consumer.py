@@ -195,11 +195,12 @@ class _InputConsumer:
     ) -> tuple[BatchReport, dict[TopicPartition, int] | None]:
         """Applies records (under in_flight); what the handler held stays pending."""
         started = time.perf_counter()
+        held_since = self.pending.now()  # the held records' bounds count from here, or later
         try:
             report = await lanes.applied(self._processor.process, records, self._lanes)
             if self._apply_times is not None:
                 self._apply_times.add(time.perf_counter() - started)
-            offsets = self.pending.settle(records, report.held)
+            offsets = self.pending.settle(records, report.held, since=held_since)
         except Stopped:
             log.info("shutting down: %d records are left for redelivery", len(records))
             raise
@@ -237,7 +238,7 @@ class _InputConsumer:
             )
 
     def schedule_retry(self) -> None:
-        """Held records are decided again with every batch, and when a bound runs out."""
+        """Held records are decided again when a bound runs out (see Pending.due)."""
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
@@ -256,8 +257,13 @@ class _InputConsumer:
         async with self.in_flight:
             if self.halted.is_set() or not self.pending:
                 return
+            due = self.pending.due()
+            if not due:  # nothing may be decided differently yet
+                self.pending.recount()
+                self.schedule_retry()
+                return
             try:
-                report, offsets = await self.apply(self.pending.records())
+                report, offsets = await self.apply(due)
             except BaseException:  # reported by apply (a shutdown, or fatal)
                 return
             await self.commit(None, offsets)
@@ -274,8 +280,8 @@ class _InputConsumer:
         async with self.in_flight:
             if self.halted.is_set():
                 raise Halted("consumer halted; waiting for shutdown")
-            if self.pending:
-                records = self.pending.records() + records  # ahead: a partition's order is kept
+            if self.pending:  # ahead: a partition's order is kept
+                records = self.pending.due(records) + records
             self.pending.fetched(msg.raw_message)
             report, offsets = await self.apply(records)
             applied = time.perf_counter()

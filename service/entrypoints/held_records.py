@@ -3,7 +3,8 @@ it applies them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from aiokafka import ConsumerRecord, TopicPartition
 
@@ -14,30 +15,65 @@ from service.service_layer.ports import InputRecord
 class Pending:
     """Records that the handler did not apply (see alignment.py), kept until it does.
 
-    They are handed in again with every batch, ahead of the new records (a partition's order is
-    kept), and once more when the bound of a waiting one runs out. Nothing is fetched again and
-    no partition stops: the records after a held one are applied as they come (those of its
-    customer are held too). A partition is committed only up to its first held record, so a
-    restart or a rebalance redelivers it and what follows (applied again, that changes
+    A held record is handed in again only when it may be decided differently: its bound ran
+    out, a batch brings a record of the other input topic for its partition number (which may
+    show that topic read up to its time), or it waits behind a record of its customer that no
+    longer waits. Then every kept record of that partition number goes in, ahead of the new
+    records (a partition's order is kept). The others stay here without being decided again:
+    with every batch, that would cost a transaction's work for nothing. Nothing is fetched
+    again and no partition stops: the records after a held one are applied as they come (those
+    of its customer are held too). A partition is committed only up to its first held record,
+    so a restart or a rebalance redelivers it and what follows (applied again, that changes
     nothing). Everything is forgotten on an assignment change.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._held: dict[tuple[str, int], list[InputRecord]] = {}
+        # (topic, partition, offset) -> why it was held, and when its bound runs out
+        # (monotonic; None: it waits behind another record of its customer)
+        self._why: dict[tuple[str, int, int], tuple[Held, float | None]] = {}
         # (topic, partition) -> the offset after the last record fetched from it
         self._next: dict[tuple[str, int], int] = {}
-        self.retry_in: float | None = None  # when a waiting record's bound runs out
+        self.retry_in: float | None = None  # when a kept record is to be decided again
 
     def __bool__(self) -> bool:
         return bool(self._held)
 
     def reset(self) -> None:
         self._held.clear()
+        self._why.clear()
         self._next.clear()
         self.retry_in = None
 
     def records(self) -> list[InputRecord]:
+        """Every kept record, in the order they were fetched (per partition)."""
         return [r for records in self._held.values() for r in records]
+
+    def due(self, batch: Sequence[InputRecord] = ()) -> list[InputRecord]:
+        """The kept records to decide again with `batch` (or alone, when `batch` is empty):
+        those of the partition numbers where one may be decided differently now."""
+        if not self._held:
+            return []
+        ready = self._ready_partitions(self._clock())
+        topics_by_partition: dict[int, set[str]] = {}
+        for topic, partition in self._held:
+            topics_by_partition.setdefault(partition, set()).add(topic)
+        for r in batch:
+            held_topics = topics_by_partition.get(r.partition)
+            # a record of the other topic may show it read up to a held record's time
+            if held_topics is not None and held_topics != {r.topic}:
+                ready.add(r.partition)
+        return [r for (_, p), records in self._held.items() if p in ready for r in records]
+
+    def _ready_partitions(self, now: float) -> set[int]:
+        waiting = {h.customer_id for h, deadline in self._why.values() if deadline is not None}
+        return {
+            h.partition
+            for h, deadline in self._why.values()
+            if (deadline is None and h.customer_id not in waiting)
+            or (deadline is not None and deadline <= now)
+        }
 
     def fetched(self, batch: Sequence[ConsumerRecord]) -> None:
         """Notes how far each partition was fetched (a batch comes partition by partition)."""
@@ -50,28 +86,56 @@ class Pending:
             self._next[(last.topic, last.partition)] = last.offset + 1
 
     def settle(
-        self, given: Sequence[InputRecord], held: Sequence[Held]
+        self, given: Sequence[InputRecord], held: Sequence[Held], since: float | None = None
     ) -> dict[TopicPartition, int] | None:
-        """Keeps what the handler held of `given`. Returns the offsets to commit: each
-        partition's first held record, or how far it was fetched; None when nothing is held
-        (then the consumer's positions are right)."""
+        """Keeps what the handler held of `given`, and the kept records it was not given.
+        `since`: when the handler started (monotonic), from which the bounds in `held` count.
+        Returns the offsets to commit: each partition's first kept record, or how far it was
+        fetched; None when nothing is kept (then the consumer's positions are right)."""
         if not held and not self._held:
             return None
-        wanted = {(h.topic, h.partition, h.offset) for h in held}
-        keys = {(h.topic, h.partition) for h in held}
+        started = self._clock() if since is None else since
+        handed = {(r.topic, r.partition, r.offset) for r in given}
+        why = {(h.topic, h.partition, h.offset): h for h in held}
         kept: dict[tuple[str, int], list[InputRecord]] = {}
+        for tp, records in self._held.items():
+            left = [r for r in records if (r.topic, r.partition, r.offset) not in handed]
+            if left:
+                kept[tp] = left
         for r in given:
-            if (r.topic, r.partition) in keys and (r.topic, r.partition, r.offset) in wanted:
+            h = why.get((r.topic, r.partition, r.offset))
+            if h is not None:
                 kept.setdefault((r.topic, r.partition), []).append(r)
+                self._why[(r.topic, r.partition, r.offset)] = (
+                    h,
+                    started + h.retry_in if h.retry_in > 0 else None,
+                )
+        for records in kept.values():
+            records.sort(key=lambda r: r.offset)
         self._held = kept
-        # Records held only behind another (no bound of their own) whose customer no longer
-        # waits are decided again at once, not at the next fetch.
-        self.retry_in = min(
-            (h.retry_in for h in held if h.retry_in > 0), default=0.0 if held else None
-        )
+        live = {(r.topic, r.partition, r.offset) for records in kept.values() for r in records}
+        self._why = {k: v for k, v in self._why.items() if k in live}
+        self.retry_in = self._next_retry(self._clock())
         return {
             TopicPartition(topic, partition): kept[(topic, partition)][0].offset
             if (topic, partition) in kept
             else offset
             for (topic, partition), offset in self._next.items()
         }
+
+    def now(self) -> float:
+        """The clock the bounds are counted on (monotonic)."""
+        return self._clock()
+
+    def recount(self) -> None:
+        """Sets `retry_in` again from now (nothing was decided since the last settle)."""
+        self.retry_in = self._next_retry(self._clock())
+
+    def _next_retry(self, now: float) -> float | None:
+        """Seconds until a kept record is to be decided again (0: at once); None: none kept."""
+        if not self._why:
+            return None
+        if self._ready_partitions(now):
+            return 0.0
+        deadlines = [d for _, d in self._why.values() if d is not None]
+        return max(0.0, min(deadlines) - now) if deadlines else 0.0

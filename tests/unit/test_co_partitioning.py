@@ -7,6 +7,7 @@ import random
 import string
 from typing import Any, cast
 
+import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -123,19 +124,29 @@ def test_without_held_records_the_positions_are_committed() -> None:
     assert not pending
 
 
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_a_partition_is_committed_up_to_its_first_held_record_and_no_further() -> None:
-    pending = Pending()
+    clock = _Clock()
+    pending = Pending(clock)
     raw = _raw(BAL, 0, 10, 11, 12, 13, 14) + _raw(SET, 0, 5, 6) + _raw(BAL, 1, 3)
     pending.fetched(raw)
     held = [Held(BAL, 0, 11, "a", 0.4), Held(BAL, 0, 13, "a", 0.0)]
     assert pending.settle(_records(raw), held) == {B0: 11, S0: 7, B1: 4}
     assert _offsets(pending.records()) == [(BAL, 11), (BAL, 13)]
-    assert pending.retry_in == 0.4
+    assert pending.retry_in == pytest.approx(0.4)
 
-    # The next batch: the held records go in again, ahead of the new ones of their partition.
+    # The next batch brings a settings record of partition 0 (it may show that topic read far
+    # enough): the held records go in again, ahead of the new ones of their partition.
     raw = _raw(BAL, 0, 15) + _raw(SET, 0, 7)
     pending.fetched(raw)
-    given = pending.records() + _records(raw)
+    given = pending.due(_records(raw)) + _records(raw)
     assert _offsets(given) == [(BAL, 11), (BAL, 13), (BAL, 15), (SET, 7)]
     still = [Held(BAL, 0, 13, "a", 0.0)]  # 11 applied; 13 now waits behind another record
     assert pending.settle(given, still) == {B0: 13, S0: 8, B1: 4}
@@ -143,10 +154,54 @@ def test_a_partition_is_committed_up_to_its_first_held_record_and_no_further() -
     # the next fetch (which may be long in coming).
     assert pending.retry_in == 0.0
 
-    given = pending.records()  # decided again (a bound ran out, say): applied
+    given = pending.due()  # decided again: applied
+    assert _offsets(given) == [(BAL, 13)]
     assert pending.settle(given, []) == {B0: 16, S0: 8, B1: 4}  # all the way, once
     assert not pending
     assert pending.settle([], []) is None
+
+
+def test_a_held_record_goes_in_again_only_when_it_may_be_decided_differently() -> None:
+    clock = _Clock()
+    pending = Pending(clock)
+    raw = _raw(BAL, 0, 10, 11) + _raw(BAL, 1, 3, 4)
+    pending.fetched(raw)
+    # 10 waits for the settings topic (0.5 s left), 11 behind it (same customer); 3 waits too.
+    held = [Held(BAL, 0, 10, "a", 0.5), Held(BAL, 0, 11, "a", 0.0), Held(BAL, 1, 3, "b", 0.3)]
+    assert pending.settle(_records(raw), held) == {B0: 10, B1: 3}
+    assert pending.retry_in == pytest.approx(0.3)
+
+    # More balances of the same partitions cannot show the settings topic read further: the
+    # held records stay out of the batch, and stay held (and uncommitted).
+    clock.now += 0.1
+    raw = _raw(BAL, 0, 12) + _raw(BAL, 1, 5)
+    pending.fetched(raw)
+    assert pending.due(_records(raw)) == []
+    assert pending.settle(_records(raw), []) == {B0: 10, B1: 3}
+    assert _offsets(pending.records()) == [(BAL, 10), (BAL, 11), (BAL, 3)]
+    assert pending.retry_in == pytest.approx(0.2)
+    # a record held behind 10 in the new batch is kept in offset order with the others
+    raw = _raw(BAL, 0, 13)
+    pending.fetched(raw)
+    assert pending.settle(_records(raw), [Held(BAL, 0, 13, "a", 0.0)]) == {B0: 10, B1: 3}
+    assert _offsets(pending.records()) == [(BAL, 10), (BAL, 11), (BAL, 13), (BAL, 3)]
+
+    # b's bound runs out first: only partition 1 goes in again
+    clock.now += 0.2
+    assert pending.retry_in == pytest.approx(0.2)  # as of the last settle
+    assert _offsets(pending.due()) == [(BAL, 3)]
+    assert pending.settle(pending.due(), []) == {B0: 10, B1: 6}
+    assert pending.retry_in == pytest.approx(0.2)  # a's bound: 0.5 s from 100.0
+
+    # a settings record of partition 0 sends a's records in again, in their order
+    raw = _raw(SET, 0, 7)
+    pending.fetched(raw)
+    assert _offsets(pending.due(_records(raw))) == [(BAL, 10), (BAL, 11), (BAL, 13)]
+    # a's bound runs out: in again without any batch
+    clock.now += 0.2
+    assert _offsets(pending.due()) == [(BAL, 10), (BAL, 11), (BAL, 13)]
+    pending.recount()
+    assert pending.retry_in == 0.0
 
 
 def test_an_assignment_change_forgets_the_held_records() -> None:

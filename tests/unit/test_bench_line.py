@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.bench.line import FIELDS, bench_line, figures
+from tests.bench.line import FIELDS, align_floor, bench_line, figures
 
 BIG: dict[str, Any] = {
     "service_events_per_s": 20_000.0,
@@ -70,3 +70,10 @@ def test_an_older_service_without_a_median_batch_time() -> None:
 
 def test_every_field_missing() -> None:
     assert bench_line({}) == "bench: " + " ".join(f"{name}=NA" for name, _ in FIELDS)
+
+
+def test_the_least_latency_ratio_the_alignment_bound_allows() -> None:
+    # a 500 ms bound against a passthrough p99 of 45 ms: the service's p99 is at least 500 ms
+    assert align_floor(500, 45.0) == pytest.approx(11.11, abs=0.01)
+    assert align_floor(0, 45.0) is None  # no wait: no floor
+    assert align_floor(500, None) is None

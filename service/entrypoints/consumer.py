@@ -162,7 +162,9 @@ class _InputConsumer:
     ) -> None:
         self.in_flight = asyncio.Lock()
         self.halted = asyncio.Event()
-        self.pending = Pending()
+        self.pending = Pending(
+            aligned=(settings.topics.wallet_balance_changed, settings.topics.settings_updated)
+        )
         self.subscriber: KafkaSubscriber | None = None
         self._inputs = settings.topics.inputs
         self._processor = processor

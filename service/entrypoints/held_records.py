@@ -27,8 +27,14 @@ class Pending:
     nothing). Everything is forgotten on an assignment change.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        aligned: tuple[str, str] | None = None,
+    ) -> None:
+        self._clock = clock  # the alignment's clock (Held.until)
+        # The two input topics that wait for each other (None: any two topics)
+        self._aligned = aligned
         self._held: dict[tuple[str, int], list[InputRecord]] = {}
         # (topic, partition, offset) -> why it was held, and when its bound runs out
         # (monotonic; None: it waits behind another record of its customer)
@@ -59,10 +65,13 @@ class Pending:
         topics_by_partition: dict[int, set[str]] = {}
         for topic, partition in self._held:
             topics_by_partition.setdefault(partition, set()).add(topic)
+        aligned = self._aligned
         for r in batch:
             held_topics = topics_by_partition.get(r.partition)
+            if held_topics is None or (aligned is not None and r.topic not in aligned):
+                continue
             # a record of the other topic may show it read up to a held record's time
-            if held_topics is not None and held_topics != {r.topic}:
+            if any(t != r.topic and (aligned is None or t in aligned) for t in held_topics):
                 ready.add(r.partition)
         return [r for (_, p), records in self._held.items() if p in ready for r in records]
 
@@ -106,10 +115,7 @@ class Pending:
             h = why.get((r.topic, r.partition, r.offset))
             if h is not None:
                 kept.setdefault((r.topic, r.partition), []).append(r)
-                self._why[(r.topic, r.partition, r.offset)] = (
-                    h,
-                    started + h.retry_in if h.retry_in > 0 else None,
-                )
+                self._why[(r.topic, r.partition, r.offset)] = (h, _deadline(h, started))
         for records in kept.values():
             records.sort(key=lambda r: r.offset)
         self._held = kept
@@ -139,3 +145,11 @@ class Pending:
             return 0.0
         deadlines = [d for _, d in self._why.values() if d is not None]
         return max(0.0, min(deadlines) - now) if deadlines else 0.0
+
+
+def _deadline(held: Held, started: float) -> float | None:
+    """When a held record's bound runs out: as the alignment counted it, else counted from
+    when the handler started (early: it is then held again for what is left)."""
+    if held.retry_in <= 0:
+        return None
+    return held.until if held.until is not None else started + held.retry_in

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from service.config import Settings
@@ -93,6 +93,8 @@ class Held:
     # decided again then, or with any batch before: one may read the other topic far enough).
     # 0: it waits behind a waiting record of its customer, and is decided again with it.
     retry_in: float
+    # When its bound runs out, on the alignment's monotonic clock (retry_in > 0 only).
+    until: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,8 @@ class Alignment:
         self._waiting: dict[str, _Waiting] = {}
         # (topic, partition, offset) -> when first fetched, for records not applied yet
         self._since: dict[tuple[str, int, int], float] = {}
+        # When the bound of the record `hold` last held runs out (monotonic)
+        self.until: float | None = None
 
     def assign(self, partitions: Iterable[tuple[str, int]] | None) -> None:
         """A new assignment (None: unknown, as if every partition were this instance's): what
@@ -184,6 +188,7 @@ class Alignment:
         left = self._bound - (now - first)
         if left <= 0:
             return self._go(topic, partition, offset, customer_id)
+        self.until = first + self._bound
         waiting = self._waiting.get(customer_id)
         if waiting is None or (at, self._rank[topic]) < (waiting.at, waiting.rank):
             self._waiting[customer_id] = _Waiting(topic, partition, offset, at, self._rank[topic])

@@ -226,7 +226,14 @@ class BatchHandler:
         if wait <= 0:
             return False
         batch.report.held.append(
-            Held(record.topic, record.partition, record.offset, event.customer_id, wait)
+            Held(
+                record.topic,
+                record.partition,
+                record.offset,
+                event.customer_id,
+                wait,
+                self._alignment.until,
+            )
         )
         return True
 

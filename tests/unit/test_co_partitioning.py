@@ -213,3 +213,21 @@ def test_an_assignment_change_forgets_the_held_records() -> None:
     assert not pending
     assert pending.retry_in is None
     assert pending.settle([], []) is None
+
+
+def test_only_a_record_of_the_other_aligned_topic_sends_held_records_in_again() -> None:
+    clock = _Clock()
+    inv = TOPICS.invoice_status_changed
+    pending = Pending(clock, aligned=(BAL, SET))
+    raw = _raw(BAL, 0, 10) + _raw(inv, 0, 4)
+    pending.fetched(raw)
+    # 10 waits for the settings topic; its bound, as the alignment counted it, runs out at 100.3
+    held = [Held(BAL, 0, 10, "a", 0.5, until=100.3), Held(inv, 0, 4, "a", 0.0)]
+    pending.settle(_records(raw), held, since=99.0)
+    assert pending.retry_in == pytest.approx(0.3)  # `until`, not since + retry_in
+    # an invoice status (not aligned) or a balance cannot show the settings topic read further
+    for topic in (inv, BAL):
+        assert pending.due(_records(_raw(topic, 0, 20))) == []
+    assert _offsets(pending.due(_records(_raw(SET, 0, 1)))) == [(BAL, 10), (inv, 4)]
+    clock.now = 100.3
+    assert _offsets(pending.due()) == [(BAL, 10), (inv, 4)]

@@ -68,6 +68,12 @@ def in_event_time(decoded: Sequence[Decoded], settings_topic: str) -> Sequence[D
     return out
 
 
+def apply_order(decoded: Sequence[Decoded], settings_topic: str) -> list[int]:
+    """The indexes of `decoded` in the order `in_event_time` applies them."""
+    where = {id(pair): i for i, pair in enumerate(decoded)}
+    return [where[id(pair)] for pair in in_event_time(decoded, settings_topic)]
+
+
 def _settings_queues(
     decoded: Sequence[Decoded], settings_topic: str
 ) -> dict[str, list[tuple[datetime, Decoded]]]:

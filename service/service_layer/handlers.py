@@ -13,7 +13,7 @@ from service.domain import rules
 from service.domain.model import BalanceChanged, InvoiceStatusChanged, SettingsUpdated, Wallet
 from service.domain.reasons import StaleReason
 from service.service_layer import invoices, topups
-from service.service_layer.alignment import Alignment, Held, in_event_time
+from service.service_layer.alignment import Alignment, Held, apply_order, in_event_time
 from service.service_layer.outbox import dead_letter_record
 from service.service_layer.ports import (
     BatchStore,
@@ -88,6 +88,10 @@ class BatchHandler:
         if record.topic == self._topics.invoice_status_changed:
             return decode_invoice_status(record.value, record.key)
         return Invalid("unknown_topic", f"no handler for topic {record.topic!r}")
+
+    def apply_order(self, records: Sequence[InputRecord]) -> list[int]:
+        """The indexes of `records` in the order `handle` applies them (event time)."""
+        return apply_order([(r, self.decode(r)) for r in records], self._topics.settings_updated)
 
     async def handle(self, records: Sequence[InputRecord]) -> BatchReport:
         now = self._clock()
@@ -216,25 +220,15 @@ class BatchHandler:
         return True
 
     def _held(self, batch: _Batch, record: InputRecord, event: Event) -> bool:
-        """Whether a due record waits for the other input topic (it comes again then; see
-        alignment.py)."""
-        if self._alignment is None:
+        """Whether a due record waits for the other input topic (see alignment.py)."""
+        align, customer = self._alignment, event.customer_id
+        if align is None:
             return False
-        wait = self._alignment.hold(
-            record.topic, record.partition, record.offset, event.customer_id, event.occurred_at
-        )
+        at = (record.topic, record.partition, record.offset)
+        wait = align.hold(*at, customer, event.occurred_at)
         if wait <= 0:
             return False
-        batch.report.held.append(
-            Held(
-                record.topic,
-                record.partition,
-                record.offset,
-                event.customer_id,
-                wait,
-                self._alignment.until,
-            )
-        )
+        batch.report.held.append(Held(*at, customer, wait, align.until))
         return True
 
     def _decided(

@@ -94,7 +94,7 @@ class BatchProcessor:
         Bisection over customers: each attempt is the first half of the suspects (plus the
         pending units, which are known good); success moves the search to the other half,
         failure to this half. Once one customer is left, its records are split the same way in
-        their order. The record found is confirmed (it failed alone, or it made a set fail
+        the order the handler applies them (event time). The record found is confirmed (it failed alone, or it made a set fail
         that succeeds without it) before it is dead-lettered; a record that succeeds alone
         (a failure that did not come from it) is applied. What remains is applied last, split
         again, half by half, if it fails too (more than one such record)."""
@@ -102,7 +102,7 @@ class BatchProcessor:
         search = _Search(_units(records), failure=failure)
         while search.size() > 1:
             if len(search.suspects) == 1:  # one customer: split its records, in their order
-                unit = search.suspects[0]
+                unit = self._in_apply_order(search.suspects[0])
                 half = len(unit) // 2
                 left, right = [unit[:half]], [unit[half:]]
             else:
@@ -152,6 +152,7 @@ class BatchProcessor:
             return await self._poison(records[0][1], failure)
         units = _units(records)
         if len(units) == 1:  # one customer: its first half, then the other
+            records = self._in_apply_order(records)
             half = len(records) // 2
             parts = [records[:half], records[half:]]
         else:
@@ -160,6 +161,13 @@ class BatchProcessor:
         for part in parts:
             _merge(report, await self._halving(part, None))
         return report
+
+    def _in_apply_order(self, unit: _Unit) -> _Unit:
+        """One customer's records in the order the handler applies them (event time, settings
+        first at the same instant; contract v2). A split of them is then always a prefix of
+        what the handler would apply, never a balance without the settings before it (the other
+        topic's marks an attempt raised stay raised, so the balance would not wait for them)."""
+        return [unit[i] for i in self._handler.apply_order([record for _, record in unit])]
 
     async def _confirmed(self, record: InputRecord) -> BatchReport:
         """The record alone: applied if it goes through, dead-lettered if it fails."""

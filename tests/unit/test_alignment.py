@@ -11,6 +11,7 @@ from service.config import Topics
 from service.contract.codec import Invalid
 from service.domain import rules
 from service.domain.model import SettingsUpdated
+from service.domain.reasons import DeadLetterReason
 from service.service_layer.alignment import Alignment, Decoded, Held, in_event_time
 from service.service_layer.handlers import BatchHandler, BatchReport
 from service.service_layer.ports import CountKey, InputRecord
@@ -452,3 +453,40 @@ async def test_records_applied_one_by_one_after_a_failed_batch_still_wait() -> N
     assert report.held == [Held(BAL, 0, 0, "a", BOUND)]
     assert db.committed.wallets["b"].balance is not None
     assert _days(db) == []
+
+
+class _FailsWith(BatchHandler):
+    """A handler with a bug that one record sets off, after the batch was fetched (the other
+    topic's marks are raised by then)."""
+
+    poison: tuple[str, int, int] | None = None
+
+    async def _read(self, store, decoded, ids, since, now):  # type: ignore[no-untyped-def]
+        if any((r.topic, r.partition, r.offset) == self.poison for r, _ in decoded):
+            raise RuntimeError("a bug this record sets off")
+        return await super()._read(store, decoded, ids, since, now)
+
+
+async def test_a_failed_batch_split_never_applies_a_balance_without_its_settings_before() -> None:
+    clock = Monotonic()
+    log = Log()
+    db, uow = fake_uow_factory()
+    handler = _FailsWith(uow, lambda: NOW, rules.Policy(), TOPICS, alignment=_alignment(clock))
+    processor = BatchProcessor(handler, lambda exc: False)
+    await handler.handle([log.settings("a", T - timedelta(minutes=1))])
+    # In one batch, in this order: a due balance of a, a's off-switch of the same instant
+    # (applied first: settings first), and a record of a that fails whatever happens.
+    due = log.balance("a", "5.00", T + timedelta(seconds=2))
+    off = log.settings("a", T + timedelta(seconds=2), auto=False)
+    poison = log.balance("a", "4.00", T + timedelta(seconds=3))
+    handler.poison = (poison.topic, poison.partition, poison.offset)
+    report = await processor.process([due, off, poison])
+    # The split goes in event-time order: the off-switch, then the balance (blocked by it),
+    # then the poison alone, dead-lettered. Split in the batch's order, the balance went
+    # alone first, with the settings topic already read past it, and took a's day.
+    assert _days(db) == []
+    assert report.held == []
+    assert report.counts[CountKey.dead_letter(DeadLetterReason.PROCESSING_ERROR)] == 1
+    wallet = db.committed.wallets["a"]
+    assert wallet.settings is not None
+    assert not wallet.settings.auto_trigger

@@ -30,6 +30,10 @@ class FakeHandler:
         self.calls = 0
         self.retried = asyncio.Event()
 
+    @staticmethod
+    def apply_order(records: Sequence[InputRecord]) -> list[int]:
+        return list(range(len(records)))  # the order given
+
     async def handle(self, records: Sequence[InputRecord]) -> BatchReport:
         self.calls += 1
         if self.calls >= 2:
@@ -115,6 +119,10 @@ class KeyedHandler:
         self.applied: list[InputRecord] = []
         self.dead: list[int] = []
         self.transactions = 0
+
+    @staticmethod
+    def apply_order(records: Sequence[InputRecord]) -> list[int]:
+        return list(range(len(records)))  # the order given
 
     async def handle(self, records: Sequence[InputRecord]) -> BatchReport:
         self.transactions += 1

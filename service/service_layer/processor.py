@@ -94,9 +94,10 @@ class BatchProcessor:
         Bisection over customers: each attempt is the first half of the suspects (plus the
         pending units, which are known good); success moves the search to the other half,
         failure to this half. Once one customer is left, its records are split the same way in
-        the order the handler applies them (event time). The record found is confirmed (it failed alone, or it made a set fail
-        that succeeds without it) before it is dead-lettered; a record that succeeds alone
-        (a failure that did not come from it) is applied. What remains is applied last, split
+        the order the handler applies them (event time). The record found is confirmed (it
+        failed alone, or it made a set fail that succeeds without it) before it is
+        dead-lettered; a record that succeeds alone (a failure that did not come from it) is
+        applied. What remains is applied last, split
         again, half by half, if it fails too (more than one such record)."""
         report = BatchReport()
         search = _Search(_units(records), failure=failure)

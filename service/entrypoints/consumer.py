@@ -197,12 +197,11 @@ class _InputConsumer:
     ) -> tuple[BatchReport, dict[TopicPartition, int] | None]:
         """Applies records (under in_flight); what the handler held stays pending."""
         started = time.perf_counter()
-        held_since = self.pending.now()  # the held records' bounds count from here, or later
         try:
             report = await lanes.applied(self._processor.process, records, self._lanes)
             if self._apply_times is not None:
                 self._apply_times.add(time.perf_counter() - started)
-            offsets = self.pending.settle(records, report.held, since=held_since)
+            offsets = self.pending.settle(records, report.held)
         except Stopped:
             log.info("shutting down: %d records are left for redelivery", len(records))
             raise

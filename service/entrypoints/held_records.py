@@ -66,13 +66,13 @@ class Pending:
         for topic, partition in self._held:
             topics_by_partition.setdefault(partition, set()).add(topic)
         aligned = self._aligned
-        for r in batch:
-            held_topics = topics_by_partition.get(r.partition)
-            if held_topics is None or (aligned is not None and r.topic not in aligned):
+        for topic, partition in {(r.topic, r.partition) for r in batch}:
+            held_topics = topics_by_partition.get(partition)
+            if held_topics is None or (aligned is not None and topic not in aligned):
                 continue
             # a record of the other topic may show it read up to a held record's time
-            if any(t != r.topic and (aligned is None or t in aligned) for t in held_topics):
-                ready.add(r.partition)
+            if any(t != topic and (aligned is None or t in aligned) for t in held_topics):
+                ready.add(partition)
         return [r for (_, p), records in self._held.items() if p in ready for r in records]
 
     def _ready_partitions(self, now: float) -> set[int]:
@@ -95,15 +95,14 @@ class Pending:
             self._next[(last.topic, last.partition)] = last.offset + 1
 
     def settle(
-        self, given: Sequence[InputRecord], held: Sequence[Held], since: float | None = None
+        self, given: Sequence[InputRecord], held: Sequence[Held]
     ) -> dict[TopicPartition, int] | None:
         """Keeps what the handler held of `given`, and the kept records it was not given.
-        `since`: when the handler started (monotonic), from which the bounds in `held` count.
         Returns the offsets to commit: each partition's first kept record, or how far it was
         fetched; None when nothing is kept (then the consumer's positions are right)."""
         if not held and not self._held:
             return None
-        started = self._clock() if since is None else since
+        now = self._clock()
         handed = {(r.topic, r.partition, r.offset) for r in given}
         why = {(h.topic, h.partition, h.offset): h for h in held}
         kept: dict[tuple[str, int], list[InputRecord]] = {}
@@ -115,23 +114,19 @@ class Pending:
             h = why.get((r.topic, r.partition, r.offset))
             if h is not None:
                 kept.setdefault((r.topic, r.partition), []).append(r)
-                self._why[(r.topic, r.partition, r.offset)] = (h, _deadline(h, started))
+                self._why[(r.topic, r.partition, r.offset)] = (h, _deadline(h, now))
         for records in kept.values():
             records.sort(key=lambda r: r.offset)
         self._held = kept
         live = {(r.topic, r.partition, r.offset) for records in kept.values() for r in records}
         self._why = {k: v for k, v in self._why.items() if k in live}
-        self.retry_in = self._next_retry(self._clock())
+        self.retry_in = self._next_retry(now)
         return {
             TopicPartition(topic, partition): kept[(topic, partition)][0].offset
             if (topic, partition) in kept
             else offset
             for (topic, partition), offset in self._next.items()
         }
-
-    def now(self) -> float:
-        """The clock the bounds are counted on (monotonic)."""
-        return self._clock()
 
     def recount(self) -> None:
         """Sets `retry_in` again from now (nothing was decided since the last settle)."""
@@ -147,9 +142,8 @@ class Pending:
         return max(0.0, min(deadlines) - now) if deadlines else 0.0
 
 
-def _deadline(held: Held, started: float) -> float | None:
-    """When a held record's bound runs out: as the alignment counted it, else counted from
-    when the handler started (early: it is then held again for what is left)."""
+def _deadline(held: Held, now: float) -> float | None:
+    """When a held record's bound runs out: as the alignment counted it, else from now."""
     if held.retry_in <= 0:
         return None
-    return held.until if held.until is not None else started + held.retry_in
+    return held.until if held.until is not None else now + held.retry_in

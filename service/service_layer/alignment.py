@@ -138,8 +138,6 @@ class Alignment:
         self._waiting: dict[str, _Waiting] = {}
         # (topic, partition, offset) -> when first fetched, for records not applied yet
         self._since: dict[tuple[str, int, int], float] = {}
-        # When the bound of the record `hold` last held runs out (monotonic)
-        self.until: float | None = None
 
     def assign(self, partitions: Iterable[tuple[str, int]] | None) -> None:
         """A new assignment (None: unknown, as if every partition were this instance's): what
@@ -194,11 +192,16 @@ class Alignment:
         left = self._bound - (now - first)
         if left <= 0:
             return self._go(topic, partition, offset, customer_id)
-        self.until = first + self._bound
         waiting = self._waiting.get(customer_id)
         if waiting is None or (at, self._rank[topic]) < (waiting.at, waiting.rank):
             self._waiting[customer_id] = _Waiting(topic, partition, offset, at, self._rank[topic])
         return left
+
+    def until(self, topic: str, partition: int, offset: int) -> float | None:
+        """When the bound of a record that waits runs out (monotonic); None if it never
+        waited."""
+        first = self._since.get((topic, partition, offset))
+        return None if first is None else first + self._bound
 
     def _go(self, topic: str, partition: int, offset: int, customer_id: str) -> float:
         """It may be applied now: if it was its customer's waiting record, no longer."""

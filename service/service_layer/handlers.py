@@ -228,7 +228,7 @@ class BatchHandler:
         wait = align.hold(*at, customer, event.occurred_at)
         if wait <= 0:
             return False
-        batch.report.held.append(Held(*at, customer, wait, align.until))
+        batch.report.held.append(Held(*at, customer, wait, align.until(*at)))
         return True
 
     def _decided(

@@ -97,12 +97,12 @@ class BatchProcessor:
         the order the handler applies them (event time). The record found is confirmed (it
         failed alone, or it made a set fail that succeeds without it) before it is
         dead-lettered; a record that succeeds alone (a failure that did not come from it) is
-        applied. What remains is applied last, split
-        again, half by half, if it fails too (more than one such record)."""
+        applied. What remains is applied last, split again, half by half, if it fails too (more
+        than one such record)."""
         report = BatchReport()
         search = _Search(_units(records), failure=failure)
         while search.size() > 1:
-            if len(search.suspects) == 1:  # one customer: split its records, in their order
+            if len(search.suspects) == 1:  # one customer: split its records, in event time
                 unit = self._in_apply_order(search.suspects[0])
                 half = len(unit) // 2
                 left, right = [unit[:half]], [unit[half:]]

@@ -152,11 +152,11 @@ def test_the_wait_is_bounded_from_the_first_fetch() -> None:
     align = _alignment(clock)
     at = T + timedelta(seconds=2)
     assert align.hold(BAL, 0, 7, "a", at) == BOUND
-    until = align.until  # when the bound runs out, on the same clock
-    assert until is not None
+    until = align.until(BAL, 0, 7)  # when the bound runs out, on the same clock
+    assert until == clock() + BOUND
     clock.advance(BOUND - 0.02)
     assert abs(align.hold(BAL, 0, 7, "a", at) - 0.02) < 1e-9  # what is left of the bound
-    assert align.until == until  # counted from the first fetch, whenever asked
+    assert align.until(BAL, 0, 7) == until  # counted from the first fetch, whenever asked
     clock.advance(0.02)
     assert align.hold(BAL, 0, 7, "a", at) == 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -175,6 +176,7 @@ class _InputConsumer:
         self._lanes = settings.batch_lanes
         self._timers: list[asyncio.TimerHandle] = []
         self._retries: set[asyncio.Task[None]] = set()
+        self._context = contextvars.copy_context()  # without FastStream's message (consume)
 
     def assignment_changed(self, assigned: set[TopicPartition]) -> None:
         # The uncommitted records, held ones first, come again to whoever owns them now.
@@ -273,18 +275,28 @@ class _InputConsumer:
         self._on_committed(report, time.perf_counter() - started, None)
 
     async def consume(self, msg: KafkaMessage) -> None:
+        """Applies a batch in a context without FastStream's message: a timer made meanwhile
+        (asyncpg's, cancelled, kept in the loop's heap until due) copied it, and so kept the
+        batch's records alive for full collections to walk (ADR 0005)."""
         records = [
             InputRecord(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers))
             for r in msg.raw_message
         ]
+        stamps = [r.timestamp / 1000 for r in msg.raw_message if r.timestamp is not None]
+        applying = self._consume(msg, records, min(stamps, default=None))
+        await asyncio.get_running_loop().create_task(applying, context=self._context.copy())
+
+    async def _consume(
+        self, msg: KafkaMessage, records: list[InputRecord], oldest: float | None
+    ) -> None:
         started = time.perf_counter()
         async with self.in_flight:
             if self.halted.is_set():
                 raise Halted("consumer halted; waiting for shutdown")
-            if self.pending:  # ahead: a partition's order is kept
-                records = self.pending.due(records) + records
-            self.pending.fetched(msg.raw_message)
-            report, offsets = await self.apply(records)
+            # held records ahead: a partition's order is kept
+            due = self.pending.due(records) if self.pending else []
+            self.pending.fetched(records)
+            report, offsets = await self.apply(due + records)
             applied = time.perf_counter()
             await self.commit(msg, offsets)
             if offsets is not None:
@@ -293,14 +305,12 @@ class _InputConsumer:
         if batches.isEnabledFor(logging.DEBUG):
             batches.debug(
                 "batch of %d: applied in %.1f ms, committed in %.1f ms",
-                len(records),
+                len(due) + len(records),
                 (applied - started) * 1000,
                 (done - applied) * 1000,
             )
         _log_report(report)
-        stamps = [r.timestamp for r in msg.raw_message if r.timestamp is not None]
-        oldest = time.time() - min(stamps) / 1000 if stamps else None
-        self._on_committed(report, done - started, oldest)
+        self._on_committed(report, done - started, None if oldest is None else time.time() - oldest)
 
 
 def subscribe(

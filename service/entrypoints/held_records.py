@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
 
 from service.service_layer.alignment import Held
 from service.service_layer.ports import InputRecord
@@ -84,9 +84,9 @@ class Pending:
             or (deadline is not None and deadline <= now)
         }
 
-    def fetched(self, batch: Sequence[ConsumerRecord]) -> None:
+    def fetched(self, batch: Sequence[InputRecord]) -> None:
         """Notes how far each partition was fetched (a batch comes partition by partition)."""
-        last: ConsumerRecord | None = None
+        last: InputRecord | None = None
         for r in batch:
             if last is not None and (r.partition != last.partition or r.topic != last.topic):
                 self._next[(last.topic, last.partition)] = last.offset + 1

@@ -119,7 +119,7 @@ B0, B1, S0 = TopicPartition(BAL, 0), TopicPartition(BAL, 1), TopicPartition(SET,
 def test_without_held_records_the_positions_are_committed() -> None:
     pending = Pending()
     raw = _raw(BAL, 0, 1, 2) + _raw(SET, 0, 7)
-    pending.fetched(raw)
+    pending.fetched(_records(raw))
     assert pending.settle(_records(raw), []) is None
     assert not pending
 
@@ -136,7 +136,7 @@ def test_a_partition_is_committed_up_to_its_first_held_record_and_no_further() -
     clock = _Clock()
     pending = Pending(clock)
     raw = _raw(BAL, 0, 10, 11, 12, 13, 14) + _raw(SET, 0, 5, 6) + _raw(BAL, 1, 3)
-    pending.fetched(raw)
+    pending.fetched(_records(raw))
     held = [Held(BAL, 0, 11, "a", 0.4), Held(BAL, 0, 13, "a", 0.0)]
     assert pending.settle(_records(raw), held) == {B0: 11, S0: 7, B1: 4}
     assert _offsets(pending.records()) == [(BAL, 11), (BAL, 13)]
@@ -145,7 +145,7 @@ def test_a_partition_is_committed_up_to_its_first_held_record_and_no_further() -
     # The next batch brings a settings record of partition 0 (it may show that topic read far
     # enough): the held records go in again, ahead of the new ones of their partition.
     raw = _raw(BAL, 0, 15) + _raw(SET, 0, 7)
-    pending.fetched(raw)
+    pending.fetched(_records(raw))
     given = pending.due(_records(raw)) + _records(raw)
     assert _offsets(given) == [(BAL, 11), (BAL, 13), (BAL, 15), (SET, 7)]
     still = [Held(BAL, 0, 13, "a", 0.0)]  # 11 applied; 13 now waits behind another record
@@ -165,7 +165,7 @@ def test_a_held_record_goes_in_again_only_when_it_may_be_decided_differently() -
     clock = _Clock()
     pending = Pending(clock)
     raw = _raw(BAL, 0, 10, 11) + _raw(BAL, 1, 3, 4)
-    pending.fetched(raw)
+    pending.fetched(_records(raw))
     # 10 waits for the settings topic (0.5 s left), 11 behind it (same customer); 3 waits too.
     held = [Held(BAL, 0, 10, "a", 0.5), Held(BAL, 0, 11, "a", 0.0), Held(BAL, 1, 3, "b", 0.3)]
     assert pending.settle(_records(raw), held) == {B0: 10, B1: 3}
@@ -175,14 +175,14 @@ def test_a_held_record_goes_in_again_only_when_it_may_be_decided_differently() -
     # held records stay out of the batch, and stay held (and uncommitted).
     clock.now += 0.1
     raw = _raw(BAL, 0, 12) + _raw(BAL, 1, 5)
-    pending.fetched(raw)
+    pending.fetched(_records(raw))
     assert pending.due(_records(raw)) == []
     assert pending.settle(_records(raw), []) == {B0: 10, B1: 3}
     assert _offsets(pending.records()) == [(BAL, 10), (BAL, 11), (BAL, 3)]
     assert pending.retry_in == pytest.approx(0.2)
     # a record held behind 10 in the new batch is kept in offset order with the others
     raw = _raw(BAL, 0, 13)
-    pending.fetched(raw)
+    pending.fetched(_records(raw))
     assert pending.settle(_records(raw), [Held(BAL, 0, 13, "a", 0.0)]) == {B0: 10, B1: 3}
     assert _offsets(pending.records()) == [(BAL, 10), (BAL, 11), (BAL, 13), (BAL, 3)]
 
@@ -195,7 +195,7 @@ def test_a_held_record_goes_in_again_only_when_it_may_be_decided_differently() -
 
     # a settings record of partition 0 sends a's records in again, in their order
     raw = _raw(SET, 0, 7)
-    pending.fetched(raw)
+    pending.fetched(_records(raw))
     assert _offsets(pending.due(_records(raw))) == [(BAL, 10), (BAL, 11), (BAL, 13)]
     # a's bound runs out: in again without any batch
     clock.now += 0.2
@@ -207,7 +207,7 @@ def test_a_held_record_goes_in_again_only_when_it_may_be_decided_differently() -
 def test_an_assignment_change_forgets_the_held_records() -> None:
     pending = Pending()
     raw = _raw(BAL, 0, 1, 2)
-    pending.fetched(raw)
+    pending.fetched(_records(raw))
     pending.settle(_records(raw), [Held(BAL, 0, 1, "a", 0.3)])
     pending.reset()
     assert not pending
@@ -220,7 +220,7 @@ def test_only_a_record_of_the_other_aligned_topic_sends_held_records_in_again() 
     inv = TOPICS.invoice_status_changed
     pending = Pending(clock, aligned=(BAL, SET))
     raw = _raw(BAL, 0, 10) + _raw(inv, 0, 4)
-    pending.fetched(raw)
+    pending.fetched(_records(raw))
     # 10 waits for the settings topic; its bound, as the alignment counted it, runs out at 100.3
     held = [Held(BAL, 0, 10, "a", 0.5, until=100.3), Held(inv, 0, 4, "a", 0.0)]
     pending.settle(_records(raw), held)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
 
 from service.config import Topics
 from service.contract.codec import Invalid
@@ -13,8 +14,8 @@ from service.domain import rules
 from service.domain.model import SettingsUpdated
 from service.domain.reasons import DeadLetterReason
 from service.service_layer.alignment import Alignment, Decoded, Held, in_event_time
-from service.service_layer.handlers import BatchHandler, BatchReport
-from service.service_layer.ports import CountKey, InputRecord
+from service.service_layer.handlers import BatchHandler, BatchReport, Event, _Batch
+from service.service_layer.ports import BatchStore, CountKey, InputRecord, UnitOfWorkFactory
 from service.service_layer.processor import BatchProcessor
 from tests.factories import NOW, balance, balance_wire, dumps, settings, settings_wire
 from tests.fakes import FakeDatabase, FakeUnitOfWork, fake_uow_factory
@@ -455,23 +456,53 @@ async def test_records_applied_one_by_one_after_a_failed_batch_still_wait() -> N
     assert _days(db) == []
 
 
+At = tuple[str, int, int]  # (topic, partition, offset)
+
+
+def where(record: InputRecord) -> At:
+    return (record.topic, record.partition, record.offset)
+
+
 class _FailsWith(BatchHandler):
-    """A handler with a bug that one record sets off, after the batch was fetched (the other
-    topic's marks are raised by then)."""
+    """A handler with a bug that a record sets off (any of `poisons`), in `_read`: after the
+    batch was fetched (the other topic's marks raised) and before anything is applied, so every
+    record it notes as applied (decided and written, not held), in order, was committed. It
+    counts the records it dead-lettered too."""
 
-    poison: tuple[str, int, int] | None = None
+    def __init__(self, uow: UnitOfWorkFactory, alignment: Alignment, poisons: set[At]) -> None:
+        super().__init__(uow, lambda: NOW, rules.Policy(), TOPICS, alignment=alignment)
+        self.poisons = poisons
+        self.applied: list[InputRecord] = []
+        self.dead: Counter[At] = Counter()
 
-    async def _read(self, store, decoded, ids, since, now):  # type: ignore[no-untyped-def]
-        if any((r.topic, r.partition, r.offset) == self.poison for r, _ in decoded):
+    async def _read(
+        self,
+        store: BatchStore,
+        decoded: Sequence[tuple[InputRecord, Event | Invalid]],
+        ids: set[str],
+        since: date,
+        now: datetime,
+    ) -> _Batch:
+        if any(where(r) in self.poisons for r, _ in decoded):
             raise RuntimeError("a bug this record sets off")
         return await super()._read(store, decoded, ids, since, now)
+
+    def _apply(self, batch: _Batch, record: InputRecord, event: Event | Invalid) -> None:
+        held = len(batch.report.held)
+        super()._apply(batch, record, event)
+        if len(batch.report.held) == held:
+            self.applied.append(record)
+
+    async def dead_letter_only(self, record: InputRecord, why: Invalid) -> BatchReport:
+        self.dead[where(record)] += 1
+        return await super().dead_letter_only(record, why)
 
 
 async def test_a_failed_batch_split_never_applies_a_balance_without_its_settings_before() -> None:
     clock = Monotonic()
     log = Log()
     db, uow = fake_uow_factory()
-    handler = _FailsWith(uow, lambda: NOW, rules.Policy(), TOPICS, alignment=_alignment(clock))
+    handler = _FailsWith(uow, _alignment(clock), set())
     processor = BatchProcessor(handler, lambda exc: False)
     await handler.handle([log.settings("a", T - timedelta(minutes=1))])
     # In one batch, in this order: a due balance of a, a's off-switch of the same instant
@@ -479,7 +510,7 @@ async def test_a_failed_batch_split_never_applies_a_balance_without_its_settings
     due = log.balance("a", "5.00", T + timedelta(seconds=2))
     off = log.settings("a", T + timedelta(seconds=2), auto=False)
     poison = log.balance("a", "4.00", T + timedelta(seconds=3))
-    handler.poison = (poison.topic, poison.partition, poison.offset)
+    handler.poisons.add(where(poison))
     report = await processor.process([due, off, poison])
     # The split goes in event-time order: the off-switch, then the balance (blocked by it),
     # then the poison alone, dead-lettered. Split in the batch's order, the balance went

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -18,23 +17,26 @@ from typing import Any
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from service.contract.codec import Invalid
 from service.domain import rules
 from service.domain.model import BalanceChanged, SettingsUpdated
 from service.domain.reasons import DeadLetterReason
-from service.service_layer.alignment import Alignment
-from service.service_layer.handlers import BatchHandler, BatchReport, Event, _Batch
-from service.service_layer.ports import BatchStore, CountKey, InputRecord, UnitOfWorkFactory
+from service.service_layer.handlers import BatchHandler, BatchReport
+from service.service_layer.ports import CountKey, InputRecord
 from service.service_layer.processor import BatchProcessor
 from tests.factories import NOW, balance_wire, dumps, settings_wire
 from tests.fakes import FakeDatabase, fake_uow_factory
-from tests.unit.test_alignment import BAL, BOUND, SET, TOPICS, Log, Monotonic, T, _alignment
-
-_At = tuple[str, int, int]  # (topic, partition, offset)
-
-
-def _at(record: InputRecord) -> _At:
-    return (record.topic, record.partition, record.offset)
+from tests.unit.test_alignment import (
+    BAL,
+    BOUND,
+    SET,
+    TOPICS,
+    Log,
+    Monotonic,
+    T,
+    _alignment,
+    _FailsWith,
+    where,
+)
 
 
 class _Log(Log):
@@ -53,42 +55,6 @@ class _Log(Log):
             customer, trigger="100.00", threshold=threshold, auto=auto, at=at, event_id=event_id
         )
         return self._record(SET, partition, customer, dumps(body))
-
-
-class _FailsWith(BatchHandler):
-    """test_alignment's _FailsWith (a handler with a bug that a record sets off), for any
-    number of poison records. It notes the records it applied (decided and written, not held),
-    in order, and those it dead-lettered. The bug goes off in `_read`, after the batch was
-    fetched (the other topic's marks raised) and before anything is applied, so every record
-    noted was committed."""
-
-    def __init__(self, uow: UnitOfWorkFactory, alignment: Alignment, poisons: set[_At]) -> None:
-        super().__init__(uow, lambda: NOW, rules.Policy(), TOPICS, alignment=alignment)
-        self.poisons = poisons
-        self.applied: list[InputRecord] = []
-        self.dead: Counter[_At] = Counter()
-
-    async def _read(
-        self,
-        store: BatchStore,
-        decoded: Sequence[tuple[InputRecord, Event | Invalid]],
-        ids: set[str],
-        since: date,
-        now: datetime,
-    ) -> _Batch:
-        if any(_at(r) in self.poisons for r, _ in decoded):
-            raise RuntimeError("a bug this record sets off")
-        return await super()._read(store, decoded, ids, since, now)
-
-    def _apply(self, batch: _Batch, record: InputRecord, event: Event | Invalid) -> None:
-        held = len(batch.report.held)
-        super()._apply(batch, record, event)
-        if len(batch.report.held) == held:
-            self.applied.append(record)
-
-    async def dead_letter_only(self, record: InputRecord, why: Invalid) -> BatchReport:
-        self.dead[_at(record)] += 1
-        return await super().dead_letter_only(record, why)
 
 
 # --- the examples --------------------------------------------------------------------------
@@ -213,7 +179,7 @@ async def _split(case: _Case) -> _Split:
     clock = Monotonic()
     db, uow = fake_uow_factory()
     await BatchHandler(uow, lambda: NOW, rules.Policy(), TOPICS).handle(case.prior)
-    poisons = {_at(case.batch[i]) for i in case.poison}
+    poisons = {where(case.batch[i]) for i in case.poison}
     handler = _FailsWith(uow, _alignment(clock), poisons)
     processor = BatchProcessor(handler, lambda exc: False)
     reports = [await processor.process(case.batch)]
@@ -223,7 +189,7 @@ async def _split(case: _Case) -> _Split:
             break
         assert not held & poisons, "a poison record reported held"
         clock.advance(BOUND)
-        reports.append(await processor.process([r for r in case.batch if _at(r) in held]))
+        reports.append(await processor.process([r for r in case.batch if where(r) in held]))
     assert reports[-1].held == [], "records still held after their bound ran out"
     return _Split(db, handler, reports)
 
@@ -247,7 +213,7 @@ def _balances_after_their_settings(case: _Case, applied: list[InputRecord]) -> N
     the balance (each topic keeps its partition's order; the poison counts, it was fetched)."""
     handler = BatchHandler(fake_uow_factory()[1], lambda: NOW, rules.Policy(), TOPICS)
     events = [handler.decode(r) for r in case.batch]
-    when = {_at(r): n for n, r in enumerate(applied)}
+    when = {where(r): n for n, r in enumerate(applied)}
     for i, balance in enumerate(events):
         if i in case.poison or not isinstance(balance, BalanceChanged):
             continue
@@ -257,7 +223,7 @@ def _balances_after_their_settings(case: _Case, applied: list[InputRecord]) -> N
             if s.occurred_at > balance.occurred_at:
                 break  # it and the customer's settings after it may go after the balance
             if j not in case.poison:
-                assert when[_at(case.batch[j])] < when[_at(case.batch[i])], (
+                assert when[where(case.batch[j])] < when[where(case.batch[i])], (
                     f"balance #{i} ({balance.occurred_at:%H:%M:%S}) applied before settings "
                     f"#{j} ({s.occurred_at:%H:%M:%S}) of {balance.customer_id}"
                 )
@@ -312,7 +278,7 @@ def test_a_split_batch_comes_to_what_its_good_records_come_to_in_event_time(case
     to the same state."""
     split = asyncio.run(_split(case))
     reference, order = asyncio.run(_reference(case))
-    poisons = [_at(case.batch[i]) for i in sorted(case.poison)]
+    poisons = [where(case.batch[i]) for i in sorted(case.poison)]
 
     got, want = split.db.committed, reference.committed
     days = _daily_keys(split.db), _daily_keys(reference)
@@ -330,7 +296,7 @@ def test_a_split_batch_comes_to_what_its_good_records_come_to_in_event_time(case
     )
     assert dead == len(poisons)
     # Each good record applied once, each customer's in the order of the whole batch.
-    assert sorted(map(_at, split.handler.applied)) == sorted(map(_at, order))
+    assert sorted(map(where, split.handler.applied)) == sorted(map(where, order))
     for customer in {r.key for r in case.batch}:
         assert [r for r in split.handler.applied if r.key == customer] == [
             r for r in order if r.key == customer

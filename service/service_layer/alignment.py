@@ -28,12 +28,15 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from service.config import Settings
 from service.contract.codec import Invalid
 from service.domain.model import BalanceChanged, InvoiceStatusChanged, SettingsUpdated
 from service.service_layer.ports import InputRecord
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 Decoded = tuple[InputRecord, BalanceChanged | SettingsUpdated | InvoiceStatusChanged | Invalid]
 Monotonic = Callable[[], float]
 
@@ -134,6 +137,7 @@ class Alignment:
         self._clock = clock
         self._marks: dict[str, dict[int, datetime]] = {balances: {}, settings: {}}
         self._assigned: frozenset[tuple[str, int]] | None = None
+        self._epoch = 0  # assignments so far
         # customer -> its record that waits (at most one: later ones wait behind it)
         self._waiting: dict[str, _Waiting] = {}
         # (topic, partition, offset) -> when first fetched, for records not applied yet
@@ -143,6 +147,7 @@ class Alignment:
         """A new assignment (None: unknown, as if every partition were this instance's): what
         was read and what waited is forgotten; the uncommitted records come again."""
         self._assigned = None if partitions is None else frozenset(partitions)
+        self._epoch += 1
         for marks in self._marks.values():
             marks.clear()
         self._waiting.clear()
@@ -253,9 +258,48 @@ class Alignment:
             if (w.topic, w.partition, w.offset) == (topic, partition, offset):
                 del self._waiting[customer_id]
 
+    def saved(self, decoded: Iterable[Decoded]) -> Callable[[], None]:
+        """A function that brings back what is noted now of these records, their partitions
+        and their customers, for a trial of them that is rolled back. Nothing else is touched:
+        another lane (ADR 0010), with other partitions and customers, may note its own
+        meanwhile. After an assignment change in between, it does nothing."""
+        marks: dict[tuple[str, int], datetime | None] = {}
+        since: dict[tuple[str, int, int], float | None] = {}
+        waiting: dict[str, _Waiting | None] = {}
+        for record, event in decoded:
+            marks[(record.topic, record.partition)] = self.read_up_to(
+                record.topic, record.partition
+            )
+            at = (record.topic, record.partition, record.offset)
+            since[at] = self._since.get(at)
+            if not isinstance(event, Invalid):
+                waiting[event.customer_id] = self._waiting.get(event.customer_id)
+        epoch = self._epoch
+
+        def restore() -> None:
+            if self._epoch != epoch:
+                return
+            for (topic, partition), mark in marks.items():
+                if topic in self._marks:
+                    _put(self._marks[topic], partition, mark)
+            for key, first in since.items():
+                _put(self._since, key, first)
+            for customer_id, w in waiting.items():
+                _put(self._waiting, customer_id, w)
+
+        return restore
+
     def waiting(self) -> dict[str, tuple[str, int, int]]:
         """customer -> (topic, partition, offset) of its record that waits (for tests, logs)."""
         return {c: (w.topic, w.partition, w.offset) for c, w in self._waiting.items()}
+
+
+def _put(table: dict[_K, _V], key: _K, value: _V | None) -> None:
+    """`table[key] = value`, or no `key` for None."""
+    if value is None:
+        table.pop(key, None)
+    else:
+        table[key] = value
 
 
 def configured_alignment(settings: Settings) -> Alignment | None:

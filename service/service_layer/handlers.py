@@ -58,6 +58,7 @@ class _Batch:
     rejected: set[SettingsKey] = field(default_factory=set)
     new_rejections: list[tuple[SettingsKey, str]] = field(default_factory=list)
     invoices: invoices.InvoiceWrites = field(default_factory=invoices.InvoiceWrites)
+    trial: bool = False  # rolled back (BatchHandler.handle)
 
 
 class BatchHandler:
@@ -93,27 +94,35 @@ class BatchHandler:
         """The indexes of `records` in the order `handle` applies them (event time)."""
         return apply_order([(r, self.decode(r)) for r in records], self._topics.settings_updated)
 
-    async def handle(self, records: Sequence[InputRecord]) -> BatchReport:
+    async def handle(self, records: Sequence[InputRecord], *, trial: bool = False) -> BatchReport:
+        """`records` applied in one transaction. A `trial` does it all, then rolls it back with
+        what the alignment noted (and makes no trace span): it only tells whether it fails."""
         now = self._clock()
         decoded = [(record, self.decode(record)) for record in records]
         ids = {e.customer_id for _, e in decoded if not isinstance(e, Invalid)}
         # The oldest business date that can still trigger, wherever the customer lives.
         since = now.date() - timedelta(days=self._policy.old_day_window_days + 2)
         align = self._alignment
-        if align is not None:
-            align.fetched(decoded, now + self._policy.future_skew, now)
-        # One customer's settings and balances in event-time order (contract v2).
-        ordered = in_event_time(decoded, self._topics.settings_updated)
-
-        async with self._uow() as uow:
-            batch = await self._read(uow.store, decoded, ids, since, now)
-            if align is None:
-                for record, event in ordered:
-                    self._apply(batch, record, event)
-            else:
-                self._apply_aligned(batch, ordered, align)
-            await self._write(uow.store, batch)
-            await uow.commit()
+        undo = align.saved(decoded) if trial and align is not None else None
+        try:
+            if align is not None:
+                align.fetched(decoded, now + self._policy.future_skew, now)
+            # One customer's settings and balances in event-time order (contract v2).
+            ordered = in_event_time(decoded, self._topics.settings_updated)
+            async with self._uow() as uow:
+                batch = await self._read(uow.store, decoded, ids, since, now)
+                batch.trial = trial
+                if align is None:
+                    for record, event in ordered:
+                        self._apply(batch, record, event)
+                else:
+                    self._apply_aligned(batch, ordered, align)
+                await self._write(uow.store, batch)
+                if not trial:
+                    await uow.commit()
+        finally:
+            if undo is not None:
+                undo()
         batch.report.outbox_rows = len(batch.outbox)
         return batch.report
 
@@ -129,9 +138,9 @@ class BatchHandler:
         the rules rejected before."""
         # Customers and their partners in one locking statement, in one order (lanes.py); a
         # partner the store did not lock with them (a new one) is locked after them.
-        named = self._partner_ids(decoded, {})
+        named = topups.partner_ids((e for _, e in decoded), {})
         wallets = await store.lock_wallets(ids | named, since, partners=True) if ids else {}
-        partner_ids = self._partner_ids(decoded, wallets) - wallets.keys()
+        partner_ids = topups.partner_ids((e for _, e in decoded), wallets) - wallets.keys()
         if partner_ids:
             wallets.update(await store.lock_wallets(partner_ids, since))
         batch = _Batch(wallets, now)
@@ -248,7 +257,8 @@ class BatchHandler:
         if outcome.topup is None:
             report.log.append(logged)
             return
-        trace = self._tracer.decided(record, event.customer_id, "triggered") if self._tracer else ()
+        tracer = None if batch.trial else self._tracer
+        trace = tracer.decided(record, event.customer_id, "triggered") if tracer else ()
         done = topups.settle(
             outcome.topup, batch.wallets, self._policy, self._topics, batch.now, trace
         )
@@ -328,22 +338,6 @@ class BatchHandler:
             await uow.commit()
         batch.report.outbox_rows = len(batch.outbox)
         return batch.report
-
-    @staticmethod
-    def _partner_ids(
-        decoded: Sequence[tuple[InputRecord, Event | Invalid]], wallets: dict[str, Wallet]
-    ) -> set[str]:
-        ids = {
-            w.settings.partner_id
-            for w in wallets.values()
-            if w.settings is not None and w.settings.partner_id is not None
-        }
-        ids.update(
-            e.partner_id
-            for _, e in decoded
-            if isinstance(e, SettingsUpdated) and e.partner_id is not None
-        )
-        return ids
 
 
 class DailyKeyConflict(RuntimeError):

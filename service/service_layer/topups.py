@@ -11,7 +11,7 @@ from datetime import datetime
 from service.config import Topics
 from service.contract import messages
 from service.domain import rules
-from service.domain.model import PaymentMethod, TopUp, Wallet
+from service.domain.model import PaymentMethod, SettingsUpdated, TopUp, Wallet
 from service.domain.notices import Notice, spend
 from service.domain.rails import ChargeLater, Due, Output, Terms
 from service.service_layer.outbox import output_record
@@ -22,6 +22,19 @@ from service.service_layer.settlement import settled_record
 def notice_records(topics: Topics, notices: Iterable[Notice], now: datetime) -> list[OutboxRecord]:
     """The notices as outbox rows (one per customer, type and period: their id dedupes)."""
     return [output_record(topics.auto_topup_notice, messages.notice(n, now)) for n in notices]
+
+
+def partner_ids(events: Iterable[object], wallets: dict[str, Wallet]) -> set[str]:
+    """The partners that pay for these wallets, or that these settings events name."""
+    ids = {
+        w.settings.partner_id
+        for w in wallets.values()
+        if w.settings is not None and w.settings.partner_id is not None
+    }
+    ids.update(
+        e.partner_id for e in events if isinstance(e, SettingsUpdated) and e.partner_id is not None
+    )
+    return ids
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ class FakeHandler:
     def apply_order(records: Sequence[InputRecord]) -> list[int]:
         return list(range(len(records)))  # the order given
 
-    async def handle(self, records: Sequence[InputRecord]) -> BatchReport:
+    async def handle(self, records: Sequence[InputRecord], *, trial: bool = False) -> BatchReport:
         self.calls += 1
         if self.calls >= 2:
             self.retried.set()
@@ -43,7 +43,8 @@ class FakeHandler:
             raise Transient("database away")
         if any(r.offset in self.poison for r in records):
             raise ValueError("a bug meets this record")
-        self.applied += [r.offset for r in records]
+        if not trial:
+            self.applied += [r.offset for r in records]
         return BatchReport()
 
     async def dead_letter_only(self, record: InputRecord, why: Invalid) -> BatchReport:
@@ -119,13 +120,15 @@ class KeyedHandler:
         self.applied: list[InputRecord] = []
         self.dead: list[int] = []
         self.transactions = 0
+        self.trials = 0
 
     @staticmethod
     def apply_order(records: Sequence[InputRecord]) -> list[int]:
         return list(range(len(records)))  # the order given
 
-    async def handle(self, records: Sequence[InputRecord]) -> BatchReport:
+    async def handle(self, records: Sequence[InputRecord], *, trial: bool = False) -> BatchReport:
         self.transactions += 1
+        self.trials += trial
         offsets = {r.offset for r in records}
         if self.flaky:
             self.flaky = False
@@ -136,7 +139,7 @@ class KeyedHandler:
         for r in records:
             if r.offset in self.hold:
                 report.held.append(Held(r.topic, r.partition, r.offset, str(r.key), 0.0))
-            else:
+            elif not trial:  # rolled back
                 self.applied.append(r)
                 report.counts[CountKey.consumed(r.topic, "applied")] += 1
         return report
@@ -251,12 +254,14 @@ def test_any_bad_records_are_set_aside_and_every_other_applied_once(
 
 async def test_shutdown_while_isolating_raises_stopped() -> None:
     class StopsMidway(KeyedHandler):
-        async def handle(self, records: Sequence[InputRecord]) -> BatchReport:
+        async def handle(
+            self, records: Sequence[InputRecord], *, trial: bool = False
+        ) -> BatchReport:
             if self.transactions == 3:
                 processor.stop()
                 self.transactions += 1
                 raise Transient("database away")
-            return await super().handle(records)
+            return await super().handle(records, trial=trial)
 
     handler = StopsMidway(frozenset({5}))
     processor = BatchProcessor(

@@ -196,12 +196,14 @@ async def _split(case: _Case) -> _Split:
 
 async def _reference(case: _Case) -> tuple[FakeDatabase, list[InputRecord]]:
     """The same prior state; then the batch's records but the poison, in the order the handler
-    applies the whole batch (`apply_order`, the poison in its place), one transaction each,
-    without a tracker (nothing waits), nothing failing. Returns the database and that order."""
+    applies them without it (`apply_order` of the good records: the poison shapes nothing),
+    one transaction each, without a tracker (nothing waits), nothing failing. Returns the
+    database and that order."""
     db, uow = fake_uow_factory()
     handler = BatchHandler(uow, lambda: NOW, rules.Policy(), TOPICS)
     await handler.handle(case.prior)
-    order = [case.batch[i] for i in handler.apply_order(case.batch) if i not in case.poison]
+    good = [r for i, r in enumerate(case.batch) if i not in case.poison]
+    order = [good[i] for i in handler.apply_order(good)]
     for record in order:
         await handler.handle([record])
     return db, order
@@ -210,7 +212,7 @@ async def _reference(case: _Case) -> tuple[FakeDatabase, list[InputRecord]]:
 def _balances_after_their_settings(case: _Case, applied: list[InputRecord]) -> None:
     """No balance is applied before a settings record of its customer dated at or before it,
     unless a settings record of that customer ahead of that one in its partition is dated after
-    the balance (each topic keeps its partition's order; the poison counts, it was fetched)."""
+    the balance (each topic keeps its partition's order; a poison record does not count)."""
     handler = BatchHandler(fake_uow_factory()[1], lambda: NOW, rules.Policy(), TOPICS)
     events = [handler.decode(r) for r in case.batch]
     when = {where(r): n for n, r in enumerate(applied)}
@@ -218,15 +220,16 @@ def _balances_after_their_settings(case: _Case, applied: list[InputRecord]) -> N
         if i in case.poison or not isinstance(balance, BalanceChanged):
             continue
         for j, s in enumerate(events):
+            if j in case.poison:
+                continue
             if not (isinstance(s, SettingsUpdated) and s.customer_id == balance.customer_id):
                 continue
             if s.occurred_at > balance.occurred_at:
                 break  # it and the customer's settings after it may go after the balance
-            if j not in case.poison:
-                assert when[where(case.batch[j])] < when[where(case.batch[i])], (
-                    f"balance #{i} ({balance.occurred_at:%H:%M:%S}) applied before settings "
-                    f"#{j} ({s.occurred_at:%H:%M:%S}) of {balance.customer_id}"
-                )
+            assert when[where(case.batch[j])] < when[where(case.batch[i])], (
+                f"balance #{i} ({balance.occurred_at:%H:%M:%S}) applied before settings "
+                f"#{j} ({s.occurred_at:%H:%M:%S}) of {balance.customer_id}"
+            )
 
 
 # The explain phase, which only annotates a failure, takes minutes on this test. 200 examples
@@ -249,25 +252,22 @@ def test_a_split_batch_comes_to_what_its_good_records_come_to_in_event_time(case
 
     - every poison record is dead-lettered exactly once, and nothing else is;
     - every other record is applied exactly once, and each customer's in the order in which
-      the handler applies the whole batch (`apply_order`: event time, settings first at the
-      same instant, each topic in its partition's order), so no balance is applied before a
-      settings record of its customer dated at or before it (checked on the event times too);
+      the handler applies the good records together (`apply_order`: event time, settings
+      first at the same instant, each topic in its partition's order), so no balance is
+      applied before a settings record of its customer dated at or before it (checked on the
+      event times too);
     - the end state equals the reference's, which applies those records in that order, one
       transaction each, with nothing failing and nothing waiting: the daily keys taken
       (customer, business date, amount, triggering event), every wallet (settings, balance,
       usage), the decision summary, and the outbox but the poison's dead letters.
 
-    The reference is not "the handler given the good records in one transaction": each topic
-    keeps its partition's order (alignment.in_event_time), so a poison record's place shapes
-    where the records around it go. Balances [poison @T+1, b @T-1] and an off-switch @T: the
-    whole batch goes off-switch, poison, b (settings go before the first balance, in partition
-    order, dated at or after them), so b is judged under the off-switch and blocked; the good
-    records alone go b, off-switch, and b tops up. The split follows the batch as fetched, as
-    the handler would apply it if the poison did not fail; the property pins that down, with
-    a consequence that may not be wanted: a poison settings record @T+1 ahead of an on-switch
-    and an off-switch @T in their partition keeps them behind the balances @T, so the on-switch
-    tops up a low balance before the off-switch comes, which neither the whole batch without
-    the failure (the @T+1 record makes both stale) nor the good records alone would do.
+    So a poison record shapes nothing, though it was fetched: each topic keeps its partition's
+    order (alignment.in_event_time), so where it stood would otherwise shape where the records
+    around it go. Balances [poison @T+1, b @T-1] and an off-switch @T: the whole batch goes
+    off-switch, poison, b (settings go before the first balance, in partition order, dated at
+    or after them), so b is blocked; the good records alone go b, off-switch, and b tops up,
+    as its customer's settings at T-1 say. test_a_poison_settings_record_orders_nothing below
+    is a case where the split took a top-up (before the processor's `_one_customer`).
 
     Held records: the failed first attempt fetched the whole batch, so the other topic's
     partition is read up to every time in it, and a due record is held only when nothing of
@@ -276,6 +276,39 @@ def test_a_split_batch_comes_to_what_its_good_records_come_to_in_event_time(case
     wait behind it. As the consumer does (Pending.due), the held records are handed in again
     once their bound ran out, until none is held; the reference, which never waits, must come
     to the same state."""
+    _check(case)
+
+
+def _poison_ahead_of_two_switches() -> _Case:
+    """Nothing before; settings [off @T+1 POISON, on @T, off @T] (the on-switch's event id
+    first, so the off-switch is the later of the two) and balances [5.00 @T, 5.00 @T]."""
+    log, at = _Log(), T
+    batch = [
+        log.settings_of("a", at + timedelta(seconds=1), 0, "e3", False, "10.00"),
+        log.settings_of("a", at, 0, "e1", True, "10.00"),
+        log.settings_of("a", at, 0, "e2", False, "10.00"),
+        log.balance_of("a", "5.00", at, 0, "e4"),
+        log.balance_of("a", "5.00", at, 0, "e5"),
+    ]
+    return _Case([], batch, frozenset({0}))
+
+
+def test_a_poison_settings_record_orders_nothing() -> None:
+    """Neither the batch without the failure (off @T+1 makes both settings @T stale) nor the
+    good records alone (settings first at T: on, off, then the balances, blocked) take a
+    top-up. With the poison in its place, the balances went first (the settings partition's
+    head was dated T+1), the poison was set aside, and then the on-switch topped up the low
+    balance before the off-switch came."""
+    case = _poison_ahead_of_two_switches()
+    split = asyncio.run(_split(case))
+    assert _daily_keys(split.db) == []
+    wallet = split.db.committed.wallets["a"]
+    assert wallet.settings is not None
+    assert not wallet.settings.auto_trigger
+    _check(case)
+
+
+def _check(case: _Case) -> None:
     split = asyncio.run(_split(case))
     reference, order = asyncio.run(_reference(case))
     poisons = [where(case.batch[i]) for i in sorted(case.poison)]

@@ -24,8 +24,9 @@ Two pure pieces (no I/O; the monotonic clock is injected):
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -258,11 +259,12 @@ class Alignment:
             if (w.topic, w.partition, w.offset) == (topic, partition, offset):
                 del self._waiting[customer_id]
 
-    def saved(self, decoded: Iterable[Decoded]) -> Callable[[], None]:
-        """A function that brings back what is noted now of these records, their partitions
-        and their customers, for a trial of them that is rolled back. Nothing else is touched:
+    @contextlib.contextmanager
+    def trial(self, decoded: Iterable[Decoded]) -> Iterator[None]:
+        """Undoes, on the way out, what is noted inside of these records, their partitions and
+        their customers: for a trial of them that is rolled back. Nothing else is touched:
         another lane (ADR 0010), with other partitions and customers, may note its own
-        meanwhile. After an assignment change in between, it does nothing."""
+        meanwhile. After an assignment change inside, what the trial noted is forgotten."""
         marks: dict[tuple[str, int], datetime | None] = {}
         since: dict[tuple[str, int, int], float | None] = {}
         waiting: dict[str, _Waiting | None] = {}
@@ -275,19 +277,17 @@ class Alignment:
             if not isinstance(event, Invalid):
                 waiting[event.customer_id] = self._waiting.get(event.customer_id)
         epoch = self._epoch
-
-        def restore() -> None:
-            if self._epoch != epoch:
-                return
+        try:
+            yield
+        finally:
+            new = self._epoch != epoch  # then nothing of these was noted before the trial
             for (topic, partition), mark in marks.items():
                 if topic in self._marks:
-                    _put(self._marks[topic], partition, mark)
+                    _put(self._marks[topic], partition, None if new else mark)
             for key, first in since.items():
-                _put(self._since, key, first)
+                _put(self._since, key, None if new else first)
             for customer_id, w in waiting.items():
-                _put(self._waiting, customer_id, w)
-
-        return restore
+                _put(self._waiting, customer_id, None if new else w)
 
     def waiting(self) -> dict[str, tuple[str, int, int]]:
         """customer -> (topic, partition, offset) of its record that waits (for tests, logs)."""

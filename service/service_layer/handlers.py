@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -103,12 +104,11 @@ class BatchHandler:
         # The oldest business date that can still trigger, wherever the customer lives.
         since = now.date() - timedelta(days=self._policy.old_day_window_days + 2)
         align = self._alignment
-        undo = align.saved(decoded) if trial and align is not None else None
-        try:
+        # One customer's settings and balances in event-time order (contract v2).
+        ordered = in_event_time(decoded, self._topics.settings_updated)
+        with align.trial(decoded) if trial and align else contextlib.nullcontext():
             if align is not None:
                 align.fetched(decoded, now + self._policy.future_skew, now)
-            # One customer's settings and balances in event-time order (contract v2).
-            ordered = in_event_time(decoded, self._topics.settings_updated)
             async with self._uow() as uow:
                 batch = await self._read(uow.store, decoded, ids, since, now)
                 batch.trial = trial
@@ -120,9 +120,6 @@ class BatchHandler:
                 await self._write(uow.store, batch)
                 if not trial:
                     await uow.commit()
-        finally:
-            if undo is not None:
-                undo()
         batch.report.outbox_rows = len(batch.outbox)
         return batch.report
 
@@ -326,6 +323,15 @@ class BatchHandler:
         batch.report.log.append(
             replace(DecisionLog.of(record, event, "dead_lettered", why.reason), detail=why.detail)
         )
+
+    async def partner_links(self, records: Sequence[InputRecord]) -> list[tuple[str, str]]:
+        """(customer, partner) for each customer of `records` that a partner pays, by its
+        stored settings or settings in `records` (read in a transaction rolled back)."""
+        events = [self.decode(r) for r in records]
+        ids = {e.customer_id for e in events if not isinstance(e, Invalid)}
+        async with self._uow() as uow:
+            wallets = await uow.store.lock_wallets(ids, self._clock().date()) if ids else {}
+        return topups.partner_links(events, wallets)
 
     async def dead_letter_only(self, record: InputRecord, why: Invalid) -> BatchReport:
         """Dead-letters one record in a transaction of its own (it could not be processed)."""

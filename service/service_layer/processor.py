@@ -7,9 +7,10 @@ nothing at or after it) or raise `Stopped` and let the records come again.
 A batch that fails for a reason a retry cannot fix is split to find the records that cause
 it (see `_isolate`): for one such record in n, about log2(n) + 1 more transactions (at most
 12 for 2,000 records of different customers, 15 for 2,000 records of 40 customers; then one
-for its dead letter), instead of one per record. Within one customer, the search is made of
-trials that are rolled back, and the customer's other records are applied together once the
-failing ones are set aside, as if they had never been fetched (`_one_customer`; ADR 0011).
+for its dead letter), instead of one per record. Within one customer (and the customers that
+share a partner's wallet with it), the search is made of trials that are rolled back, and
+the other records are applied together once the failing ones are set aside, as if they had
+never been fetched (`_one_group`; ADR 0011).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from service.contract.codec import Invalid
 from service.domain.reasons import DeadLetterReason
@@ -25,6 +26,9 @@ from service.service_layer.handlers import BatchHandler, BatchReport, DailyKeyCo
 from service.service_layer.ports import InputRecord
 
 log = logging.getLogger(__name__)
+
+# Failures of one group that its trials did not show again, before it is split committing.
+_MISSES = 2
 
 
 class Stopped(Exception):
@@ -70,17 +74,17 @@ class BatchProcessor:
     async def _isolate(self, records: _Unit, failure: Exception) -> BatchReport:
         """Applies `records`, which failed together with `failure`, but the records causing it.
 
-        Bisection over customers (different customers can be applied in any order): each
-        attempt is the first half of the suspects, with the pending units (other customers'
-        records known to be outside the failure); success moves the search to the other half,
-        failure to this half. The one customer left is searched by `_one_customer`. A single
-        record is dead-lettered once confirmed: it failed alone, or it made a set fail that
-        goes through without it. What remains of the others is applied last, split again,
-        half by half, if it fails too (more than one such record)."""
+        Bisection over groups (a customer's records, with those of the customers that share a
+        partner's wallet with it: different groups can be applied in any order): each attempt
+        is the first half of the suspects, with the pending groups (known to be outside the
+        failure); success moves the search to the other half, failure to this half. The one
+        group left is searched by `_one_group`. What remains of the others is applied last,
+        split again, half by half, if it fails too (more than one such record)."""
         report = BatchReport()
-        # `why`: how the suspects failed together with the pending units (None: not tried
+        joined = await self._joined([r for _, r in records])
+        # `why`: how the suspects failed together with the pending groups (None: not tried
         # since the last success).
-        suspects, pending = _units(records), list[_Unit]()
+        suspects, pending = _units(records, joined), list[_Unit]()
         why: Exception | None = failure
         while len(suspects) > 1:
             left, right = _halves(suspects)
@@ -92,23 +96,25 @@ class BatchProcessor:
                 pending, suspects, why = pending + right, left, outcome
         unit, rest = suspects[0], sorted(p for u in pending for p in u)
         rest_failure: Exception | None = None
-        if rest:  # the unit failed with them: do they go through without it?
+        if rest:  # the group failed with them: do they go through without it?
             outcome = await self._attempt([r for _, r in rest])
             if isinstance(outcome, BatchReport):
                 _merge(report, outcome)
                 rest = []
-                if len(unit) == 1 and why is not None:
-                    _merge(report, await self._poison(unit[0][1], why))
+                if len(unit) == 1 and why is not None:  # it made a set fail that goes
+                    _merge(report, await self._poison(unit[0][1], why))  # through without it
                     return report
             else:
                 rest_failure = outcome
-            why = None  # the unit was not tried alone
-        _merge(report, await self._one_customer(unit, why))
+            why = None  # the group was not tried alone
+        _merge(report, await self._one_group(unit, why))
         if rest:
-            _merge(report, await self._halving(rest, rest_failure))
+            _merge(report, await self._halving(rest, rest_failure, joined))
         return report
 
-    async def _halving(self, records: _Unit, failure: Exception | None) -> BatchReport:
+    async def _halving(
+        self, records: _Unit, failure: Exception | None, joined: dict[str, str]
+    ) -> BatchReport:
         """The records (`failure`: they failed together already), else each half in turn: for
         more than one failing record, about 2 transactions per record found and level (a
         batch that fails whole costs about twice its records, not n·log n)."""
@@ -117,28 +123,42 @@ class BatchProcessor:
             if isinstance(outcome, BatchReport):
                 return outcome
             failure = outcome
-        units = _units(records)
+        units = _units(records, joined)
         if len(units) == 1:
-            return await self._one_customer(records, failure)
+            return await self._one_group(records, failure)
         report = BatchReport()
         for side in _halves(units):
-            _merge(report, await self._halving(sorted(p for u in side for p in u), None))
+            _merge(report, await self._halving(sorted(p for u in side for p in u), None, joined))
         return report
 
-    async def _one_customer(self, unit: _Unit, failure: Exception | None) -> BatchReport:
-        """One customer's records, of which some fail (`failure`: they failed alone already).
+    async def _joined(self, records: Sequence[InputRecord]) -> dict[str, str]:
+        """Each customer that shares a partner's wallet with another one of `records` (as
+        payer or paid), to its group's first customer: a group's records are searched together
+        and applied in the handler's order. Empty if that cannot be read (then each customer
+        is a group: a partner's balance could then be applied after a top-up it pays)."""
+        try:
+            links = await self._handler.partner_links(records)
+        except Exception as exc:  # the search goes on without it
+            log.warning("partners not read (%s: %s): split by customer", type(exc).__name__, exc)
+            return {}
+        return _grouped(links)
+
+    async def _one_group(self, unit: _Unit, failure: Exception | None) -> BatchReport:
+        """One group's records, of which some fail (`failure`: they failed alone already).
 
         Each failing record is found by trials, transactions that are rolled back (nothing of
-        the customer is applied while the search goes on), and dead-lettered; then the rest is
-        applied in one transaction, in its own event-time order: as if the failing records had
-        never been fetched. A record set aside shapes nothing: were parts of the customer's
-        records applied while it was among them, its place in its partition would have
-        ordered them (a settings record dated later, ahead of an on-switch and an off-switch
-        in its partition, would keep both behind the customer's balances of their instant;
-        the on-switch would then top up a low balance that neither the batch without the
-        failure nor the good records alone would top up)."""
+        the group is applied while the search goes on), and dead-lettered once confirmed;
+        then the rest is applied in one transaction, in its own event-time order: as if the
+        failing records had never been fetched (ADR 0011). Were parts applied while a failing
+        record was among them, its place in its partition would have ordered them (a
+        settings record dated later, ahead of an on-switch and an off-switch in its partition,
+        would keep both behind the balances of their instant; the on-switch would then top up
+        a low balance that neither the batch without the failure nor the good records alone
+        would top up). A failure that trials do not show again (at commit, or gone) is
+        searched again; after `_MISSES` such, the group is split committing what goes through
+        (`_committing`)."""
         report = BatchReport()
-        good, lo = self._in_apply_order(unit), 0  # its first `lo` went through in a trial
+        good, lo, misses = self._in_apply_order(unit), 0, 0  # its first `lo` went through
         hi = None if failure is None else len(good)  # its first `hi` failed with `failure`
         while good:
             if hi is None or failure is None:
@@ -147,7 +167,16 @@ class BatchProcessor:
                     _merge(report, outcome)
                     break
                 hi, failure = len(good), outcome
-            at, why = await self._culprit(good, failure, lo, hi)
+            found = await self._culprit(good, failure, lo, hi)
+            if found is None:
+                misses += 1
+                if misses > _MISSES:
+                    log.warning("a failure that trials do not show: splitting, committing")
+                    _merge(report, await self._committing(good))
+                    break
+                lo, hi, failure = 0, None, None
+                continue
+            at, why = found
             _merge(report, await self._poison(good[at][1], why))
             streak = at == lo  # it failed right after what went through: the next may too
             rest = self._in_apply_order(good[:at] + good[at + 1 :])
@@ -163,19 +192,46 @@ class BatchProcessor:
 
     async def _culprit(
         self, records: _Unit, failure: Exception, lo: int, hi: int
-    ) -> tuple[int, Exception]:
+    ) -> tuple[int, Exception] | None:
         """Where the shortest failing prefix of `records` (in apply order) ends, and how it
-        fails, by halving with trials: its first `lo` records go through together, its first
-        `hi` fail with `failure`."""
-        why = failure
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            outcome = await self._attempt([r for _, r in records[:mid]], trial=True)
-            if isinstance(outcome, BatchReport):
-                lo = mid
-            else:
-                hi, why = mid, outcome
-        return hi - 1, why
+        fails, by halving with trials: its first `lo` records went through together, its first
+        `hi` failed with `failure` in the last transaction. Confirmed by two trials one after
+        the other (the last of the search and one more): the prefix that ends with the record
+        fails, the one without it goes through. None: the failure did not come again."""
+        why, failed_last = failure, True
+        while True:
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                outcome = await self._attempt([r for _, r in records[:mid]], trial=True)
+                if isinstance(outcome, BatchReport):
+                    lo, failed_last = mid, False
+                else:
+                    hi, why, failed_last = mid, outcome, True
+            if not failed_last:  # the last trial: the first `lo` went through; with one more?
+                outcome = await self._attempt([r for _, r in records[:hi]], trial=True)
+                if isinstance(outcome, BatchReport):
+                    return None
+                why = outcome
+            elif lo > 0:  # the last: the first `hi` failed; without the last of them?
+                outcome = await self._attempt([r for _, r in records[:lo]], trial=True)
+                if not isinstance(outcome, BatchReport):  # an earlier one fails now
+                    lo, hi, why = 0, lo, outcome
+                    continue
+            return hi - 1, why
+
+    async def _committing(self, records: _Unit) -> BatchReport:
+        """The records (in apply order), else each half in turn, committing what goes through:
+        for a failure that trials do not show (one at commit). A record set aside may then
+        shape the order of the others, as before ADR 0011."""
+        outcome = await self._attempt([r for _, r in records])
+        if isinstance(outcome, BatchReport):
+            return outcome
+        if len(records) == 1:
+            return await self._poison(records[0][1], outcome)
+        half = len(records) // 2
+        report = await self._committing(records[:half])
+        _merge(report, await self._committing(self._in_apply_order(records[half:])))
+        return report
 
     def _in_apply_order(self, unit: _Unit) -> _Unit:
         """One customer's records in the order the handler applies them (event time, settings
@@ -237,14 +293,32 @@ class BatchProcessor:
             backoff = min(backoff * 2, self._max_backoff)
 
 
-def _units(records: _Unit) -> list[_Unit]:
-    """The records grouped by key (the customer), each group in the batch's order; records
-    without a key stand alone."""
+def _units(records: _Unit, joined: dict[str, str]) -> list[_Unit]:
+    """The records grouped by key (the customer), or by the group `joined` puts the customer
+    in, each group in the batch's order; records without a key stand alone."""
     units: dict[object, _Unit] = {}
     for position, record in records:
-        key: object = record.key if record.key is not None else ("no key", position)
+        key: object = ("no key", position) if record.key is None else record.key
+        if joined and record.key is not None:
+            key = joined.get(record.key.decode("utf-8", "replace"), key)
         units.setdefault(key, []).append((position, record))
     return list(units.values())
+
+
+def _grouped(links: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Customers joined by (customer, partner) links, each to its group's least member."""
+    parent: dict[str, str] = {}
+
+    def root(c: str) -> str:
+        while parent.setdefault(c, c) != c:
+            c = parent[c]
+        return c
+
+    for a, b in links:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {c: root(c) for c in parent}
 
 
 def _size(units: Sequence[_Unit]) -> int:

@@ -37,6 +37,21 @@ def partner_ids(events: Iterable[object], wallets: dict[str, Wallet]) -> set[str
     return ids
 
 
+def partner_links(events: Iterable[object], wallets: dict[str, Wallet]) -> list[tuple[str, str]]:
+    """(customer, partner) for each wallet a partner pays, and each settings event naming one."""
+    links = [
+        (customer_id, w.settings.partner_id)
+        for customer_id, w in wallets.items()
+        if w.settings is not None and w.settings.partner_id is not None
+    ]
+    links += [
+        (e.customer_id, e.partner_id)
+        for e in events
+        if isinstance(e, SettingsUpdated) and e.partner_id is not None
+    ]
+    return links
+
+
 @dataclass(frozen=True, slots=True)
 class SettledTopUp:
     claim: Claim

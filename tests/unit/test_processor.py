@@ -47,6 +47,10 @@ class FakeHandler:
             self.applied += [r.offset for r in records]
         return BatchReport()
 
+    @staticmethod
+    async def partner_links(records: Sequence[InputRecord]) -> list[tuple[str, str]]:
+        return []  # no partners
+
     async def dead_letter_only(self, record: InputRecord, why: Invalid) -> BatchReport:
         self.dead.append((record.offset, why.reason))
         return BatchReport()
@@ -143,6 +147,10 @@ class KeyedHandler:
                 self.applied.append(r)
                 report.counts[CountKey.consumed(r.topic, "applied")] += 1
         return report
+
+    @staticmethod
+    async def partner_links(records: Sequence[InputRecord]) -> list[tuple[str, str]]:
+        return []  # no partners
 
     async def dead_letter_only(self, record: InputRecord, why: Invalid) -> BatchReport:
         self.transactions += 1

@@ -76,12 +76,11 @@ def test_undoing_a_trial_keeps_what_another_lane_noted_meanwhile() -> None:
     def decoded(records: list[InputRecord]) -> list[Decoded]:
         return [(r, handler.decode(r)) for r in records]
 
-    undo = align.saved(decoded(mine))
-    for batch, customer in ((mine, "a"), (theirs, "b")):  # both lanes note, hold and wait
-        align.fetched(decoded(batch), NOW, NOW)
-        record = batch[0]
-        assert align.hold(BAL, record.partition, record.offset, customer, T) > 0
-    undo()
+    with align.trial(decoded(mine)):
+        for batch, customer in ((mine, "a"), (theirs, "b")):  # both lanes note, hold and wait
+            align.fetched(decoded(batch), NOW, NOW)
+            record = batch[0]
+            assert align.hold(BAL, record.partition, record.offset, customer, T) > 0
     assert align.waiting() == {"b": (BAL, 1, theirs[0].offset)}
     assert align.read_up_to(BAL, 1) == T
     assert align.read_up_to(BAL, 0) is None
@@ -89,14 +88,17 @@ def test_undoing_a_trial_keeps_what_another_lane_noted_meanwhile() -> None:
     assert align.until(BAL, 1, theirs[0].offset) is not None
 
 
-def test_undoing_a_trial_after_a_new_assignment_does_nothing() -> None:
+def test_a_trial_across_a_new_assignment_forgets_what_it_noted() -> None:
     clock, log = Monotonic(), Log()
     align = _alignment(clock)
     handler = BatchHandler(fake_uow_factory()[1], lambda: NOW, rules.Policy(), TOPICS)
     record = log.balance("a", "5.00", T)
     decoded: list[Decoded] = [(record, handler.decode(record))]
     align.fetched(decoded, NOW, NOW)
-    undo = align.saved(decoded)
-    align.assign([(BAL, 0), (SET, 0)])
-    undo()
+    with align.trial(decoded):
+        align.assign([(BAL, 0), (SET, 0)])
+        align.fetched(decoded, NOW, NOW)  # the trial goes on after the new assignment
+        assert align.hold(BAL, 0, record.offset, "a", T) > 0
     assert align.read_up_to(BAL, 0) is None, "a mark of the old assignment came back"
+    assert align.waiting() == {}, "a rolled-back trial left a record waiting"
+    assert align.until(BAL, 0, record.offset) is None

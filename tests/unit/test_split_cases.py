@@ -1,0 +1,147 @@
+"""Cases an adversarial review of the split (ADR 0011) found: each failed with the first version
+of `BatchProcessor._one_group` (c562f64), for the reason its docstring gives."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from datetime import timedelta
+
+import pytest
+
+from service.contract.codec import Invalid
+from service.domain import rules
+from service.service_layer.alignment import Alignment
+from service.service_layer.handlers import BatchHandler, BatchReport, Event, _Batch
+from service.service_layer.ports import InputRecord, UnitOfWorkFactory
+from service.service_layer.processor import BatchProcessor
+from tests.factories import NOW, balance_wire, dumps, settings_wire
+from tests.fakes import FakeDatabase, fake_uow_factory
+from tests.unit.test_alignment import TOPICS, At, Log, Monotonic, T, _alignment, _FailsWith, where
+from tests.unit.test_processor import KeyedHandler, _check_applied_once_in_order, _keyed, _run
+
+
+def test_a_failure_that_does_not_come_back_dead_letters_nothing_in_one_customer() -> None:
+    """Only the first transaction fails: every trial then goes through. The search must not
+    end on the last record unconfirmed."""
+    records = _keyed(8, customers=1)
+    handler = KeyedHandler(flaky=True)
+    _run(handler, records)
+    assert handler.dead == []
+    _check_applied_once_in_order(handler, records)
+
+
+class _SlowBuggy(_FailsWith):
+    """_FailsWith, plus: the records in `broken` fail when they are decided (a bug in the
+    top-up path, so not while they wait), and every transaction takes `step` seconds on the
+    alignment's clock."""
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        alignment: Alignment,
+        clock: Monotonic,
+        step: float,
+        poisons: set[At],
+        broken: set[At],
+    ) -> None:
+        super().__init__(uow, alignment, poisons)
+        self.clock, self.step, self.broken = clock, step, broken
+
+    async def handle(self, records: Sequence[InputRecord], *, trial: bool = False) -> BatchReport:
+        self.clock.advance(self.step)
+        return await super().handle(records, trial=trial)
+
+    async def dead_letter_only(self, record: InputRecord, why: Invalid) -> BatchReport:
+        self.clock.advance(self.step)
+        return await super().dead_letter_only(record, why)
+
+    def _decided(
+        self, batch: _Batch, record: InputRecord, event: Event, outcome: rules.Outcome
+    ) -> None:
+        if where(record) in self.broken:
+            raise RuntimeError("a bug in the top-up path")
+        super()._decided(batch, record, event, outcome)
+
+
+@pytest.mark.parametrize("step", [0.085, 0.09, 0.095])  # the bound is 0.5 s
+async def test_records_after_a_held_failing_record_are_not_dead_lettered(step: float) -> None:
+    """A due balance r, which fails once decided, waits for the settings partition during the
+    first trials (held: its failure does not show); its bound runs out while the search goes
+    on. A search that kept "r goes through" from those trials blamed each record after r in
+    turn: g1 and g2, which never fail."""
+    log, clock = Log(), Monotonic()
+    uow = fake_uow_factory()[1]
+    await BatchHandler(uow, lambda: NOW, rules.Policy(), TOPICS).handle(
+        [log.settings("a", T - timedelta(minutes=1))]
+    )
+    r = log.balance("a", "5.00", T)  # due: waits for the settings partition
+    q = log.settings("a", T - timedelta(seconds=10))  # poison
+    g1 = log.balance("a", "50.00", T + timedelta(seconds=1))  # not due
+    g2 = log.balance("a", "50.00", T + timedelta(seconds=2))
+    handler = _SlowBuggy(uow, _alignment(clock), clock, step, {where(q)}, {where(r)})
+    processor = BatchProcessor(handler, lambda exc: False)
+    first = await processor.process([r])
+    assert [h.offset for h in first.held] == [r.offset]
+    # Handed in again with a batch that brings the settings partition a record.
+    report = await processor.process([r, q, g1, g2])
+    assert where(q) in handler.dead
+    assert where(g1) not in handler.dead
+    assert where(g2) not in handler.dead
+    assert {(h.topic, h.partition, h.offset) for h in report.held} | set(handler.dead) | set(
+        map(where, handler.applied)
+    ) >= {where(r), where(g1), where(g2)}, "a record lost"
+
+
+# --- a partner's wallet joins customers ------------------------------------------------------
+
+
+def _rec(topic: str, offset: int, customer: str, body: dict[str, object]) -> InputRecord:
+    return InputRecord(topic, 0, offset, customer.encode(), dumps(body))
+
+
+async def _outputs(with_poison: bool, other: bool) -> list[tuple[str, str]]:
+    """p pays for a (master_account) and has 500.00; then, in one batch of one partition: p
+    drops to 20.00, a poison, a's due balance. The poison is p's, or (`other`) x's, after a
+    balance of a ahead of p's drop."""
+    db, uow = fake_uow_factory()
+    at = NOW - timedelta(minutes=5)
+    bal, sett = TOPICS.wallet_balance_changed, TOPICS.settings_updated
+    prior = [
+        _rec(bal, 0, "p", balance_wire("p", "500.00", at=at)),
+        _rec(sett, 0, "a", settings_wire("a", method="master_account", partner_id="p", at=at)),
+    ]
+    await BatchHandler(uow, lambda: NOW, rules.Policy(), TOPICS).handle(prior)
+    ahead = _rec(bal, 1, "a", balance_wire("a", "50.00", at=at))
+    drop = _rec(bal, 2, "p", balance_wire("p", "20.00", at=at + timedelta(seconds=1)))
+    whose = "x" if other else "p"
+    poison = _rec(bal, 3, whose, balance_wire(whose, "30.00", at=at + timedelta(seconds=2)))
+    due = _rec(bal, 4, "a", balance_wire("a", "1.00", at=at + timedelta(seconds=3)))
+    handler = _FailsWith(uow, _alignment(Monotonic(), bound=0), {where(poison)})  # no wait
+    batch = [ahead] if other else []
+    batch += [drop, poison, due] if with_poison else [drop, due]
+    await BatchProcessor(handler, lambda exc: False).process(batch)
+    assert handler.dead == Counter({where(poison): 1} if with_poison else {})
+    return _published(db)
+
+
+def _published(db: FakeDatabase) -> list[tuple[str, str]]:
+    out = []
+    for r in db.committed.outbox:
+        if r.topic != TOPICS.dead_letter:
+            body = json.loads(r.value or b"{}")
+            out.append((r.topic, str(body.get("reason") or body.get("funding_source"))))
+    return out
+
+
+@pytest.mark.parametrize("other", [False, True], ids=["partner's poison", "another's poison"])
+async def test_a_poison_does_not_let_a_partner_fund_its_customer(other: bool) -> None:
+    """The split committed a's records before p's drop to 20.00, which comes first in the
+    batch, and a's top-up was drawn from p's 500.00. p's poison: the other customers went
+    first (the first version of `_one_group`). x's poison: a's records (first in the batch)
+    were the first half of the bisection (older than ADR 0011). Customers that share a
+    partner's wallet are now one group of the search."""
+    without = await _outputs(with_poison=False, other=other)
+    assert without == [(TOPICS.top_up_failed, "partner_insufficient_funds")]
+    assert await _outputs(with_poison=True, other=other) == without

@@ -326,7 +326,7 @@ class BatchHandler:
 
     async def partner_links(self, records: Sequence[InputRecord]) -> list[tuple[str, str]]:
         """(customer, partner) for each customer of `records` that a partner pays, by its
-        stored settings or settings in `records` (read in a transaction rolled back)."""
+        stored settings or settings in `records` (read as a trial reads: locked, rolled back)."""
         events = [self.decode(r) for r in records]
         ids = {e.customer_id for e in events if not isinstance(e, Invalid)}
         async with self._uow() as uow:

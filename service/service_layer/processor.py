@@ -6,7 +6,7 @@ nothing at or after it) or raise `Stopped` and let the records come again.
 
 A batch that fails for a reason a retry cannot fix is split to find the records that cause
 it (see `_isolate`): for one such record in n, about log2(n) + 1 more transactions (at most
-12 for 2,000 records of different customers, 15 for 2,000 records of 40 customers; then one
+12 for 2,000 records of different customers, 17 for 2,000 records of 40 customers; then one
 for its dead letter), instead of one per record. Within one customer (and the customers that
 share a partner's wallet with it), the search is made of trials that are rolled back, and
 the other records are applied together once the failing ones are set aside, as if they had
@@ -18,14 +18,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from service.contract.codec import Invalid
 from service.domain.reasons import DeadLetterReason
 from service.service_layer.handlers import BatchHandler, BatchReport, DailyKeyConflict
+from service.service_layer.parts import Unit, flat, grouped, halves, units
 from service.service_layer.ports import InputRecord
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 # Failures of one group that its trials did not show again, before it is split committing.
 _MISSES = 2
@@ -33,10 +37,6 @@ _MISSES = 2
 
 class Stopped(Exception):
     """Shutdown was requested while a batch waited to be retried: nothing of it is committed."""
-
-
-# One customer's records of a batch, in the batch's order, as (position in the batch, record).
-_Unit = list[tuple[int, InputRecord]]
 
 
 class BatchProcessor:
@@ -71,7 +71,7 @@ class BatchProcessor:
         )
         return await self._isolate(list(enumerate(records)), outcome)
 
-    async def _isolate(self, records: _Unit, failure: Exception) -> BatchReport:
+    async def _isolate(self, records: Unit, failure: Exception) -> BatchReport:
         """Applies `records`, which failed together with `failure`, but the records causing it.
 
         Bisection over groups (a customer's records, with those of the customers that share a
@@ -84,11 +84,11 @@ class BatchProcessor:
         joined = await self._joined([r for _, r in records])
         # `why`: how the suspects failed together with the pending groups (None: not tried
         # since the last success).
-        suspects, pending = _units(records, joined), list[_Unit]()
+        suspects, pending = units(records, joined), list[Unit]()
         why: Exception | None = failure
         while len(suspects) > 1:
-            left, right = _halves(suspects)
-            outcome = await self._attempt(_flat([*pending, *left]))
+            left, right = halves(suspects)
+            outcome = await self._attempt(flat([*pending, *left]))
             if isinstance(outcome, BatchReport):
                 _merge(report, outcome)
                 pending, suspects, why = [], right, None
@@ -113,7 +113,7 @@ class BatchProcessor:
         return report
 
     async def _halving(
-        self, records: _Unit, failure: Exception | None, joined: dict[str, str]
+        self, records: Unit, failure: Exception | None, joined: dict[str, str]
     ) -> BatchReport:
         """The records (`failure`: they failed together already), else each half in turn: for
         more than one failing record, about 2 transactions per record found and level (a
@@ -123,11 +123,11 @@ class BatchProcessor:
             if isinstance(outcome, BatchReport):
                 return outcome
             failure = outcome
-        units = _units(records, joined)
-        if len(units) == 1:
+        groups = units(records, joined)
+        if len(groups) == 1:
             return await self._one_group(records, failure)
         report = BatchReport()
-        for side in _halves(units):
+        for side in halves(groups):
             _merge(report, await self._halving(sorted(p for u in side for p in u), None, joined))
         return report
 
@@ -137,13 +137,15 @@ class BatchProcessor:
         and applied in the handler's order. Empty if that cannot be read (then each customer
         is a group: a partner's balance could then be applied after a top-up it pays)."""
         try:
-            links = await self._handler.partner_links(records)
+            links = await self._retrying_call(lambda: self._handler.partner_links(records))
+        except Stopped:
+            raise
         except Exception as exc:  # the search goes on without it
             log.warning("partners not read (%s: %s): split by customer", type(exc).__name__, exc)
             return {}
-        return _grouped(links)
+        return grouped(links)
 
-    async def _one_group(self, unit: _Unit, failure: Exception | None) -> BatchReport:
+    async def _one_group(self, unit: Unit, failure: Exception | None) -> BatchReport:
         """One group's records, of which some fail (`failure`: they failed alone already).
 
         Each failing record is found by trials, transactions that are rolled back (nothing of
@@ -160,14 +162,15 @@ class BatchProcessor:
         report = BatchReport()
         good, lo, misses = self._in_apply_order(unit), 0, 0  # its first `lo` went through
         hi = None if failure is None else len(good)  # its first `hi` failed with `failure`
+        tried = False  # (in a trial, else for real)
         while good:
             if hi is None or failure is None:
                 outcome = await self._attempt([r for _, r in good])
                 if isinstance(outcome, BatchReport):
                     _merge(report, outcome)
                     break
-                hi, failure = len(good), outcome
-            found = await self._culprit(good, failure, lo, hi)
+                hi, failure, tried = len(good), outcome, False
+            found = await self._culprit(good, failure, lo, hi, tried)
             if found is None:
                 misses += 1
                 if misses > _MISSES:
@@ -187,18 +190,27 @@ class BatchProcessor:
                 if isinstance(outcome, BatchReport):
                     lo += 1
                 else:
-                    hi, failure = lo + 1, outcome
+                    hi, failure, tried = lo + 1, outcome, True
         return report
 
     async def _culprit(
-        self, records: _Unit, failure: Exception, lo: int, hi: int
+        self, records: Unit, failure: Exception, lo: int, hi: int, tried: bool
     ) -> tuple[int, Exception] | None:
         """Where the shortest failing prefix of `records` (in apply order) ends, and how it
         fails, by halving with trials: its first `lo` records went through together, its first
-        `hi` failed with `failure` in the last transaction. Confirmed by two trials one after
-        the other (the last of the search and one more): the prefix that ends with the record
-        fails, the one without it goes through. None: the failure did not come again."""
-        why, failed_last = failure, True
+        `hi` failed with `failure` in the last transaction (a trial if `tried`). Confirmed by
+        two trials one after the other (the last of the search and one more): the prefix that
+        ends with the record fails, the one without it goes through; a record that failed
+        alone, once, is not tried again (as before). None: the failure did not come again in
+        a trial (it went away, or comes only at commit)."""
+        why = failure
+        if not tried and (lo, hi) != (0, 1):  # a real transaction failed: does a trial?
+            outcome = await self._attempt([r for _, r in records[:hi]], trial=True)
+            if isinstance(outcome, BatchReport):
+                return None
+            why = outcome
+            lo = min(lo, hi - 1)
+        failed_last = True
         while True:
             while hi - lo > 1:
                 mid = (lo + hi) // 2
@@ -219,7 +231,7 @@ class BatchProcessor:
                     continue
             return hi - 1, why
 
-    async def _committing(self, records: _Unit) -> BatchReport:
+    async def _committing(self, records: Unit) -> BatchReport:
         """The records (in apply order), else each half in turn, committing what goes through:
         for a failure that trials do not show (one at commit). A record set aside may then
         shape the order of the others, as before ADR 0011."""
@@ -233,8 +245,8 @@ class BatchProcessor:
         _merge(report, await self._committing(self._in_apply_order(records[half:])))
         return report
 
-    def _in_apply_order(self, unit: _Unit) -> _Unit:
-        """One customer's records in the order the handler applies them (event time, settings
+    def _in_apply_order(self, unit: Unit) -> Unit:
+        """A group's records in the order the handler applies them (event time, settings
         first at the same instant; contract v2): a prefix of them is what the handler applies
         first (the other topic's marks an attempt raised stay raised, so a balance would not
         wait for settings of its instant left out)."""
@@ -267,7 +279,7 @@ class BatchProcessor:
         why = Invalid(DeadLetterReason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"[:500])
         return await self._retrying_call(lambda: self._handler.dead_letter_only(record, why))
 
-    async def _retrying_call(self, call: Callable[[], Awaitable[BatchReport]]) -> BatchReport:
+    async def _retrying_call(self, call: Callable[[], Awaitable[_T]]) -> _T:
         backoff = self._initial_backoff
         attempt = 0
         while True:
@@ -291,53 +303,6 @@ class BatchProcessor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), backoff)
             backoff = min(backoff * 2, self._max_backoff)
-
-
-def _units(records: _Unit, joined: dict[str, str]) -> list[_Unit]:
-    """The records grouped by key (the customer), or by the group `joined` puts the customer
-    in, each group in the batch's order; records without a key stand alone."""
-    units: dict[object, _Unit] = {}
-    for position, record in records:
-        key: object = ("no key", position) if record.key is None else record.key
-        if joined and record.key is not None:
-            key = joined.get(record.key.decode("utf-8", "replace"), key)
-        units.setdefault(key, []).append((position, record))
-    return list(units.values())
-
-
-def _grouped(links: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Customers joined by (customer, partner) links, each to its group's least member."""
-    parent: dict[str, str] = {}
-
-    def root(c: str) -> str:
-        while parent.setdefault(c, c) != c:
-            c = parent[c]
-        return c
-
-    for a, b in links:
-        ra, rb = root(a), root(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return {c: root(c) for c in parent}
-
-
-def _size(units: Sequence[_Unit]) -> int:
-    return sum(len(u) for u in units)
-
-
-def _halves(units: list[_Unit]) -> tuple[list[_Unit], list[_Unit]]:
-    """Two non-empty runs of units with about half of the records each."""
-    total, count = _size(units), 0
-    for i, unit in enumerate(units[:-1]):
-        count += len(unit)
-        if count * 2 >= total:
-            return units[: i + 1], units[i + 1 :]
-    return units[:-1], units[-1:]
-
-
-def _flat(units: Sequence[_Unit]) -> list[InputRecord]:
-    """The records of `units` in the batch's order."""
-    return [record for _, record in sorted((p for u in units for p in u), key=lambda p: p[0])]
 
 
 def _merge(into: BatchReport, part: BatchReport) -> None:

@@ -32,6 +32,56 @@ def test_a_failure_that_does_not_come_back_dead_letters_nothing_in_one_customer(
     _check_applied_once_in_order(handler, records)
 
 
+class _OnceAfterDeadLetter(KeyedHandler):
+    """KeyedHandler; and the first real transaction after the first dead letter fails once."""
+
+    armed = False
+
+    async def dead_letter_only(self, record: InputRecord, why: Invalid) -> BatchReport:
+        self.armed = not self.dead
+        return await super().dead_letter_only(record, why)
+
+    async def handle(self, records: Sequence[InputRecord], *, trial: bool = False) -> BatchReport:
+        if self.armed and not trial:
+            self.armed = False
+            self.transactions += 1
+            raise ValueError("once")
+        return await super().handle(records, trial=trial)
+
+
+class _CommitOnly(KeyedHandler):
+    """KeyedHandler; and record 1 fails only when committed, never in a trial."""
+
+    async def handle(self, records: Sequence[InputRecord], *, trial: bool = False) -> BatchReport:
+        if not trial and 1 in {r.offset for r in records}:
+            raise ValueError("fails at commit")
+        return await super().handle(records, trial=trial)
+
+
+@pytest.mark.parametrize("poison", [0, 2])
+def test_a_failure_after_a_dead_letter_that_does_not_come_back_blames_nothing(
+    poison: int,
+) -> None:
+    """One customer's [g, g, p] (or [p, g, g]): p is found; then the real attempt of the rest
+    fails once. The search started from that failure confirmed a record with one trial of
+    what had just gone through, and dead-lettered a good record."""
+    records = _keyed(3, customers=1)
+    handler = _OnceAfterDeadLetter(frozenset({poison}))
+    _run(handler, records)
+    assert handler.dead == [poison]
+    _check_applied_once_in_order(handler, records)
+
+
+def test_a_failure_only_at_commit_is_found_by_committing() -> None:
+    """[p, c, g]: c fails only at commit, so no trial shows it: after two misses the rest is
+    split committing what goes through, and g (which never fails) is applied."""
+    records = _keyed(3, customers=1)
+    handler = _CommitOnly(frozenset({0}))
+    _run(handler, records)
+    assert sorted(handler.dead) == [0, 1]
+    assert [r.offset for r in handler.applied] == [2]
+
+
 class _SlowBuggy(_FailsWith):
     """_FailsWith, plus: the records in `broken` fail when they are decided (a bug in the
     top-up path, so not while they wait), and every transaction takes `step` seconds on the
@@ -101,7 +151,21 @@ def _rec(topic: str, offset: int, customer: str, body: dict[str, object]) -> Inp
     return InputRecord(topic, 0, offset, customer.encode(), dumps(body))
 
 
-async def _outputs(with_poison: bool, other: bool) -> list[tuple[str, str]]:
+class _LinksFailOnce(_FailsWith):
+    """_FailsWith; and reading the partner links fails once, for a transient reason."""
+
+    failed = False
+
+    async def partner_links(self, records: Sequence[InputRecord]) -> list[tuple[str, str]]:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("connection reset")
+        return await super().partner_links(records)
+
+
+async def _outputs(
+    with_poison: bool, other: bool, links_fail: bool = False
+) -> list[tuple[str, str]]:
     """p pays for a (master_account) and has 500.00; then, in one batch of one partition: p
     drops to 20.00, a poison, a's due balance. The poison is p's, or (`other`) x's, after a
     balance of a ahead of p's drop."""
@@ -118,10 +182,11 @@ async def _outputs(with_poison: bool, other: bool) -> list[tuple[str, str]]:
     whose = "x" if other else "p"
     poison = _rec(bal, 3, whose, balance_wire(whose, "30.00", at=at + timedelta(seconds=2)))
     due = _rec(bal, 4, "a", balance_wire("a", "1.00", at=at + timedelta(seconds=3)))
-    handler = _FailsWith(uow, _alignment(Monotonic(), bound=0), {where(poison)})  # no wait
+    kind = _LinksFailOnce if links_fail else _FailsWith
+    handler = kind(uow, _alignment(Monotonic(), bound=0), {where(poison)})  # no wait
     batch = [ahead] if other else []
     batch += [drop, poison, due] if with_poison else [drop, due]
-    await BatchProcessor(handler, lambda exc: False).process(batch)
+    await BatchProcessor(handler, lambda exc: isinstance(exc, ConnectionError)).process(batch)
     assert handler.dead == Counter({where(poison): 1} if with_poison else {})
     return _published(db)
 
@@ -145,3 +210,10 @@ async def test_a_poison_does_not_let_a_partner_fund_its_customer(other: bool) ->
     without = await _outputs(with_poison=False, other=other)
     assert without == [(TOPICS.top_up_failed, "partner_insufficient_funds")]
     assert await _outputs(with_poison=True, other=other) == without
+
+
+async def test_a_transient_failure_of_the_partner_read_is_retried() -> None:
+    """Without the groups (the read failed once, for a transient reason), the split went by
+    customer and the partner funded its customer again."""
+    without = await _outputs(with_poison=False, other=False)
+    assert await _outputs(with_poison=True, other=False, links_fail=True) == without

@@ -5,8 +5,8 @@ either apply every record (or dead-letter it, or report it held: the consumer th
 nothing at or after it) or raise `Stopped` and let the records come again.
 
 A batch that fails for a reason a retry cannot fix is split to find the records that cause
-it (see `_isolate`): for one such record in n, about log2(n) + 1 more transactions (at most
-12 for 2,000 records of different customers, 17 for 2,000 records of 40 customers; then one
+it (see `_isolate`): for one such record in n, about log2(n) + 2 more transactions (at most
+13 for 2,000 records of different customers, 17 for 2,000 records of 40 customers; then one
 for its dead letter), instead of one per record. Within one customer (and the customers that
 share a partner's wallet with it), the search is made of trials that are rolled back, and
 the other records are applied together once the failing ones are set aside, as if they had
@@ -101,9 +101,6 @@ class BatchProcessor:
             if isinstance(outcome, BatchReport):
                 _merge(report, outcome)
                 rest = []
-                if len(unit) == 1 and why is not None:  # it made a set fail that goes
-                    _merge(report, await self._poison(unit[0][1], why))  # through without it
-                    return report
             else:
                 rest_failure = outcome
             why = None  # the group was not tried alone
@@ -162,7 +159,7 @@ class BatchProcessor:
         report = BatchReport()
         good, lo, misses = self._in_apply_order(unit), 0, 0  # its first `lo` went through
         hi = None if failure is None else len(good)  # its first `hi` failed with `failure`
-        tried = False  # (in a trial, else for real)
+        tried = False  # whether `failure` came from a trial (else from a real attempt)
         while good:
             if hi is None or failure is None:
                 outcome = await self._attempt([r for _, r in good])
@@ -209,7 +206,7 @@ class BatchProcessor:
             if isinstance(outcome, BatchReport):
                 return None
             why = outcome
-            lo = min(lo, hi - 1)
+            lo = min(lo, hi - 1)  # (lo == hi: all but the last went through, then all failed)
         failed_last = True
         while True:
             while hi - lo > 1:

@@ -81,12 +81,18 @@ class _Case:
     prior: list[InputRecord]  # applied before, the same way in both runs
     batch: list[InputRecord]  # one fetched batch, in the broker's order
     poison: frozenset[int]  # positions in `batch` of the records that fail whatever happens
+    # Due records wait for the other topic (else the alignment's bound is 0). Not with a
+    # partner: while a record of one waits, the other's go on, and the partner's balance they
+    # see is not the reference's (test_a_held_partner_balance_funds_its_customer, an open
+    # defect of the wait, not of the split).
+    waits: bool = True
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # Hypothesis prints this
         printer.text(repr(self))
 
     def __repr__(self) -> str:
-        lines = ["prior:", *map(_shown, self.prior), "batch:"]
+        lines = ["prior:" if self.waits else "prior (nothing waits):", *map(_shown, self.prior)]
+        lines.append("batch:")
         lines += [
             _shown(r) + (" POISON" if i in self.poison else "") for i, r in enumerate(self.batch)
         ]
@@ -190,7 +196,7 @@ def _cases(draw: st.DrawFn) -> _Case:
             batch.append(log.settings_of(name, at, p, event_id, r.auto, r.threshold))
         else:
             batch.append(log.balance_of(name, r.amount, at, p, event_id))
-    return _Case(prior, batch, frozenset(poison))
+    return _Case(prior, batch, frozenset(poison), waits=not partnered)
 
 
 # --- the two runs --------------------------------------------------------------------------
@@ -210,7 +216,7 @@ async def _split(case: _Case) -> _Split:
     db, uow = fake_uow_factory()
     await BatchHandler(uow, lambda: NOW, rules.Policy(), TOPICS).handle(case.prior)
     poisons = {where(case.batch[i]) for i in case.poison}
-    handler = _FailsWith(uow, _alignment(clock), poisons)
+    handler = _FailsWith(uow, _alignment(clock, BOUND if case.waits else 0), poisons)
     processor = BatchProcessor(handler, lambda exc: False)
     reports = [await processor.process(case.batch)]
     for _ in case.batch:  # (each round decides every held record again: one is enough)

@@ -15,6 +15,8 @@ from datetime import datetime
 
 from tests.chaos.harness import DEFAULT_NOW, Chaos, Config, summary
 
+MISMATCHES_SHOWN = 60  # daily keys described when a run fails
+
 
 def instant(text: str) -> datetime:
     at = datetime.fromisoformat(text)
@@ -58,6 +60,11 @@ def main() -> int:
         return 2
     result = asyncio.run(Chaos(cfg).execute())
     print(summary(result))
+    if not result.ok:  # which daily keys, so that a failed run can be looked into
+        for line in result.mismatches[:MISMATCHES_SHOWN]:
+            print(line, file=sys.stderr)
+        if len(result.mismatches) > MISMATCHES_SHOWN:
+            print(f"... and {len(result.mismatches) - MISMATCHES_SHOWN} more", file=sys.stderr)
     print(result.line())
     return 0 if result.ok else 1
 

@@ -75,6 +75,7 @@ class Result:
     restarts: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
+    mismatches: list[str] = field(default_factory=list)  # each daily key counted, described
     dead_expected: int = 0
     dead_missing: int = 0
     dead_unexpected: int = 0
@@ -426,7 +427,7 @@ class Chaos:
             for record in reader.on(self.topics[name]):
                 events.append(record.json())
                 kinds.append(name.lower().replace("_", "-"))
-        self.result.counts = compare(reference, events, kinds)
+        self.result.counts = compare(reference, events, kinds, self.result.mismatches)
         # Daily keys refused for want of partner funds (an output published twice counts once).
         self.result.counts["partner_insufficient_funds"] = len(
             {

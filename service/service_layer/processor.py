@@ -132,7 +132,10 @@ class BatchProcessor:
         """Each customer that shares a partner's wallet with another one of `records` (as
         payer or paid), to its group's first customer: a group's records are searched together
         and applied in the handler's order. Empty if that cannot be read (then each customer
-        is a group: a partner's balance could then be applied after a top-up it pays)."""
+        is a group: a partner's balance could then be applied after a top-up it pays). Not
+        read for one customer's records: they are one group already."""
+        if len({record.key for record in records}) == 1:
+            return {}
         try:
             links = await self._retrying_call(lambda: self._handler.partner_links(records))
         except Stopped:

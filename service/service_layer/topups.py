@@ -26,15 +26,7 @@ def notice_records(topics: Topics, notices: Iterable[Notice], now: datetime) -> 
 
 def partner_ids(events: Iterable[object], wallets: dict[str, Wallet]) -> set[str]:
     """The partners that pay for these wallets, or that these settings events name."""
-    ids = {
-        w.settings.partner_id
-        for w in wallets.values()
-        if w.settings is not None and w.settings.partner_id is not None
-    }
-    ids.update(
-        e.partner_id for e in events if isinstance(e, SettingsUpdated) and e.partner_id is not None
-    )
-    return ids
+    return {partner for _, partner in partner_links(events, wallets)}
 
 
 def partner_links(events: Iterable[object], wallets: dict[str, Wallet]) -> list[tuple[str, str]]:

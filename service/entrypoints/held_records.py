@@ -80,7 +80,7 @@ class Pending:
         return {
             h.partition
             for h, deadline in self._why.values()
-            if (deadline is None and h.customer_id not in waiting)
+            if (deadline is None and (h.after or h.customer_id) not in waiting)
             or (deadline is not None and deadline <= now)
         }
 

@@ -1,93 +1,32 @@
-"""Event-time order of one customer's settings and balances, and the wait for the other topic.
+"""The wait for the other input topic, and who waits behind whom (ADR 0004).
 
-The contract (v2, "Order of one customer's events"): one instance owns the same partition
-numbers of both input topics, applies one customer's settings and balances in event-time order
-(`occurred_at`; at the same instant, settings first), and before it applies a record it reads
-what the other topic's partition holds up to that record's time, waiting at most a bound. This
-is what Kafka Streams does for co-partitioned inputs: its PartitionGroup takes the record with
-the lowest timestamp among the partitions' heads, and `max.task.idle.ms` bounds how long a
-task idles for a partition that has nothing buffered (KIP-695).
-
-Two pure pieces (no I/O; the monotonic clock is injected):
-
-- `in_event_time`: the order in which one batch is applied. Each customer's records of the two
-  topics are merged by taking the earlier head, settings first at the same instant. Each topic
-  keeps the order its partition delivered (as PartitionGroup does), so the staleness rules
-  (`sequence`, `version`, `(occurred_at, event_id)`) see a topic's records as before: a balance
-  that arrives after a newer one of the same wallet is still stale.
-- `Alignment`: how far this instance has read each input partition (the greatest `occurred_at`
-  fetched from it), and which records must wait. Only a record whose application would trigger
-  a top-up waits (the rules decide, as always): applying any other record early cannot move
-  money. While a record of a customer waits, that customer's later records wait behind it;
-  other customers go on.
+Before it applies a record, an instance reads what the other topic's partition of the same
+number holds up to that record's time, waiting at most a bound: Kafka Streams'
+`max.task.idle.ms` for co-partitioned inputs (KIP-695). The order within a batch is
+event_order.py's. `Alignment` is pure (the monotonic clock is injected). Only a record whose
+application would trigger a top-up waits: applying any other record early cannot move money.
+Its customer's later records wait behind it; other customers go on, except across a partner's
+wallet: a top-up a partner pays waits behind the partner's waiting record dated at or before
+it, and the partner's records dated after a waiting top-up it pays wait behind that top-up.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
 from service.config import Settings
 from service.contract.codec import Invalid
-from service.domain.model import BalanceChanged, InvoiceStatusChanged, SettingsUpdated
+from service.service_layer.event_order import Decoded
 from service.service_layer.ports import InputRecord
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
-Decoded = tuple[InputRecord, BalanceChanged | SettingsUpdated | InvoiceStatusChanged | Invalid]
 Monotonic = Callable[[], float]
-
-
-def in_event_time(decoded: Sequence[Decoded], settings_topic: str) -> Sequence[Decoded]:
-    """The batch in the order to apply it: each customer's settings are placed among that
-    customer's balances by `occurred_at` (a settings record goes before a balance of the same
-    instant); everything else keeps its place. Without settings in the batch (the usual case),
-    the batch itself."""
-    queues = _settings_queues(decoded, settings_topic)
-    if not queues:
-        return decoded
-    taken = dict.fromkeys(queues, 0)
-    out: list[Decoded] = []
-    for pair in decoded:
-        record, event = pair
-        if isinstance(event, Invalid):
-            out.append(pair)
-            continue
-        if record.topic == settings_topic:
-            continue  # placed from its customer's queue
-        queue = queues.get(event.customer_id)
-        if queue is not None:
-            i = taken[event.customer_id]
-            while i < len(queue) and queue[i][0] <= event.occurred_at:
-                out.append(queue[i][1])
-                i += 1
-            taken[event.customer_id] = i
-        out.append(pair)
-    for customer_id, queue in queues.items():
-        out += [pair for _, pair in queue[taken[customer_id] :]]
-    return out
-
-
-def apply_order(decoded: Sequence[Decoded], settings_topic: str) -> list[int]:
-    """The indexes of `decoded` in the order `in_event_time` applies them."""
-    where = {id(pair): i for i, pair in enumerate(decoded)}
-    return [where[id(pair)] for pair in in_event_time(decoded, settings_topic)]
-
-
-def _settings_queues(
-    decoded: Sequence[Decoded], settings_topic: str
-) -> dict[str, list[tuple[datetime, Decoded]]]:
-    """Each customer's decoded settings records, in batch order, with their `occurred_at`."""
-    queues: dict[str, list[tuple[datetime, Decoded]]] = {}
-    for pair in decoded:
-        event = pair[1]
-        if pair[0].topic == settings_topic and not isinstance(event, Invalid):
-            queues.setdefault(event.customer_id, []).append((event.occurred_at, pair))
-    return queues
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +44,9 @@ class Held:
     retry_in: float
     # When its bound runs out, on the alignment's monotonic clock (retry_in > 0 only).
     until: float | None = field(default=None, compare=False)
+    # retry_in 0: the customer whose waiting record it is behind, when not its own (a due
+    # top-up's record, that its wallet pays for: see Alignment).
+    after: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +56,13 @@ class _Waiting:
     offset: int
     at: datetime
     rank: int
+    # whose waiting record holds it back: its customer, or the customer whose waiting top-up
+    # its customer pays for (Held.after; the records after it wait until that one is decided)
+    owner: str
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.topic, self.partition, self.offset)
 
 
 class Alignment:
@@ -141,6 +90,8 @@ class Alignment:
         self._epoch = 0  # assignments so far
         # customer -> its record that waits (at most one: later ones wait behind it)
         self._waiting: dict[str, _Waiting] = {}
+        # partner -> the customers whose waiting top-up it pays (its later records wait too)
+        self._pays: dict[str, set[str]] = {}
         # (topic, partition, offset) -> when first fetched, for records not applied yet
         self._since: dict[tuple[str, int, int], float] = {}
 
@@ -152,6 +103,7 @@ class Alignment:
         for marks in self._marks.values():
             marks.clear()
         self._waiting.clear()
+        self._pays.clear()
         self._since.clear()
 
     def fetched(self, decoded: Iterable[Decoded], horizon: datetime, now: datetime) -> None:
@@ -181,10 +133,32 @@ class Alignment:
         return None if marks is None else marks.get(partition)
 
     def hold(
-        self, topic: str, partition: int, offset: int, customer_id: str, at: datetime
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        customer_id: str,
+        at: datetime,
+        partner: str | None = None,
     ) -> float:
-        """For a record whose application would trigger a top-up: 0 when it may be applied now,
-        else the seconds left of its bound (it waits; nothing of it is applied)."""
+        """For a record whose application would trigger a top-up (paid by `partner`, if one
+        pays): 0 when it may be applied now, else the seconds it may still wait (nothing of it
+        is applied)."""
+        rank = self._rank.get(topic, 1)
+        left = self._own_wait(topic, partition, offset, at)
+        if left <= 0 and partner is not None and partner != customer_id:
+            left = self._partner_wait(topic, partition, offset, at, partner)
+        if left <= 0:
+            return self._go(topic, partition, offset, customer_id)
+        waiting = self._waiting.get(customer_id)
+        if waiting is None or (at, rank) < (waiting.at, waiting.rank):
+            self._waiting[customer_id] = _Waiting(topic, partition, offset, at, rank, customer_id)
+        if partner is not None and partner != customer_id:
+            self._pays.setdefault(partner, set()).add(customer_id)  # its later records: behind
+        return left
+
+    def _own_wait(self, topic: str, partition: int, offset: int, at: datetime) -> float:
+        """The seconds left while the other topic's partition is not read up to `at`."""
         other = self._other.get(topic)
         if other is None or self._bound <= 0:
             return 0.0
@@ -192,16 +166,34 @@ class Alignment:
             return 0.0  # not co-partitioned here (a rolling upgrade): nothing to wait for
         mark = self._marks[other].get(partition)
         if mark is not None and mark >= at:
-            return self._go(topic, partition, offset, customer_id)
+            return 0.0
         now = self._clock()
         first = self._since.setdefault((topic, partition, offset), now)
-        left = self._bound - (now - first)
-        if left <= 0:
-            return self._go(topic, partition, offset, customer_id)
-        waiting = self._waiting.get(customer_id)
-        if waiting is None or (at, self._rank[topic]) < (waiting.at, waiting.rank):
-            self._waiting[customer_id] = _Waiting(topic, partition, offset, at, self._rank[topic])
+        return self._bound - (now - first)
+
+    def _partner_wait(
+        self, topic: str, partition: int, offset: int, at: datetime, partner: str
+    ) -> float:
+        """The seconds left while the partner has a record not later than this one that waits
+        (at most until that record's bound runs out; this record's bound is then that one's)."""
+        waiting = self._entry(partner)
+        if waiting is None or waiting.at > at:  # the partner's first at the same instant
+            return 0.0
+        first = self._since.get(waiting.key)
+        if first is None or waiting.key == (topic, partition, offset):
+            return 0.0
+        left = self._bound - (self._clock() - first)
+        if left > 0:
+            self._since[(topic, partition, offset)] = first
         return left
+
+    def _entry(self, customer_id: str, *, own: bool = True) -> _Waiting | None:
+        """The earliest record that this customer's later records wait behind: its own that
+        waits (unless not `own`), or a waiting top-up it pays for."""
+        paid = tuple(self._pays.get(customer_id, ()))
+        whose = (customer_id, *paid) if own else paid
+        entries = [w for c in whose if (w := self._waiting.get(c)) is not None]
+        return min(entries, key=lambda w: (w.at, w.rank), default=None)
 
     def until(self, topic: str, partition: int, offset: int) -> float | None:
         """When the bound of a record that waits runs out (monotonic); None if it never
@@ -210,42 +202,77 @@ class Alignment:
         return None if first is None else first + self._bound
 
     def _go(self, topic: str, partition: int, offset: int, customer_id: str) -> float:
-        """It may be applied now: if it was its customer's waiting record, no longer."""
+        """It may be applied now: if it was a waiting record, nothing waits behind it."""
         waiting = self._waiting.get(customer_id)
-        if waiting is not None and (waiting.topic, waiting.partition, waiting.offset) == (
-            topic,
-            partition,
-            offset,
-        ):
-            del self._waiting[customer_id]
+        if waiting is not None and waiting.key == (topic, partition, offset):
+            self._release(waiting.key)
         return 0.0
+
+    def _release(self, key: tuple[str, int, int]) -> None:
+        """Nothing waits behind this record any more (its customer's or a partner's records)."""
+        for customer_id, w in list(self._waiting.items()):
+            if w.key == key:
+                del self._waiting[customer_id]
+                for paid in self._pays.values():
+                    paid.discard(customer_id)
+        self._pays = {p: paid for p, paid in self._pays.items() if paid}
 
     def admit(
         self, topic: str, partition: int, offset: int, customer_id: str, at: datetime
     ) -> bool:
         """False when a record must not be applied yet because an earlier record of its
-        customer waits (it is decided again after that one). The waiting record itself is
-        admitted, to be decided again."""
-        if not self._waiting:
-            return True
-        waiting = self._waiting.get(customer_id)
-        if waiting is None:
-            return True
-        if waiting.topic == topic and waiting.partition == partition:
-            if offset == waiting.offset:
-                del self._waiting[customer_id]  # decided again now: it may wait again
-                return True
-            later = offset > waiting.offset
-        else:
-            later = (at, self._rank.get(topic, 1)) > (waiting.at, waiting.rank)
-        if later:
-            self._since.setdefault((topic, partition, offset), self._clock())
-        return not later
+        customer waits, or (for a partner) a top-up it pays dated before it (it is decided
+        again after that one). The waiting record itself is admitted, to be decided again."""
+        return self._blocking(topic, partition, offset, customer_id, at) is None
 
-    def waits_for(self, customer_id: str) -> bool:
-        """Whether a record of this customer waits (an unreadable record keyed by the customer
-        then waits behind it too, so that its dead letter never overtakes it)."""
-        return customer_id in self._waiting
+    def held_back(self, record: InputRecord, customer_id: str, at: datetime) -> Held | None:
+        """`admit`, for a record: None when admitted, else the record held behind the one it
+        waits for."""
+        where = (record.topic, record.partition, record.offset)
+        waiting = self._blocking(*where, customer_id, at)
+        return None if waiting is None else Held(*where, customer_id, 0.0, after=waiting.owner)
+
+    def _blocking(
+        self, topic: str, partition: int, offset: int, customer_id: str, at: datetime
+    ) -> _Waiting | None:
+        """The waiting record that this one must wait behind (None: it may go)."""
+        if not self._waiting:
+            return None
+        own = self._waiting.get(customer_id)
+        if own is not None and own.key == (topic, partition, offset):
+            self._release(own.key)  # decided again now: it may wait again
+            own = None
+        if own is not None:
+            if (own.topic, own.partition) == (topic, partition):
+                later = offset > own.offset
+            else:
+                later = (at, self._rank.get(topic, 1)) > (own.at, own.rank)
+            if later:
+                return self._behind(own, topic, partition, offset)
+        # the earliest top-up it pays dated before it (its own records of that instant first)
+        waiting = self._entry(customer_id, own=False)
+        if waiting is None or at <= waiting.at:
+            return None
+        # its later records wait behind this one, even once that top-up is decided
+        rank = self._rank.get(topic, 1)
+        if own is None or (at, rank) < (own.at, own.rank):
+            self._waiting[customer_id] = _Waiting(topic, partition, offset, at, rank, waiting.owner)
+        return self._behind(waiting, topic, partition, offset)
+
+    def _behind(self, waiting: _Waiting, topic: str, partition: int, offset: int) -> _Waiting:
+        """A record waits behind `waiting`: its own bound counts from its first fetch."""
+        self._since.setdefault((topic, partition, offset), self._clock())
+        return waiting
+
+    def behind(self, record: InputRecord, customer_id: str) -> Held | None:
+        """`record` held behind the record its customer's later records wait for (None: none
+        waits; an unreadable record keyed by the customer waits behind it too, so that its
+        dead letter never overtakes it)."""
+        waiting = self._entry(customer_id)
+        if waiting is None:
+            return None
+        at = (record.topic, record.partition, record.offset)
+        return Held(*at, customer_id, 0.0, after=waiting.owner)
 
     def settled(self, topic: str, partition: int, offset: int) -> None:
         """A record was applied (or dead-lettered): it waits no more."""
@@ -255,19 +282,18 @@ class Alignment:
     def forget(self, topic: str, partition: int, offset: int) -> None:
         """A record was set aside (dead-lettered after it failed): nothing waits for it."""
         self.settled(topic, partition, offset)
-        for customer_id, w in list(self._waiting.items()):
-            if (w.topic, w.partition, w.offset) == (topic, partition, offset):
-                del self._waiting[customer_id]
+        self._release((topic, partition, offset))
 
     @contextlib.contextmanager
     def trial(self, decoded: Iterable[Decoded]) -> Iterator[None]:
         """Undoes, on the way out, what is noted inside of these records, their partitions and
-        their customers: for a trial of them that is rolled back. Nothing else is touched:
-        another lane (ADR 0010), with other partitions and customers, may note its own
-        meanwhile. After an assignment change inside, what the trial noted is forgotten."""
+        their customers, and which partners' later records wait behind them: for a
+        trial of them that is rolled back. Nothing else is touched: another lane (ADR 0010),
+        with other partitions and customers, may note its own meanwhile. After an assignment
+        change inside, what the trial noted is forgotten."""
         marks: dict[tuple[str, int], datetime | None] = {}
         since: dict[tuple[str, int, int], float | None] = {}
-        waiting: dict[str, _Waiting | None] = {}
+        customers: set[str] = set()
         for record, event in decoded:
             marks[(record.topic, record.partition)] = self.read_up_to(
                 record.topic, record.partition
@@ -275,7 +301,9 @@ class Alignment:
             at = (record.topic, record.partition, record.offset)
             since[at] = self._since.get(at)
             if not isinstance(event, Invalid):
-                waiting[event.customer_id] = self._waiting.get(event.customer_id)
+                customers.add(event.customer_id)
+        waiting = dict(self._waiting)
+        pays = {partner: set(paid) for partner, paid in self._pays.items()}
         epoch = self._epoch
         try:
             yield
@@ -286,12 +314,18 @@ class Alignment:
                     _put(self._marks[topic], partition, None if new else mark)
             for key, first in since.items():
                 _put(self._since, key, None if new else first)
-            for customer_id, w in waiting.items():
-                _put(self._waiting, customer_id, None if new else w)
+            for customer_id in customers:
+                _put(self._waiting, customer_id, None if new else waiting.get(customer_id))
+            for partner in pays.keys() | self._pays.keys():
+                before = set() if new else pays.get(partner, set()) & customers
+                paid = (self._pays.get(partner, set()) - customers) | before
+                _put(self._pays, partner, paid or None)
 
     def waiting(self) -> dict[str, tuple[str, int, int]]:
-        """customer -> (topic, partition, offset) of its record that waits (for tests, logs)."""
-        return {c: (w.topic, w.partition, w.offset) for c, w in self._waiting.items()}
+        """customer -> (topic, partition, offset) of the record its later records wait behind
+        (for tests, logs)."""
+        entries = {c: self._entry(c) for c in self._waiting.keys() | self._pays.keys()}
+        return {c: w.key for c, w in entries.items() if w is not None}
 
 
 def _put(table: dict[_K, _V], key: _K, value: _V | None) -> None:

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from functools import partial
 
 from service.config import Topics
 from service.contract.codec import Invalid, decode_balance, decode_invoice_status, decode_settings
@@ -14,7 +15,9 @@ from service.domain import rules
 from service.domain.model import BalanceChanged, InvoiceStatusChanged, SettingsUpdated, Wallet
 from service.domain.reasons import StaleReason
 from service.service_layer import invoices, topups
-from service.service_layer.alignment import Alignment, Held, apply_order, in_event_time
+from service.service_layer.aligned import apply_aligned
+from service.service_layer.alignment import Alignment, Held
+from service.service_layer.event_order import apply_order, in_event_time
 from service.service_layer.outbox import dead_letter_record
 from service.service_layer.ports import (
     BatchStore,
@@ -116,7 +119,9 @@ class BatchHandler:
                     for record, event in ordered:
                         self._apply(batch, record, event)
                 else:
-                    self._apply_aligned(batch, ordered, align)
+                    horizon = now + self._policy.future_skew
+                    held = batch.report.held
+                    apply_aligned(ordered, align, horizon, partial(self._apply, batch), held)
                 await self._write(uow.store, batch)
                 if not trial:
                     await uow.commit()
@@ -183,7 +188,9 @@ class BatchHandler:
             assert outcome.reason is not None
             self._reject(batch, record, Invalid(outcome.reason, outcome.detail), event)
             return
-        if outcome.decision is rules.Decision.TRIGGERED and self._held(batch, record, event):
+        if outcome.decision is rules.Decision.TRIGGERED and self._held(
+            batch, record, event, outcome.topup.partner_id if outcome.topup else None
+        ):
             return
         report = batch.report
         report.counts[CountKey.consumed(record.topic, outcome.status)] += 1
@@ -225,13 +232,14 @@ class BatchHandler:
         )
         return True
 
-    def _held(self, batch: _Batch, record: InputRecord, event: Event) -> bool:
-        """Whether a due record waits for the other input topic (see alignment.py)."""
+    def _held(self, batch: _Batch, record: InputRecord, event: Event, partner: str | None) -> bool:
+        """Whether a due record waits for the other input topic, or for a record of the partner
+        that pays it (see alignment.py)."""
         align, customer = self._alignment, event.customer_id
         if align is None:
             return False
         at = (record.topic, record.partition, record.offset)
-        wait = align.hold(*at, customer, event.occurred_at)
+        wait = align.hold(*at, customer, event.occurred_at, partner)
         if wait <= 0:
             return False
         batch.report.held.append(Held(*at, customer, wait, align.until(*at)))
@@ -280,36 +288,6 @@ class BatchHandler:
                 business_date=outcome.topup.business_date,
             )
         )
-
-    def _apply_aligned(
-        self,
-        batch: _Batch,
-        ordered: Sequence[tuple[InputRecord, Event | Invalid]],
-        align: Alignment,
-    ) -> None:
-        """Applies the records in order, except those of a customer whose earlier record waits
-        for the other input topic (they wait behind it)."""
-        horizon = batch.now + self._policy.future_skew
-        held = batch.report.held
-        for record, event in ordered:
-            if isinstance(event, Invalid):
-                # Keyed by a customer whose record waits: behind it (the key is the customer).
-                key = record.key
-                if key and align.waits_for(customer := key.decode("utf-8", "replace")):
-                    held.append(Held(record.topic, record.partition, record.offset, customer, 0.0))
-                    continue
-            # Future-dated records are dead-lettered at once, whatever waits.
-            elif event.occurred_at <= horizon:
-                topic, partition, offset = record.topic, record.partition, record.offset
-                if not align.admit(topic, partition, offset, event.customer_id, event.occurred_at):
-                    held.append(Held(topic, partition, offset, event.customer_id, 0.0))
-                    continue
-                before = len(held)
-                self._apply(batch, record, event)
-                if len(held) == before:
-                    align.settled(topic, partition, offset)
-                continue
-            self._apply(batch, record, event)
 
     def _reject(
         self, batch: _Batch, record: InputRecord, why: Invalid, event: Event | None = None

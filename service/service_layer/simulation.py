@@ -131,7 +131,7 @@ class Simulation:
 
 
 def in_event_time(history: History) -> list[Event]:
-    """The history in the order the service applies it (`alignment.in_event_time`'s key): the
+    """The history in the order the service applies it (`event_order.in_event_time`'s key): the
     earliest head first, settings before a balance of the same instant; each stream keeps its
     partition's order (a balance that comes after a newer one stays stale)."""
     streams: list[Iterable[tuple[datetime, int, Event]]] = [

@@ -13,7 +13,8 @@ from service.contract.codec import Invalid
 from service.domain import rules
 from service.domain.model import SettingsUpdated
 from service.domain.reasons import DeadLetterReason
-from service.service_layer.alignment import Alignment, Decoded, Held, in_event_time
+from service.service_layer.alignment import Alignment, Held
+from service.service_layer.event_order import Decoded, in_event_time
 from service.service_layer.handlers import BatchHandler, BatchReport, Event, _Batch
 from service.service_layer.ports import BatchStore, CountKey, InputRecord, UnitOfWorkFactory
 from service.service_layer.processor import BatchProcessor
@@ -118,15 +119,26 @@ def test_settings_go_among_their_customers_balances_by_time_settings_first() -> 
     ordered = [e for _, e in in_event_time(batch, SET)]
     # 'a': the off-switch goes before the balances from T on. Its balances keep the order of
     # their partition (late came first: still first; it makes `early` stale, as before v2).
-    assert ordered == [off, late, other, bad, early, same]
+    # a's records take the places a's records had; b's and the unreadable one keep theirs.
+    assert ordered == [off, other, bad, late, early, same]
 
 
-def test_settings_after_every_balance_of_their_customer_come_last() -> None:
+def test_settings_after_every_balance_of_their_customer_come_after_them_in_its_places() -> None:
     first = balance("a", at=T)
     later = settings("a", at=T + timedelta(seconds=1))
     other = settings("b", at=T - timedelta(days=1))
     ordered = [e for _, e in in_event_time(_pairs(later, other, first), SET)]
-    assert ordered == [first, later, other]
+    assert ordered == [first, other, later]
+
+
+def test_a_batch_in_event_time_across_customers_stays_so() -> None:
+    """a's settings dated after its last balance stay before b's later balance (a top-up that
+    b pays, made due by those settings, must not see b's balance of later)."""
+    a_low = balance("a", at=T)
+    a_on = settings("a", at=T + timedelta(seconds=1))
+    b_later = balance("b", at=T + timedelta(seconds=2))
+    ordered = [e for _, e in in_event_time(_pairs(a_low, a_on, b_later), SET)]
+    assert ordered == [a_low, a_on, b_later]
 
 
 # --- the tracker -------------------------------------------------------------------------------

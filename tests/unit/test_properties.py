@@ -438,32 +438,38 @@ def _in_event_time(scenario: Scenario) -> list[Sent]:
     """The order the contract (v2) applies the records in, batch by batch, written apart from
     the code: a customer's settings go before the first of that customer's balances (in the
     batch) dated at or after them; each topic keeps its own order; settings dated after every
-    balance of their customer come last, customer by customer; records that cannot be read
-    keep their place."""
+    balance of their customer come after them; a customer's records, so ordered, take the
+    places in the batch that its records had; records that cannot be read keep their place."""
     order: list[Sent] = []
     start = 0
     for size in scenario.batch_sizes:
         batch = scenario.sent[start : start + size]
         start += size
         readable = [_readable(sent) for sent in batch]
-        waiting: dict[str, list[Sent]] = {}
-        for sent, ok in zip(batch, readable, strict=True):
-            if ok and sent.record.topic == SETTINGS:
-                waiting.setdefault(sent.wallet_id, []).append(sent)
-        for sent, ok in zip(batch, readable, strict=True):
-            if ok and sent.record.topic == SETTINGS:
-                continue  # placed from its customer's queue
-            queue = waiting.get(sent.wallet_id, []) if ok else []
-            while (
-                queue
-                and sent.at is not None
-                and queue[0].at is not None
-                and (queue[0].at <= sent.at)
-            ):
-                order.append(queue.pop(0))
-            order.append(sent)
-        for queue in waiting.values():
-            order.extend(queue)
+        places: dict[str, list[int]] = {}
+        for i, (sent, ok) in enumerate(zip(batch, readable, strict=True)):
+            if ok:
+                places.setdefault(sent.wallet_id, []).append(i)
+        placed = list(batch)
+        for positions in places.values():
+            mine = [batch[i] for i in positions]
+            queue = [sent for sent in mine if sent.record.topic == SETTINGS]
+            merged: list[Sent] = []
+            for sent in mine:
+                if sent.record.topic == SETTINGS:
+                    continue  # placed from the queue
+                while (
+                    queue
+                    and sent.at is not None
+                    and queue[0].at is not None
+                    and (queue[0].at <= sent.at)
+                ):
+                    merged.append(queue.pop(0))
+                merged.append(sent)
+            merged += queue
+            for i, sent in zip(positions, merged, strict=True):
+                placed[i] = sent
+        order += placed
     return order
 
 

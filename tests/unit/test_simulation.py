@@ -15,8 +15,8 @@ from service.domain.model import BalanceChanged, Origin, PaymentMethod, Settings
 from service.domain.reasons import BlockReason, FailureReason
 from service.domain.rules import Policy
 from service.entrypoints.cli_simulate import PROPOSABLE, proposal_of
-from service.service_layer import alignment
-from service.service_layer.alignment import Decoded
+from service.service_layer import event_order
+from service.service_layer.event_order import Decoded
 from service.service_layer.ports import InputRecord
 from service.service_layer.simulation import (
     SETTINGS_FIELDS,
@@ -169,7 +169,7 @@ def test_settings_come_first_at_the_same_instant() -> None:
 
 
 def test_the_order_is_the_services() -> None:
-    """The same order as the handler's `alignment.in_event_time` for one customer's batch,
+    """The same order as the handler's `event_order.in_event_time` for one customer's batch,
     balances out of time order included (each topic keeps its partition's order)."""
     c = "c-1"
     minutes = [5, 1, 3, 3, 9, 0, 7]
@@ -179,7 +179,7 @@ def test_the_order_is_the_services() -> None:
         (InputRecord("balances", 0, i, c.encode(), None), e) for i, e in enumerate(balances)
     ]
     pairs += [(InputRecord("settings", 0, i, c.encode(), None), e) for i, e in enumerate(changes)]
-    services = [e for _, e in alignment.in_event_time(pairs, "settings")]
+    services = [e for _, e in event_order.in_event_time(pairs, "settings")]
     assert in_event_time(History(c, changes, balances)) == services
 
 

@@ -82,9 +82,9 @@ class _Case:
     batch: list[InputRecord]  # one fetched batch, in the broker's order
     poison: frozenset[int]  # positions in `batch` of the records that fail whatever happens
     # Due records wait for the other topic (else the alignment's bound is 0). Not with a
-    # partner: while a record of one waits, the other's go on, and the partner's balance they
-    # see is not the reference's (test_a_held_partner_balance_funds_its_customer, an open
-    # defect of the wait, not of the split).
+    # partner: the batch is in the broker's order, not in event time across partitions, and a
+    # held top-up is decided in event time against its partner's records (ADR 0004), while
+    # the reference applies them in batch order (test_partner_wait.py covers the wait).
     waits: bool = True
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # Hypothesis prints this

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from service.domain import rules
-from service.service_layer.alignment import Decoded
+from service.service_layer.event_order import Decoded
 from service.service_layer.handlers import BatchHandler
 from service.service_layer.ports import InputRecord
 from tests.factories import NOW

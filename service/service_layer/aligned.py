@@ -19,21 +19,24 @@ def apply_aligned(
     horizon: datetime,
     apply: Callable[[InputRecord, Event | Invalid], None],
     held: list[Held],
+    partner_of: Callable[[str], str | None],
 ) -> None:
     """Applies the records in order (`apply` may hold a due record: it appends to `held`),
-    except those behind a record that waits: its customer's later records, and a partner's
-    later records behind a top-up it pays."""
+    except those that wait behind a held record (behind.py). `partner_of`: the partner that
+    pays a customer's top-ups, if one does."""
     for record, event in ordered:
         if isinstance(event, Invalid):
-            # Keyed by a customer whose record waits: behind it (the key is the customer).
-            key = record.key
-            if key and (behind := align.behind(record, key.decode("utf-8", "replace"))):
-                held.append(behind)
-                continue
+            # Keyed by a customer with a held record: behind it (the key is the customer).
+            if record.key:
+                customer = record.key.decode("utf-8", "replace")
+                if h := align.held_back(record, customer, None, partner_of(customer)):
+                    held.append(h)
+                    continue
         # Future-dated records are dead-lettered at once, whatever waits.
         elif event.occurred_at <= horizon:
-            if behind := align.held_back(record, event.customer_id, event.occurred_at):
-                held.append(behind)
+            customer = event.customer_id
+            if h := align.held_back(record, customer, event.occurred_at, partner_of(customer)):
+                held.append(h)
                 continue
             before = len(held)
             apply(record, event)

@@ -21,12 +21,14 @@ from typing import TypeVar
 
 from service.config import Settings
 from service.contract.codec import Invalid
+from service.service_layer.behind import Behind, Entry, Key
 from service.service_layer.event_order import Decoded
 from service.service_layer.ports import InputRecord
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 Monotonic = Callable[[], float]
+_OVERDUE = 4  # bounds: see Alignment._overdue
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,25 +46,9 @@ class Held:
     retry_in: float
     # When its bound runs out, on the alignment's monotonic clock (retry_in > 0 only).
     until: float | None = field(default=None, compare=False)
-    # retry_in 0: the customer whose waiting record it is behind, when not its own (a due
-    # top-up's record, that its wallet pays for: see Alignment).
+    # retry_in 0: the customer whose record, waiting for the other topic, holds it back in the
+    # end (its own, or one its customer's wallet pays or is paid by: behind.py).
     after: str | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class _Waiting:
-    topic: str
-    partition: int
-    offset: int
-    at: datetime
-    rank: int
-    # whose waiting record holds it back: its customer, or the customer whose waiting top-up
-    # its customer pays for (Held.after; the records after it wait until that one is decided)
-    owner: str
-
-    @property
-    def key(self) -> tuple[str, int, int]:
-        return (self.topic, self.partition, self.offset)
 
 
 class Alignment:
@@ -71,7 +57,7 @@ class Alignment:
     Reset on every assignment change. "Read up to time t" for partition p of one topic: this
     instance has fetched from partition p of the other topic a record with `occurred_at >= t`.
     A due record waits while the other partition is not read up to its time, at most `bound`
-    seconds from when this instance first fetched it.
+    seconds from when this instance first fetched it. Who waits behind whom: behind.py.
     """
 
     def __init__(
@@ -88,12 +74,9 @@ class Alignment:
         self._marks: dict[str, dict[int, datetime]] = {balances: {}, settings: {}}
         self._assigned: frozenset[tuple[str, int]] | None = None
         self._epoch = 0  # assignments so far
-        # customer -> its record that waits (at most one: later ones wait behind it)
-        self._waiting: dict[str, _Waiting] = {}
-        # partner -> the customers whose waiting top-up it pays (its later records wait too)
-        self._pays: dict[str, set[str]] = {}
+        self._behind = Behind()
         # (topic, partition, offset) -> when first fetched, for records not applied yet
-        self._since: dict[tuple[str, int, int], float] = {}
+        self._since: dict[Key, float] = {}
 
     def assign(self, partitions: Iterable[tuple[str, int]] | None) -> None:
         """A new assignment (None: unknown, as if every partition were this instance's): what
@@ -102,8 +85,7 @@ class Alignment:
         self._epoch += 1
         for marks in self._marks.values():
             marks.clear()
-        self._waiting.clear()
-        self._pays.clear()
+        self._behind.clear()
         self._since.clear()
 
     def fetched(self, decoded: Iterable[Decoded], horizon: datetime, now: datetime) -> None:
@@ -142,20 +124,46 @@ class Alignment:
         partner: str | None = None,
     ) -> float:
         """For a record whose application would trigger a top-up (paid by `partner`, if one
-        pays): 0 when it may be applied now, else the seconds it may still wait (nothing of it
-        is applied)."""
-        rank = self._rank.get(topic, 1)
+        pays): 0 when the other topic's partition is read up to its time (or its bound ran
+        out), else the seconds left of its bound (it waits; nothing of it is applied)."""
+        key = (topic, partition, offset)
         left = self._own_wait(topic, partition, offset, at)
-        if left <= 0 and partner is not None and partner != customer_id:
-            left = self._partner_wait(topic, partition, offset, at, partner)
         if left <= 0:
-            return self._go(topic, partition, offset, customer_id)
-        waiting = self._waiting.get(customer_id)
-        if waiting is None or (at, rank) < (waiting.at, waiting.rank):
-            self._waiting[customer_id] = _Waiting(topic, partition, offset, at, rank, customer_id)
-        if partner is not None and partner != customer_id:
-            self._pays.setdefault(partner, set()).add(customer_id)  # its later records: behind
+            self._behind.release(customer_id, key)
+            return 0.0
+        rank = self._rank.get(topic, 1)
+        entry = Entry(topic, partition, offset, at, rank, customer_id, customer_id)
+        self._behind.note(customer_id, entry, partner)
         return left
+
+    def decide(
+        self, record: InputRecord, customer_id: str, at: datetime, partner: str | None
+    ) -> Held | None:
+        """For a record whose application would trigger a top-up: None when it may be applied
+        now; else held, for the other topic (`hold`), or behind a held record that its
+        partner's balance depends on (behind.py)."""
+        key = (record.topic, record.partition, record.offset)
+        left = self.hold(*key, customer_id, at, partner)
+        if left > 0:
+            return Held(*key, customer_id, left, self.until(*key))
+        if partner is None or partner == customer_id:
+            return None
+        rank = self._rank.get(record.topic, 1)
+        entry = self._behind.before_top_up(customer_id, key, at, rank, partner)
+        if entry is None or self._overdue(entry):
+            return None
+        return self._held_behind(key, customer_id, at, entry, partner)
+
+    def _held_behind(
+        self, key: Key, customer_id: str, at: datetime | None, entry: Entry, partner: str | None
+    ) -> Held:
+        """The record is held behind `entry`: noted, so that its customer's later records wait
+        behind it; its own bound counts from its first fetch."""
+        self._since.setdefault(key, self._clock())
+        rank = self._rank.get(key[0], 1)
+        mine = Entry(*key, entry.at if at is None else at, rank, entry.owner, customer_id, entry)
+        self._behind.note(customer_id, mine, partner)
+        return Held(*key, customer_id, 0.0, after=entry.owner)
 
     def _own_wait(self, topic: str, partition: int, offset: int, at: datetime) -> float:
         """The seconds left while the other topic's partition is not read up to `at`."""
@@ -171,108 +179,44 @@ class Alignment:
         first = self._since.setdefault((topic, partition, offset), now)
         return self._bound - (now - first)
 
-    def _partner_wait(
-        self, topic: str, partition: int, offset: int, at: datetime, partner: str
-    ) -> float:
-        """The seconds left while the partner has a record not later than this one that waits
-        (at most until that record's bound runs out; this record's bound is then that one's)."""
-        waiting = self._entry(partner)
-        if waiting is None or waiting.at > at:  # the partner's first at the same instant
-            return 0.0
-        first = self._since.get(waiting.key)
-        if first is None or waiting.key == (topic, partition, offset):
-            return 0.0
-        left = self._bound - (self._clock() - first)
-        if left > 0:
-            self._since[(topic, partition, offset)] = first
-        return left
-
-    def _entry(self, customer_id: str, *, own: bool = True) -> _Waiting | None:
-        """The earliest record that this customer's later records wait behind: its own that
-        waits (unless not `own`), or a waiting top-up it pays for."""
-        paid = tuple(self._pays.get(customer_id, ()))
-        whose = (customer_id, *paid) if own else paid
-        entries = [w for c in whose if (w := self._waiting.get(c)) is not None]
-        return min(entries, key=lambda w: (w.at, w.rank), default=None)
-
     def until(self, topic: str, partition: int, offset: int) -> float | None:
         """When the bound of a record that waits runs out (monotonic); None if it never
         waited."""
         first = self._since.get((topic, partition, offset))
         return None if first is None else first + self._bound
 
-    def _go(self, topic: str, partition: int, offset: int, customer_id: str) -> float:
-        """It may be applied now: if it was a waiting record, nothing waits behind it."""
-        waiting = self._waiting.get(customer_id)
-        if waiting is not None and waiting.key == (topic, partition, offset):
-            self._release(waiting.key)
-        return 0.0
-
-    def _release(self, key: tuple[str, int, int]) -> None:
-        """Nothing waits behind this record any more (its customer's or a partner's records)."""
-        for customer_id, w in list(self._waiting.items()):
-            if w.key == key:
-                del self._waiting[customer_id]
-                for paid in self._pays.values():
-                    paid.discard(customer_id)
-        self._pays = {p: paid for p, paid in self._pays.items() if paid}
-
     def admit(
         self, topic: str, partition: int, offset: int, customer_id: str, at: datetime
     ) -> bool:
-        """False when a record must not be applied yet because an earlier record of its
-        customer waits, or (for a partner) a top-up it pays dated before it (it is decided
-        again after that one). The waiting record itself is admitted, to be decided again."""
-        return self._blocking(topic, partition, offset, customer_id, at) is None
+        """False when a record must not be applied yet: it waits behind a held record
+        (behind.py). A held record itself is admitted, to be decided again."""
+        record = InputRecord(topic, partition, offset, None, None)
+        return self.held_back(record, customer_id, at) is None
 
-    def held_back(self, record: InputRecord, customer_id: str, at: datetime) -> Held | None:
-        """`admit`, for a record: None when admitted, else the record held behind the one it
-        waits for."""
-        where = (record.topic, record.partition, record.offset)
-        waiting = self._blocking(*where, customer_id, at)
-        return None if waiting is None else Held(*where, customer_id, 0.0, after=waiting.owner)
-
-    def _blocking(
-        self, topic: str, partition: int, offset: int, customer_id: str, at: datetime
-    ) -> _Waiting | None:
-        """The waiting record that this one must wait behind (None: it may go)."""
-        if not self._waiting:
+    def held_back(
+        self,
+        record: InputRecord,
+        customer_id: str,
+        at: datetime | None,
+        partner: str | None = None,
+    ) -> Held | None:
+        """None when the record may be applied (or decided) now, else held behind a held
+        record. An unreadable record keyed by a customer (`at` None) waits behind any of its
+        customer's, so that its dead letter never overtakes them."""
+        if not self._behind:
             return None
-        own = self._waiting.get(customer_id)
-        if own is not None and own.key == (topic, partition, offset):
-            self._release(own.key)  # decided again now: it may wait again
-            own = None
-        if own is not None:
-            if (own.topic, own.partition) == (topic, partition):
-                later = offset > own.offset
-            else:
-                later = (at, self._rank.get(topic, 1)) > (own.at, own.rank)
-            if later:
-                return self._behind(own, topic, partition, offset)
-        # the earliest top-up it pays dated before it (its own records of that instant first)
-        waiting = self._entry(customer_id, own=False)
-        if waiting is None or at <= waiting.at:
+        key = (record.topic, record.partition, record.offset)
+        self._behind.release(customer_id, key)  # decided again now: it may be held again
+        entry = self._behind.blocking(customer_id, key, at, self._rank.get(record.topic, 1))
+        if entry is None or self._overdue(entry):
             return None
-        # its later records wait behind this one, even once that top-up is decided
-        rank = self._rank.get(topic, 1)
-        if own is None or (at, rank) < (own.at, own.rank):
-            self._waiting[customer_id] = _Waiting(topic, partition, offset, at, rank, waiting.owner)
-        return self._behind(waiting, topic, partition, offset)
+        return self._held_behind(key, customer_id, at, entry, partner)
 
-    def _behind(self, waiting: _Waiting, topic: str, partition: int, offset: int) -> _Waiting:
-        """A record waits behind `waiting`: its own bound counts from its first fetch."""
-        self._since.setdefault((topic, partition, offset), self._clock())
-        return waiting
-
-    def behind(self, record: InputRecord, customer_id: str) -> Held | None:
-        """`record` held behind the record its customer's later records wait for (None: none
-        waits; an unreadable record keyed by the customer waits behind it too, so that its
-        dead letter never overtakes it)."""
-        waiting = self._entry(customer_id)
-        if waiting is None:
-            return None
-        at = (record.topic, record.partition, record.offset)
-        return Held(*at, customer_id, 0.0, after=waiting.owner)
+    def _overdue(self, entry: Entry) -> bool:
+        """A held record that has waited four bounds is a leftover of a defect: nothing waits
+        behind it any more (a partition must never stop)."""
+        first = self._since.get(entry.key)
+        return first is None or self._clock() - first >= _OVERDUE * self._bound
 
     def settled(self, topic: str, partition: int, offset: int) -> None:
         """A record was applied (or dead-lettered): it waits no more."""
@@ -282,17 +226,17 @@ class Alignment:
     def forget(self, topic: str, partition: int, offset: int) -> None:
         """A record was set aside (dead-lettered after it failed): nothing waits for it."""
         self.settled(topic, partition, offset)
-        self._release((topic, partition, offset))
+        self._behind.forget((topic, partition, offset))
 
     @contextlib.contextmanager
     def trial(self, decoded: Iterable[Decoded]) -> Iterator[None]:
         """Undoes, on the way out, what is noted inside of these records, their partitions and
-        their customers, and which partners' later records wait behind them: for a
-        trial of them that is rolled back. Nothing else is touched: another lane (ADR 0010),
-        with other partitions and customers, may note its own meanwhile. After an assignment
-        change inside, what the trial noted is forgotten."""
+        their customers (and whom partners pay among them): for a trial of them that is rolled
+        back. Nothing else is touched: another lane (ADR 0010), with other partitions and
+        customers, may note its own meanwhile. After an assignment change inside, what the
+        trial noted is forgotten."""
         marks: dict[tuple[str, int], datetime | None] = {}
-        since: dict[tuple[str, int, int], float | None] = {}
+        since: dict[Key, float | None] = {}
         customers: set[str] = set()
         for record, event in decoded:
             marks[(record.topic, record.partition)] = self.read_up_to(
@@ -302,8 +246,9 @@ class Alignment:
             since[at] = self._since.get(at)
             if not isinstance(event, Invalid):
                 customers.add(event.customer_id)
-        waiting = dict(self._waiting)
-        pays = {partner: set(paid) for partner, paid in self._pays.items()}
+            elif record.key:  # held behind its key's customer (aligned.py)
+                customers.add(record.key.decode("utf-8", "replace"))
+        held = self._behind.snapshot(customers)
         epoch = self._epoch
         try:
             yield
@@ -314,18 +259,12 @@ class Alignment:
                     _put(self._marks[topic], partition, None if new else mark)
             for key, first in since.items():
                 _put(self._since, key, None if new else first)
-            for customer_id in customers:
-                _put(self._waiting, customer_id, None if new else waiting.get(customer_id))
-            for partner in pays.keys() | self._pays.keys():
-                before = set() if new else pays.get(partner, set()) & customers
-                paid = (self._pays.get(partner, set()) - customers) | before
-                _put(self._pays, partner, paid or None)
+            self._behind.restore(customers, None if new else held)
 
-    def waiting(self) -> dict[str, tuple[str, int, int]]:
-        """customer -> (topic, partition, offset) of the record its later records wait behind
-        (for tests, logs)."""
-        entries = {c: self._entry(c) for c in self._waiting.keys() | self._pays.keys()}
-        return {c: w.key for c, w in entries.items() if w is not None}
+    def waiting(self) -> dict[str, Key]:
+        """customer -> (topic, partition, offset) of its earliest held record (tests, logs)."""
+        entries = {c: self._behind.earliest(c) for c in self._behind.customers()}
+        return {c: e.key for c, e in entries.items() if e is not None}
 
 
 def _put(table: dict[_K, _V], key: _K, value: _V | None) -> None:

@@ -64,6 +64,12 @@ class _Batch:
     invoices: invoices.InvoiceWrites = field(default_factory=invoices.InvoiceWrites)
     trial: bool = False  # rolled back (BatchHandler.handle)
 
+    def partner_of(self, customer_id: str) -> str | None:
+        """The partner that pays for this customer's top-ups, by its settings so far."""
+        wallet = self.wallets.get(customer_id)
+        settings = wallet.settings if wallet is not None else None
+        return settings.partner_id if settings is not None else None
+
 
 class BatchHandler:
     """Turns consumed records into one transaction; I/O only through the unit of work."""
@@ -121,7 +127,8 @@ class BatchHandler:
                 else:
                     horizon = now + self._policy.future_skew
                     held = batch.report.held
-                    apply_aligned(ordered, align, horizon, partial(self._apply, batch), held)
+                    apply = partial(self._apply, batch)
+                    apply_aligned(ordered, align, horizon, apply, held, batch.partner_of)
                 await self._write(uow.store, batch)
                 if not trial:
                     await uow.commit()
@@ -233,17 +240,15 @@ class BatchHandler:
         return True
 
     def _held(self, batch: _Batch, record: InputRecord, event: Event, partner: str | None) -> bool:
-        """Whether a due record waits for the other input topic, or for a record of the partner
-        that pays it (see alignment.py)."""
-        align, customer = self._alignment, event.customer_id
-        if align is None:
-            return False
-        at = (record.topic, record.partition, record.offset)
-        wait = align.hold(*at, customer, event.occurred_at, partner)
-        if wait <= 0:
-            return False
-        batch.report.held.append(Held(*at, customer, wait, align.until(*at)))
-        return True
+        """Whether a due record waits for the other input topic, or behind a held record that
+        its partner's balance depends on (see alignment.py)."""
+        align = self._alignment
+        held = (
+            align.decide(record, event.customer_id, event.occurred_at, partner) if align else None
+        )
+        if held is not None:
+            batch.report.held.append(held)
+        return held is not None
 
     def _decided(
         self, batch: _Batch, record: InputRecord, event: Event, outcome: rules.Outcome

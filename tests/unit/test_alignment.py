@@ -212,12 +212,20 @@ def test_later_records_of_a_waiting_customer_wait_behind_it() -> None:
     at = T + timedelta(seconds=2)
     assert align.hold(BAL, 0, 7, "a", at) > 0
     assert align.admit(BAL, 0, 5, "a", T)  # before it in its partition (already applied)
-    assert not align.admit(BAL, 0, 8, "a", T)  # after it in its partition, whatever its time
     assert align.admit(SET, 0, 3, "a", at)  # settings of the same instant go before it
     assert not align.admit(SET, 0, 4, "a", at + timedelta(microseconds=1))
     assert align.admit(BAL, 0, 9, "b", at)  # other customers go on
     assert align.waiting() == {"a": (BAL, 0, 7)}
+    assert not align.admit(BAL, 0, 8, "a", T)  # after it in its partition, whatever its time
+    # Every held record holds back what follows it in its partition (settings 5 waits behind
+    # settings 4); across partitions a record is compared with the other partition's first
+    # held record (as Kafka Streams compares partition heads).
+    assert not align.admit(SET, 0, 5, "a", at)
+    assert align.waiting() == {"a": (BAL, 0, 8)}  # the earliest held record
     assert align.admit(BAL, 0, 7, "a", at)  # the waiting record itself: decided again
+    assert align.admit(BAL, 0, 8, "a", T)  # and those behind it, in their partition's order
+    assert align.admit(SET, 0, 4, "a", at + timedelta(microseconds=1))
+    assert align.admit(SET, 0, 5, "a", at)
     assert align.waiting() == {}
     align.assign(None)
     assert align.admit(BAL, 0, 8, "a", T)

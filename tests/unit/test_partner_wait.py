@@ -348,3 +348,17 @@ async def test_a_partner_record_held_behind_a_later_placed_top_up_is_not_overtak
     usage = run.db.committed.wallets["b"].usage
     assert usage is not None
     assert [d.low for d in usage.days] == [Decimal("5.00")]
+
+
+async def test_a_top_up_and_its_partner_s_record_whose_bounds_run_out_together() -> None:
+    """a's 5.00 @T (paid by b) and b's drop to 5.00 @T (due for b itself) both wait for their
+    own settings partitions, from the same fetch, a's first. Their bounds run out together and
+    they come again in that order: a must still wait for b's drop (the partner's record of the
+    same instant goes first), then fail (partner_insufficient_funds)."""
+    log, run = _Log(), _consumer()
+    await run.fetch(_prior(log, 0, 1, b_auto=True))
+    run.clock.advance(0.1)
+    await run.fetch([log.balance("a", "5.00", T, 0), log.balance("b", "5.00", T, 1)])
+    assert len(run.pending.records()) == 2, "both wait for their settings partitions"
+    await run.drain()
+    assert _outcomes(run.db, "a") == [(TOPICS.top_up_failed, "partner_insufficient_funds")]

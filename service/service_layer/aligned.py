@@ -29,13 +29,13 @@ def apply_aligned(
             # Keyed by a customer with a held record: behind it (the key is the customer).
             if record.key:
                 customer = record.key.decode("utf-8", "replace")
-                if h := align.held_back(record, customer, None, partner_of(customer)):
+                if h := align.held_back(record, customer, None, partner_of):
                     held.append(h)
                     continue
         # Future-dated records are dead-lettered at once, whatever waits.
         elif event.occurred_at <= horizon:
             customer = event.customer_id
-            if h := align.held_back(record, customer, event.occurred_at, partner_of(customer)):
+            if h := align.held_back(record, customer, event.occurred_at, partner_of):
                 held.append(h)
                 continue
             before = len(held)

@@ -198,18 +198,20 @@ class Alignment:
         record: InputRecord,
         customer_id: str,
         at: datetime | None,
-        partner: str | None = None,
+        partner_of: Callable[[str], str | None] | None = None,
     ) -> Held | None:
         """None when the record may be applied (or decided) now, else held behind a held
-        record. An unreadable record keyed by a customer (`at` None) waits behind any of its
-        customer's, so that its dead letter never overtakes them."""
-        if not self._behind:
+        record (`partner_of`: who pays a customer's top-ups, asked only then). An unreadable
+        record keyed by a customer (`at` None) waits behind any of its customer's, so that
+        its dead letter never overtakes them."""
+        if not self._behind.involves(customer_id):
             return None
         key = (record.topic, record.partition, record.offset)
         self._behind.release(customer_id, key)  # decided again now: it may be held again
         entry = self._behind.blocking(customer_id, key, at, self._rank.get(record.topic, 1))
         if entry is None or self._overdue(entry):
             return None
+        partner = partner_of(customer_id) if partner_of is not None else None
         return self._held_behind(key, customer_id, at, entry, partner)
 
     def _overdue(self, entry: Entry) -> bool:

@@ -54,6 +54,10 @@ class Behind:
     def __bool__(self) -> bool:
         return bool(self._held)
 
+    def involves(self, customer_id: str) -> bool:
+        """Whether the customer has a held record or pays for one (else nothing of it waits)."""
+        return customer_id in self._held or customer_id in self._pays
+
     def clear(self) -> None:
         self._held.clear()
         self._pays.clear()
